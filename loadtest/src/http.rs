@@ -1,0 +1,456 @@
+//! Pure protocol pieces: HTTP response-head parsing, redirect `Location`
+//! parsing and an incremental chunked-transfer decoder that counts messages.
+//! Nothing here touches sockets, so all of it is unit tested byte by byte.
+
+/// Largest response head we accept before calling it an error.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// What we need from a response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub status: u16,
+    pub location: Option<String>,
+    pub chunked: bool,
+    /// Bytes of the buffer taken by the head (including the blank line).
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not a parseable HTTP/1.x status line or header.
+    Malformed,
+    /// Head larger than [`MAX_HEAD`] without a blank line.
+    TooLarge,
+}
+
+/// Parse a response head at the start of `buf`. `Ok(None)` = need more bytes.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
+    let end = match find(buf, b"\r\n\r\n") {
+        Some(i) => i,
+        None => {
+            if buf.len() > MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            // A status line that is already wrong need not wait for more bytes.
+            if buf.len() >= 5 && !buf.starts_with(b"HTTP/") {
+                return Err(HeadError::Malformed);
+            }
+            return Ok(None);
+        }
+    };
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| HeadError::Malformed)?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().ok_or(HeadError::Malformed)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(HeadError::Malformed);
+    }
+    let code = parts.next().ok_or(HeadError::Malformed)?;
+    if code.len() != 3 {
+        return Err(HeadError::Malformed);
+    }
+    let status: u16 = code.parse().map_err(|_| HeadError::Malformed)?;
+    let mut location = None;
+    let mut chunked = false;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or(HeadError::Malformed)?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("location") {
+            location = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value
+                .split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        }
+    }
+    Ok(Some(Head {
+        status,
+        location,
+        chunked,
+        len: end + 4,
+    }))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `http://HOST:PORT/path?query` -> (`HOST:PORT`, `/path?query`).
+/// A missing port means 80; a missing path means `/`.
+pub fn parse_location(loc: &str) -> Option<(String, String)> {
+    let rest = loc.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    let authority = if authority.starts_with('[') {
+        // IPv6 literal.
+        if authority.contains("]:") {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        }
+    } else if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Some((authority, path.to_string()))
+}
+
+/// The request line + head that opens a stream.
+pub fn connect_request(path_and_query: &str, host: &str) -> Vec<u8> {
+    format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
+/// Percent-encode a query value (RFC 3986 unreserved kept as is).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+const HEARTBEAT: &[u8] = b"{\"y\":0}";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    /// Reading hex digits of a chunk size.
+    Size,
+    /// After a `;` chunk extension, until CR.
+    Ext,
+    /// Expecting LF after the size line's CR.
+    SizeLf,
+    /// Inside chunk data.
+    Data,
+    /// Expecting CR after data.
+    DataCr,
+    /// Expecting LF after data.
+    DataLf,
+    /// Saw the terminating zero-size chunk; the stream is over.
+    End,
+    /// Framing error; stays here.
+    Bad,
+}
+
+/// Incremental chunked decoder that only counts. Small (16 bytes) because one
+/// lives in every held connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkCounter {
+    remaining: u64,
+    st: St,
+    /// Position of a heartbeat match in the current chunk; 0xff = no match.
+    hb: u8,
+    size_digits: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Complete non-empty chunks (messages), heartbeats included.
+    pub messages: u64,
+    /// Of those, exactly `{"y":0}`.
+    pub heartbeats: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkStatus {
+    Open,
+    /// Zero-size chunk seen: the server ended the stream.
+    Ended,
+    /// Bytes that are not chunked framing.
+    Bad,
+}
+
+impl Default for ChunkCounter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkCounter {
+    pub fn new() -> Self {
+        ChunkCounter {
+            remaining: 0,
+            st: St::Size,
+            hb: 0,
+            size_digits: 0,
+        }
+    }
+
+    pub fn status(&self) -> ChunkStatus {
+        match self.st {
+            St::End => ChunkStatus::Ended,
+            St::Bad => ChunkStatus::Bad,
+            _ => ChunkStatus::Open,
+        }
+    }
+
+    /// Feed bytes; complete chunks are added to `counts`.
+    pub fn feed(&mut self, mut buf: &[u8], counts: &mut Counts) -> ChunkStatus {
+        while !buf.is_empty() {
+            match self.st {
+                St::End | St::Bad => break,
+                St::Size => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    match b {
+                        b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                            let d = (b as char).to_digit(16).unwrap() as u64;
+                            self.size_digits += 1;
+                            if self.size_digits > 15 {
+                                self.st = St::Bad;
+                            } else {
+                                self.remaining = self.remaining * 16 + d;
+                            }
+                        }
+                        b';' if self.size_digits > 0 => self.st = St::Ext,
+                        b'\r' if self.size_digits > 0 => self.st = St::SizeLf,
+                        _ => self.st = St::Bad,
+                    }
+                }
+                St::Ext => match buf.iter().position(|&b| b == b'\r') {
+                    Some(i) => {
+                        buf = &buf[i + 1..];
+                        self.st = St::SizeLf;
+                    }
+                    None => buf = &[],
+                },
+                St::SizeLf => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    if b != b'\n' {
+                        self.st = St::Bad;
+                    } else if self.remaining == 0 {
+                        self.st = St::End;
+                    } else {
+                        self.hb = if self.remaining == HEARTBEAT.len() as u64 {
+                            0
+                        } else {
+                            0xff
+                        };
+                        self.st = St::Data;
+                    }
+                }
+                St::Data => {
+                    let n = (self.remaining.min(buf.len() as u64)) as usize;
+                    if self.hb != 0xff {
+                        for &b in &buf[..n] {
+                            if HEARTBEAT[self.hb as usize] == b {
+                                self.hb += 1;
+                            } else {
+                                self.hb = 0xff;
+                                break;
+                            }
+                        }
+                    }
+                    buf = &buf[n..];
+                    self.remaining -= n as u64;
+                    if self.remaining == 0 {
+                        self.st = St::DataCr;
+                    }
+                }
+                St::DataCr => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    self.st = if b == b'\r' { St::DataLf } else { St::Bad };
+                }
+                St::DataLf => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    if b == b'\n' {
+                        counts.messages += 1;
+                        if self.hb as usize == HEARTBEAT.len() {
+                            counts.heartbeats += 1;
+                        }
+                        self.size_digits = 0;
+                        self.remaining = 0;
+                        self.st = St::Size;
+                    } else {
+                        self.st = St::Bad;
+                    }
+                }
+            }
+        }
+        self.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_200_chunked() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n7\r\n{\"y\":0}\r\n";
+        let h = parse_head(raw).unwrap().unwrap();
+        assert_eq!(h.status, 200);
+        assert!(h.chunked);
+        assert_eq!(h.location, None);
+        assert_eq!(&raw[h.len..], b"7\r\n{\"y\":0}\r\n");
+    }
+
+    #[test]
+    fn head_incomplete_at_every_split() {
+        let raw = b"HTTP/1.1 303 See Other\r\nlocation: http://127.0.0.3:8000/connect?uid=a&password=b\r\nContent-Length: 0\r\n\r\n";
+        for i in 0..raw.len() {
+            assert_eq!(parse_head(&raw[..i]), Ok(None), "prefix {i}");
+        }
+        let h = parse_head(raw).unwrap().unwrap();
+        assert_eq!(h.status, 303);
+        assert!(!h.chunked);
+        assert_eq!(h.len, raw.len());
+        assert_eq!(
+            h.location.as_deref(),
+            Some("http://127.0.0.3:8000/connect?uid=a&password=b")
+        );
+    }
+
+    #[test]
+    fn head_errors() {
+        assert_eq!(parse_head(b"SSH-2.0-x\r\n"), Err(HeadError::Malformed));
+        assert_eq!(
+            parse_head(b"HTTP/1.1 2000 OK\r\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse_head(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.resize(MAX_HEAD + 10, b'a');
+        assert_eq!(parse_head(&big), Err(HeadError::TooLarge));
+        let h = parse_head(b"HTTP/1.0 401 Unauthorized\r\n\r\n{\"error\":\"auth failed\"}")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 401);
+    }
+
+    #[test]
+    fn location() {
+        assert_eq!(
+            parse_location("http://127.0.0.2:8001/connect?uid=x&password=y"),
+            Some((
+                "127.0.0.2:8001".to_string(),
+                "/connect?uid=x&password=y".to_string()
+            ))
+        );
+        assert_eq!(
+            parse_location("http://h"),
+            Some(("h:80".to_string(), "/".to_string()))
+        );
+        assert_eq!(
+            parse_location("http://[::1]:9/c"),
+            Some(("[::1]:9".to_string(), "/c".to_string()))
+        );
+        assert_eq!(parse_location("https://h/x"), None);
+        assert_eq!(parse_location("http:///x"), None);
+    }
+
+    #[test]
+    fn escape() {
+        assert_eq!(query_escape("ab-9_.~"), "ab-9_.~");
+        assert_eq!(query_escape("a b&c=d"), "a%20b%26c%3Dd");
+    }
+
+    fn stream() -> Vec<u8> {
+        let mut s = Vec::new();
+        s.extend_from_slice(b"7\r\n{\"y\":0}\r\n");
+        let m = br#"{"y":3,"f":"op","t":"u1","b":"hi","s":1}"#;
+        s.extend_from_slice(format!("{:x}\r\n", m.len()).as_bytes());
+        s.extend_from_slice(m);
+        s.extend_from_slice(b"\r\n");
+        // Same length as a heartbeat but not one.
+        s.extend_from_slice(b"7;ext=1\r\n{\"y\":5}\r\n");
+        s.extend_from_slice(b"7\r\n{\"y\":0}\r\n");
+        let big = vec![b'x'; 300];
+        s.extend_from_slice(b"12C\r\n");
+        s.extend_from_slice(&big);
+        s.extend_from_slice(b"\r\n");
+        s
+    }
+
+    #[test]
+    fn chunks_whole() {
+        let mut c = ChunkCounter::new();
+        let mut n = Counts::default();
+        assert_eq!(c.feed(&stream(), &mut n), ChunkStatus::Open);
+        assert_eq!(
+            n,
+            Counts {
+                messages: 5,
+                heartbeats: 2
+            }
+        );
+        assert_eq!(c.feed(b"0\r\n\r\n", &mut n), ChunkStatus::Ended);
+        assert_eq!(n.messages, 5);
+    }
+
+    #[test]
+    fn chunks_split_at_every_boundary() {
+        let s = stream();
+        for i in 0..=s.len() {
+            for j in i..=s.len() {
+                let mut c = ChunkCounter::new();
+                let mut n = Counts::default();
+                c.feed(&s[..i], &mut n);
+                c.feed(&s[i..j], &mut n);
+                assert_eq!(c.feed(&s[j..], &mut n), ChunkStatus::Open);
+                assert_eq!(
+                    n,
+                    Counts {
+                        messages: 5,
+                        heartbeats: 2
+                    },
+                    "split at {i},{j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_byte_by_byte() {
+        let s = stream();
+        let mut c = ChunkCounter::new();
+        let mut n = Counts::default();
+        for (k, b) in s.iter().enumerate() {
+            c.feed(std::slice::from_ref(b), &mut n);
+            // A message is counted only once its trailing CRLF arrived.
+            let done = n.messages;
+            let mut c2 = ChunkCounter::new();
+            let mut n2 = Counts::default();
+            c2.feed(&s[..=k], &mut n2);
+            assert_eq!(done, n2.messages);
+        }
+        assert_eq!(n.messages, 5);
+    }
+
+    #[test]
+    fn chunks_bad() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"3\r\nabcX",
+            b"3\rX",
+            b"1234567890abcdef0\r\n",
+        ] {
+            let mut c = ChunkCounter::new();
+            let mut n = Counts::default();
+            assert_eq!(c.feed(bad, &mut n), ChunkStatus::Bad, "{bad:?}");
+            assert_eq!(n.messages, 0);
+        }
+    }
+
+    #[test]
+    fn counter_is_small() {
+        assert!(std::mem::size_of::<ChunkCounter>() <= 16);
+    }
+}

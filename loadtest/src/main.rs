@@ -1,0 +1,149 @@
+//! `loadtest`: the bundled load generator of ipush.
+//!
+//! Subcommands so far: `hold` (open N chunked streams at a ramp rate, hold
+//! them, report connect latency, failures and the server's memory per stream).
+
+mod hold;
+mod http;
+mod report;
+mod sys;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "loadtest", version, about = "Load generator for ipush")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Open N streams at a ramp rate, hold them T seconds, report.
+    ///
+    /// Exit status: 0 every stream held to the end; 2 the run finished with
+    /// failures; 3 stopped by --timeout-secs; 1 could not run.
+    Hold(HoldArgs),
+}
+
+#[derive(Args, Debug)]
+struct HoldArgs {
+    /// Client port of the server, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    target: String,
+    /// Number of streams to open (must fit the open-file limit minus 64).
+    #[arg(long, default_value_t = 1000)]
+    conns: u64,
+    /// New connections started per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Seconds to hold all streams once every connect finished.
+    #[arg(long, default_value_t = 10.0)]
+    hold_secs: f64,
+    /// Uids are PREFIX{offset}..PREFIX{offset+conns-1}.
+    #[arg(long, default_value = "lt")]
+    uid_prefix: String,
+    #[arg(long, default_value_t = 0)]
+    uid_offset: u64,
+    #[arg(long, default_value = "pw")]
+    password: String,
+    /// Local source addresses to bind, round-robin: `127.0.0.2-127.0.0.20`,
+    /// or a comma list of addresses and ranges.
+    #[arg(long)]
+    src: Option<String>,
+    /// Server pids whose memory (/proc/PID/status VmRSS, smaps_rollup) is
+    /// sampled before connecting, when every connect finished, and at the end.
+    #[arg(long)]
+    pids: Option<String>,
+    /// Connect start -> 200 head deadline per stream, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    connect_timeout_ms: u64,
+    /// Hard bound on the whole run [default: conns/rate + hold + connect timeout + 30 s].
+    #[arg(long)]
+    timeout_secs: Option<f64>,
+    /// Print the report as JSON on stdout (text summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Also write the connect-latency percentile distribution (µs) to this file.
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn run_hold(a: HoldArgs) -> Result<i32> {
+    let src = match &a.src {
+        Some(s) => sys::parse_src(s)?,
+        None => Vec::new(),
+    };
+    let pids = match &a.pids {
+        Some(p) => sys::parse_pids(p)?,
+        None => Vec::new(),
+    };
+    anyhow::ensure!(
+        a.hold_secs.is_finite() && a.hold_secs >= 0.0,
+        "--hold-secs must be >= 0"
+    );
+    let connect_timeout = Duration::from_millis(a.connect_timeout_ms.max(1));
+    let timeout = match a.timeout_secs {
+        Some(t) => {
+            anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout-secs must be > 0");
+            Duration::from_secs_f64(t)
+        }
+        None => Duration::from_secs_f64(
+            a.conns as f64 / a.rate.max(1) as f64
+                + a.hold_secs
+                + connect_timeout.as_secs_f64()
+                + 30.0,
+        ),
+    };
+    let opts = hold::HoldOpts {
+        target: a.target,
+        conns: a.conns,
+        rate: a.rate,
+        hold_secs: a.hold_secs,
+        uid_prefix: a.uid_prefix,
+        uid_offset: a.uid_offset,
+        password: a.password,
+        src,
+        pids,
+        connect_timeout,
+        timeout,
+        progress: !a.quiet,
+    };
+    let report = hold::run(opts)?;
+    if let Some(path) = &a.hist_out {
+        std::fs::write(path, report.percentile_distribution())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.json {
+        eprint!("{}", report.to_text());
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.success() {
+        0
+    } else if report.timed_out {
+        3
+    } else {
+        2
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Hold(a) => run_hold(a),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("loadtest: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The `hold` report: counters, latency histogram, server memory; rendered as
+//! JSON (`--json`) or text.
+
+use crate::sys::Mem;
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Latency histogram in microseconds, 1 µs .. 1 h, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Failures {
+    /// ECONNREFUSED (at connect or on the pending socket).
+    pub refused: u64,
+    /// No `200` head within `--connect-timeout-ms` of the connect start.
+    pub timeout: u64,
+    /// A head with a status other than 200 (or a 303 that could not be followed).
+    pub status: u64,
+    /// A stream that had its 200 and then ended (EOF, reset, terminating chunk).
+    pub closed_while_held: u64,
+    /// EOF or reset before a complete head.
+    pub closed_before_head: u64,
+    /// Unparseable head, or bytes that are not chunked framing.
+    pub bad_response: u64,
+    /// Anything else (EADDRNOTAVAIL, EMFILE, ...); see `errors`.
+    pub other: u64,
+}
+
+impl Failures {
+    pub fn total(&self) -> u64 {
+        self.refused
+            + self.timeout
+            + self.status
+            + self.closed_while_held
+            + self.closed_before_head
+            + self.bad_response
+            + self.other
+    }
+}
+
+#[derive(Debug)]
+pub struct HoldReport {
+    pub target: String,
+    pub conns: u64,
+    pub rate: u64,
+    pub hold_secs: f64,
+    /// Connects started (first attempts, not redirects).
+    pub attempted: u64,
+    /// 200 heads received.
+    pub connected: u64,
+    pub redirects: u64,
+    /// Streams open when the ramp settled (every connect done) / at the end.
+    pub held_at_settle: u64,
+    pub held_at_end: u64,
+    /// Connections still opening when the run stopped (only after a timeout).
+    pub opening_at_end: u64,
+    pub failures: Failures,
+    pub status_codes: BTreeMap<u16, u64>,
+    /// Other errors by description.
+    pub errors: BTreeMap<String, u64>,
+    pub latency_us: Histogram<u64>,
+    /// First connect start -> every connect finished.
+    pub ramp_secs: f64,
+    pub elapsed_secs: f64,
+    pub messages: u64,
+    pub heartbeats: u64,
+    pub bytes: u64,
+    pub pids: Vec<u32>,
+    pub mem_before: Option<Mem>,
+    pub mem_after: Option<Mem>,
+    pub mem_end: Option<Mem>,
+    /// The ramp settled and the hold ran its full time.
+    pub completed: bool,
+    /// Stopped by `--timeout-secs`.
+    pub timed_out: bool,
+}
+
+impl HoldReport {
+    pub fn new(target: String, conns: u64, rate: u64, hold_secs: f64, pids: Vec<u32>) -> Self {
+        HoldReport {
+            target,
+            conns,
+            rate,
+            hold_secs,
+            attempted: 0,
+            connected: 0,
+            redirects: 0,
+            held_at_settle: 0,
+            held_at_end: 0,
+            opening_at_end: 0,
+            failures: Failures::default(),
+            status_codes: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            latency_us: new_histogram(),
+            ramp_secs: 0.0,
+            elapsed_secs: 0.0,
+            messages: 0,
+            heartbeats: 0,
+            bytes: 0,
+            pids,
+            mem_before: None,
+            mem_after: None,
+            mem_end: None,
+            completed: false,
+            timed_out: false,
+        }
+    }
+
+    pub fn connects_per_sec(&self) -> f64 {
+        if self.ramp_secs > 0.0 {
+            self.connected as f64 / self.ramp_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// (after - before) / held_at_settle for one memory field.
+    fn per_stream(&self, f: fn(&Mem) -> u64) -> Option<f64> {
+        let (b, a) = (self.mem_before?, self.mem_after?);
+        if self.held_at_settle == 0 {
+            return None;
+        }
+        Some((f(&a) as f64 - f(&b) as f64) / self.held_at_settle as f64)
+    }
+
+    /// Everything ok: every stream held to the end, nothing failed.
+    pub fn success(&self) -> bool {
+        self.completed && self.failures.total() == 0 && self.held_at_end == self.conns
+    }
+
+    pub fn latency_json(&self) -> Value {
+        let h = &self.latency_us;
+        if h.is_empty() {
+            return json!({ "count": 0 });
+        }
+        json!({
+            "count": h.len(),
+            "min": h.min(),
+            "mean": (h.mean() * 10.0).round() / 10.0,
+            "p50": h.value_at_quantile(0.50),
+            "p90": h.value_at_quantile(0.90),
+            "p99": h.value_at_quantile(0.99),
+            "p99_9": h.value_at_quantile(0.999),
+            "max": h.max(),
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        let f = &self.failures;
+        let codes: Map<String, Value> = self
+            .status_codes
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let errors: Map<String, Value> = self
+            .errors
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let mem = |m: &Option<Mem>| match m {
+            Some(m) => json!({
+                "rss": m.rss, "pss": m.pss,
+                "private_dirty": m.private_dirty, "anonymous": m.anonymous,
+            }),
+            None => Value::Null,
+        };
+        let round1 = |x: Option<f64>| x.map(|v| (v * 10.0).round() / 10.0);
+        json!({
+            "scenario": "hold",
+            "target": self.target,
+            "conns": self.conns,
+            "rate": self.rate,
+            "hold_secs": self.hold_secs,
+            "attempted": self.attempted,
+            "connected": self.connected,
+            "redirects": self.redirects,
+            "held_at_settle": self.held_at_settle,
+            "held_at_end": self.held_at_end,
+            "opening_at_end": self.opening_at_end,
+            "failed": f.total(),
+            "failures": {
+                "refused": f.refused,
+                "timeout": f.timeout,
+                "status": f.status,
+                "closed_while_held": f.closed_while_held,
+                "closed_before_head": f.closed_before_head,
+                "bad_response": f.bad_response,
+                "other": f.other,
+            },
+            "status_codes": codes,
+            "errors": errors,
+            "connect_latency_us": self.latency_json(),
+            "ramp_secs": (self.ramp_secs * 1000.0).round() / 1000.0,
+            "connects_per_sec": self.connects_per_sec().round(),
+            "elapsed_secs": (self.elapsed_secs * 1000.0).round() / 1000.0,
+            "messages_received": self.messages,
+            "heartbeats_received": self.heartbeats,
+            "bytes_received": self.bytes,
+            "server_pids": self.pids,
+            "server_rss_bytes_before": self.mem_before.map(|m| m.rss),
+            "server_rss_bytes_after": self.mem_after.map(|m| m.rss),
+            "server_rss_bytes_end": self.mem_end.map(|m| m.rss),
+            "server_rss_bytes_per_stream": round1(self.per_stream(|m| m.rss)),
+            "server_private_dirty_bytes_per_stream": round1(self.per_stream(|m| m.private_dirty)),
+            "server_anonymous_bytes_per_stream": round1(self.per_stream(|m| m.anonymous)),
+            "server_mem_before": mem(&self.mem_before),
+            "server_mem_after": mem(&self.mem_after),
+            "server_mem_end": mem(&self.mem_end),
+            "completed": self.completed,
+            "timed_out": self.timed_out,
+            "success": self.success(),
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let f = &self.failures;
+        let _ = writeln!(
+            s,
+            "hold {}: conns={} rate={}/s hold={}s -> {}",
+            self.target,
+            self.conns,
+            self.rate,
+            self.hold_secs,
+            if self.success() {
+                "OK"
+            } else if self.timed_out {
+                "TIMED OUT"
+            } else {
+                "FAILURES"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  connected {} of {} attempted in {:.3}s ({:.0} connects/s), {} redirects; held {} at settle, {} at end, {} still opening",
+            self.connected,
+            self.attempted,
+            self.ramp_secs,
+            self.connects_per_sec(),
+            self.redirects,
+            self.held_at_settle,
+            self.held_at_end,
+            self.opening_at_end
+        );
+        let h = &self.latency_us;
+        if !h.is_empty() {
+            let ms = |v: u64| v as f64 / 1000.0;
+            let _ = writeln!(
+                s,
+                "  connect latency ms: p50={:.3} p90={:.3} p99={:.3} p99.9={:.3} max={:.3}",
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.9)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.value_at_quantile(0.999)),
+                ms(h.max())
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  failed {}: refused={} timeout={} status={} closed_while_held={} closed_before_head={} bad_response={} other={}",
+            f.total(),
+            f.refused,
+            f.timeout,
+            f.status,
+            f.closed_while_held,
+            f.closed_before_head,
+            f.bad_response,
+            f.other
+        );
+        if !self.status_codes.is_empty() {
+            let _ = writeln!(s, "  status codes: {:?}", self.status_codes);
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "  errors: {:?}", self.errors);
+        }
+        let _ = writeln!(
+            s,
+            "  received {} messages ({} heartbeats), {} bytes",
+            self.messages, self.heartbeats, self.bytes
+        );
+        if let (Some(b), Some(a)) = (self.mem_before, self.mem_after) {
+            let _ = writeln!(
+                s,
+                "  server RSS {} -> {} bytes; per stream: rss={:.1} private_dirty={:.1} anonymous={:.1} bytes",
+                b.rss,
+                a.rss,
+                self.per_stream(|m| m.rss).unwrap_or(0.0),
+                self.per_stream(|m| m.private_dirty).unwrap_or(0.0),
+                self.per_stream(|m| m.anonymous).unwrap_or(0.0)
+            );
+        }
+        s
+    }
+
+    /// HdrHistogram-style percentile distribution (microseconds), for plotting.
+    pub fn percentile_distribution(&self) -> String {
+        let mut s = String::from("       Value_us   Percentile   TotalCount 1/(1-Percentile)\n\n");
+        let h = &self.latency_us;
+        if h.is_empty() {
+            return s;
+        }
+        for v in h.iter_quantiles(1) {
+            let q = v.quantile_iterated_to();
+            let inv = if q < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - q))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "{:15} {:12.6} {:12} {:>14}",
+                v.value_iterated_to(),
+                q,
+                v.count_since_last_iteration(),
+                inv
+            );
+        }
+        let _ = writeln!(
+            s,
+            "#[Mean = {:.3}, StdDeviation = {:.3}]\n#[Max = {}, Total count = {}]",
+            h.mean(),
+            h.stdev(),
+            h.max(),
+            h.len()
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> HoldReport {
+        let mut r = HoldReport::new("127.0.0.1:8000".into(), 4, 5000, 2.0, vec![42]);
+        r.attempted = 4;
+        r.connected = 3;
+        r.held_at_settle = 3;
+        r.held_at_end = 2;
+        r.failures.status = 1;
+        r.failures.closed_while_held = 1;
+        r.status_codes.insert(503, 1);
+        for us in [100, 200, 300] {
+            r.latency_us.record(us).unwrap();
+        }
+        r.ramp_secs = 0.5;
+        r.messages = 7;
+        r.heartbeats = 2;
+        r.mem_before = Some(Mem {
+            rss: 1_000_000,
+            pss: 900_000,
+            private_dirty: 500_000,
+            anonymous: 400_000,
+        });
+        r.mem_after = Some(Mem {
+            rss: 1_003_000,
+            pss: 902_000,
+            private_dirty: 503_000,
+            anonymous: 401_500,
+        });
+        r.completed = true;
+        r
+    }
+
+    #[test]
+    fn json_report() {
+        let j = sample().to_json();
+        assert_eq!(j["scenario"], "hold");
+        assert_eq!(j["conns"], 4);
+        assert_eq!(j["connected"], 3);
+        assert_eq!(j["failed"], 2);
+        assert_eq!(j["failures"]["status"], 1);
+        assert_eq!(j["failures"]["closed_while_held"], 1);
+        assert_eq!(j["failures"]["refused"], 0);
+        assert_eq!(j["status_codes"]["503"], 1);
+        assert_eq!(j["connect_latency_us"]["count"], 3);
+        assert_eq!(j["connect_latency_us"]["p50"], 200);
+        assert_eq!(j["connect_latency_us"]["max"], 300);
+        assert!(j["connect_latency_us"]["p99_9"].is_u64());
+        assert_eq!(j["connects_per_sec"], 6.0);
+        assert_eq!(j["messages_received"], 7);
+        assert_eq!(j["heartbeats_received"], 2);
+        assert_eq!(j["server_rss_bytes_before"], 1_000_000);
+        assert_eq!(j["server_rss_bytes_after"], 1_003_000);
+        assert_eq!(j["server_rss_bytes_per_stream"], 1000.0);
+        assert_eq!(j["server_anonymous_bytes_per_stream"], 500.0);
+        assert!(j["server_rss_bytes_end"].is_null());
+        assert_eq!(j["success"], false);
+        // Round-trips as JSON text.
+        let text = serde_json::to_string(&j).unwrap();
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, j);
+    }
+
+    #[test]
+    fn json_without_pids_or_samples() {
+        let r = HoldReport::new("h:1".into(), 0, 1, 0.0, vec![]);
+        let j = r.to_json();
+        assert_eq!(j["connect_latency_us"], json!({"count": 0}));
+        assert!(j["server_rss_bytes_per_stream"].is_null());
+        assert_eq!(j["connects_per_sec"], 0.0);
+    }
+
+    #[test]
+    fn success_and_text() {
+        let mut r = sample();
+        assert!(!r.success());
+        r.failures = Failures::default();
+        r.held_at_end = 4;
+        assert!(r.success());
+        let t = r.to_text();
+        assert!(t.contains("-> OK"), "{t}");
+        assert!(t.contains("per stream: rss=1000.0"), "{t}");
+        assert!(r.percentile_distribution().contains("Total count = 3"));
+    }
+}

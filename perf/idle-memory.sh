@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Server memory per idle /connect stream: start one ipush_server (memory
+# storage) on free ports, hold N chunked streams with `loadtest hold`, read the
+# server's RSS before and after from /proc, stop the server, summarise.
+#
+# Environment:
+#   N=19000        streams to hold (the per-process fd cap here is 20,000)
+#   HOLD=20        seconds to hold them once all are open
+#   RATE=5000      new connections per second
+#   OUT=perf/results/idle-memory.json   where the loadtest JSON report goes
+#   SKIP_BUILD=1   do not run `cargo build --release`
+#   IPUSH_SERVER / LOADTEST   binaries to use (default: target/release/...)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+N=${N:-19000}
+HOLD=${HOLD:-20}
+RATE=${RATE:-5000}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+IPUSH_SERVER=${IPUSH_SERVER:-$TARGET_DIR/release/ipush_server}
+LOADTEST=${LOADTEST:-$TARGET_DIR/release/loadtest}
+OUT=${OUT:-$ROOT/perf/results/idle-memory.json}
+mkdir -p "$(dirname "$OUT")"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ipush-idle.XXXXXX")
+SERVER_PID=""
+
+cleanup() {
+    # Only the server this script started.
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "idle-memory: $*" >&2; }
+
+# A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range.
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    log "no free port found"
+    return 1
+}
+
+# Top-level number of the pretty-printed JSON report (no jq needed).
+field() {
+    sed -n "s/^  \"$1\": \\(.*\\),\\{0,1\\}\$/\\1/p" "$OUT" | head -n1 | sed 's/,$//'
+}
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "building release"
+    timeout 1800 cargo build --release
+fi
+[[ -x "$IPUSH_SERVER" ]] || { log "missing $IPUSH_SERVER"; exit 1; }
+[[ -x "$LOADTEST" ]] || { log "missing $LOADTEST"; exit 1; }
+
+# Both processes need N fds plus a margin; the hard limit is the ceiling.
+ulimit -n "$(ulimit -Hn)"
+
+PORT=$(free_port)
+APORT=$(free_port)
+while [[ "$APORT" == "$PORT" ]]; do APORT=$(free_port); done
+mkdir -p "$TMP/data"
+
+log "starting ipush_server on :$PORT (admin :$APORT)"
+"$IPUSH_SERVER" --flagfile=conf/default.conf --client_port="$PORT" --admin_port="$APORT" \
+    --pid_file="$TMP/ipush.pid" --storage=memory --data_dir="$TMP/data" \
+    >"$TMP/server.log" 2>&1 &
+SERVER_PID=$!
+
+healthy=0
+for _ in $(seq 100); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "server exited during startup:"; cat "$TMP/server.log" >&2; exit 1
+    fi
+    if curl -fsS --max-time 1 "http://127.0.0.1:$APORT/health" >/dev/null 2>&1; then
+        healthy=1; break
+    fi
+    sleep 0.1
+done
+if [[ $healthy != 1 ]]; then
+    log "server not healthy after 10 s:"; tail -n 50 "$TMP/server.log" >&2; exit 1
+fi
+
+log "holding $N streams for $HOLD s"
+LT_RC=0
+timeout $((N / RATE + HOLD + 120)) "$LOADTEST" hold --target "127.0.0.1:$PORT" --conns "$N" \
+    --rate "$RATE" --hold-secs "$HOLD" --pids "$SERVER_PID" --json >"$OUT" || LT_RC=$?
+
+log "stopping server"
+if [[ -f "$TMP/ipush.pid" ]]; then
+    kill "$(cat "$TMP/ipush.pid")" 2>/dev/null || true
+else
+    kill "$SERVER_PID" 2>/dev/null || true
+fi
+SERVER_RC=0
+for _ in $(seq 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "server still running 15 s after SIGTERM; killing it"
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+fi
+wait "$SERVER_PID" 2>/dev/null || SERVER_RC=$?
+SERVER_PID=""
+
+if [[ ! -s "$OUT" ]]; then
+    log "loadtest produced no report (exit $LT_RC)"; exit 1
+fi
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
+DIRTY=$(git status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
+HELD=$(field held_at_settle)
+BEFORE=$(field server_rss_bytes_before)
+AFTER=$(field server_rss_bytes_after)
+PER=$(field server_rss_bytes_per_stream)
+PD=$(field server_private_dirty_bytes_per_stream)
+FAILED=$(field failed)
+CPS=$(field connects_per_sec)
+P99=$(sed -n '/"connect_latency_us"/,/}/s/^ *"p99": \([0-9]*\).*/\1/p' "$OUT")
+
+echo "Idle-stream memory on $(nproc) cores, Linux $(uname -r), commit ${COMMIT}${DIRTY}:" \
+     "ipush_server (--storage=memory) held ${HELD} of ${N} /connect streams for ${HOLD} s;" \
+     "server RSS went from ${BEFORE} to ${AFTER} bytes, i.e. ${PER} bytes per stream" \
+     "(${PD} bytes private dirty per stream; target <= 1536)." \
+     "Connects: ${CPS}/s, p99 ${P99} us; ${FAILED} failed." \
+     "loadtest exit ${LT_RC}, server exit ${SERVER_RC}; full report in ${OUT#"$ROOT"/}."
+exit "$LT_RC"

@@ -1,0 +1,272 @@
+//! Startup and shutdown of one node: binds every core's listeners, wires the cross-core
+//! channels, starts one pinned glommio executor per core and runs each core's life cycle
+//! (serve, then on the stop signal: stop accepting, end streams, flush storage). The main
+//! thread only binds and joins.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::{Config, StorageKind};
+use crate::shard::ids::ShardId;
+use crate::shard::msg::ShardMsg;
+use crate::shard::Shard;
+use crate::storage::{memory::MemoryStore, Storage, Store};
+
+/// Room in each core-to-core channel before senders wait.
+const MESH_CAPACITY: usize = 4096;
+/// How long streams get to drain their final chunk at shutdown.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// A listening socket with SO_REUSEPORT and the backlog we ask for (glommio's own bind
+/// hard-codes 1024).
+fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+/// Refuses a port that something else already listens on (SO_REUSEPORT would otherwise share
+/// it silently with another process of the same user).
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+}
+
+/// CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..num_cpus()).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs the node until `stop` is set and every core has shut down. `ready` is called once every
+/// listener is bound.
+pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::Result<()> {
+    let cpus = allowed_cpus();
+    let cores = if cfg.cores == 0 {
+        cpus.len()
+    } else {
+        cfg.cores
+    };
+    if cores > cpus.len() {
+        bail!("--cores={cores} but only {} CPUs are available", cpus.len());
+    }
+    if cfg.storage != StorageKind::Memory {
+        bail!(
+            "--storage={:?} is not available in this build yet; use --storage=memory",
+            cfg.storage
+        );
+    }
+    let client_addr = SocketAddr::new(cfg.client_host, cfg.client_port);
+    let admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
+    for (addr, flag) in [(client_addr, "client_port"), (admin_addr, "admin_port")] {
+        probe(addr).with_context(|| format!("cannot bind --{flag} {addr}"))?;
+    }
+    let mut listeners = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let c = listen(client_addr, cfg.listen_backlog)
+            .with_context(|| format!("cannot listen on client address {client_addr}"))?;
+        let a = listen(admin_addr, cfg.listen_backlog)
+            .with_context(|| format!("cannot listen on admin address {admin_addr}"))?;
+        listeners.push((c, a));
+    }
+
+    // senders[i][j]: core i to core j; inbox[j]: (i, receiver) for every i != j.
+    let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..cores)
+        .map(|_| (0..cores).map(|_| None).collect())
+        .collect();
+    let mut inbox: Vec<Vec<(usize, SharedReceiver<ShardMsg>)>> =
+        (0..cores).map(|_| Vec::new()).collect();
+    for (i, row) in senders.iter_mut().enumerate() {
+        for (j, slot) in row.iter_mut().enumerate() {
+            if i != j {
+                let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
+                *slot = Some(tx);
+                inbox[j].push((i, rx));
+            }
+        }
+    }
+
+    let cfg = Arc::new(cfg);
+    let started_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut handles = Vec::with_capacity(cores);
+    for (i, ((client, admin), (tx, rx))) in listeners
+        .into_iter()
+        .zip(senders.into_iter().zip(inbox))
+        .enumerate()
+    {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        let client = client.into_raw_fd();
+        let admin = admin.into_raw_fd();
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
+            .name(&format!("ipush-core{i}"))
+            .spawn(move || async move {
+                // SAFETY: the fds come from listeners bound above and are owned from here on.
+                let (client, admin) = unsafe {
+                    (
+                        glommio::net::TcpListener::from_raw_fd(client),
+                        glommio::net::TcpListener::from_raw_fd(admin),
+                    )
+                };
+                core_main(ShardId(i), cfg, client, admin, tx, rx, started_us, stop).await
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the executor of core {i}: {e}"))?;
+        handles.push(h);
+    }
+    tracing::info!(
+        %client_addr, %admin_addr, cores,
+        storage = ?cfg.storage, auth = ?cfg.auth,
+        "ipush_server listening"
+    );
+    ready();
+    let mut failed = false;
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            tracing::error!(core = i, "core stopped abnormally");
+            failed = true;
+        }
+    }
+    if failed {
+        bail!("a core stopped abnormally");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn core_main(
+    id: ShardId,
+    cfg: Arc<Config>,
+    client: glommio::net::TcpListener,
+    admin: glommio::net::TcpListener,
+    senders: Vec<Option<SharedSender<ShardMsg>>>,
+    inbox: Vec<(usize, SharedReceiver<ShardMsg>)>,
+    started_us: u64,
+    stop: Arc<AtomicBool>,
+) {
+    // Every channel end connects at once: each connect waits for its peer core.
+    let rx_tasks: Vec<_> = inbox
+        .into_iter()
+        .map(|(from, rx)| glommio::spawn_local(async move { (from, rx.connect().await) }))
+        .collect();
+    let tx_tasks: Vec<_> = senders
+        .into_iter()
+        .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
+        .collect();
+    let mut peers = Vec::with_capacity(tx_tasks.len());
+    for t in tx_tasks {
+        peers.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
+    }
+    let mut receivers = Vec::new();
+    for t in rx_tasks {
+        receivers.push(t.await);
+    }
+
+    let store = Store::Memory(MemoryStore::new());
+    let shard = Rc::new(Shard::new(id, cfg, store, peers, started_us));
+    for (_from, rx) in receivers {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                shard.on_message(msg).await;
+            }
+        })
+        .detach();
+    }
+    let client = glommio::spawn_local(crate::transport::accept::client_loop(shard.clone(), client));
+    let admin = glommio::spawn_local(crate::admin::admin_loop(shard.clone(), admin));
+    let house = glommio::spawn_local(housekeeping(shard.clone()));
+
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    // Shutdown, in order: stop accepting, end every stream, flush storage.
+    drop(client);
+    drop(admin);
+    shard.begin_shutdown();
+    let deadline = Instant::now() + DRAIN;
+    while shard.stream_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    for c in shard.streams() {
+        c.abort();
+    }
+    while shard.stream_count() > 0 && Instant::now() < deadline + Duration::from_secs(1) {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    drop(house);
+    if let Err(e) = shard.store.flush().await {
+        tracing::error!(core = %id, error = %e, "flushing storage at shutdown failed");
+    }
+    tracing::debug!(core = %id, "core stopped");
+}
+
+/// Once a second: node stats sample (core 0), heartbeats to quiet streams, stuck streams
+/// closed; once a minute: expired messages purged.
+async fn housekeeping(shard: Rc<Shard>) {
+    let hb = shard.cfg.heartbeat_interval_s as u32;
+    let mut tick: u64 = 0;
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        if shard.id.0 == 0 {
+            let (per_core, _) = shard.gather_stats().await;
+            let mut total = crate::stats::Snapshot::default();
+            for (_, s) in &per_core {
+                total.add(s);
+            }
+            shard.sampler.borrow_mut().sample(&total);
+        }
+        let now = shard.clock();
+        for c in shard.streams() {
+            let quiet = now.saturating_sub(c.last_send.get());
+            if c.is_ending() {
+                // A final chunk nobody reads: stop waiting for it.
+                let ticks = c.ending_ticks.get() + 1;
+                c.ending_ticks.set(ticks);
+                if ticks >= 5 {
+                    c.abort();
+                }
+            } else if quiet >= hb && !c.is_replaying() && c.queue_len() == 0 {
+                shard.push(&c, crate::shard::conn::Out::Heartbeat);
+                c.last_send.set(now);
+            }
+        }
+        if tick.is_multiple_of(60) {
+            match shard.store.purge_expired(crate::stats::unix_now()).await {
+                Ok(n) => shard.stats.purged.set(shard.stats.purged.get() + n as u64),
+                Err(e) => tracing::warn!(error = %e, "purging expired messages failed"),
+            }
+        }
+    }
+}
