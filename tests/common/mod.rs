@@ -1,0 +1,541 @@
+//! Test harness: starts the real `ipush_server` binary on free ports with its own data
+//! directory, and talks to it over real sockets (raw HTTP/1.1 and the chunked stream).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A port nobody listens on right now (bind to 0, read it back, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for `cond` up to `limit`, polling every 20 ms; panics with `what` on timeout.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub client_port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with `--cores=2 --storage=memory` plus `extra` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        for _ in 0..5 {
+            if let Some(s) = Self::try_start(extra) {
+                return s;
+            }
+        }
+        panic!("server did not start");
+    }
+
+    fn try_start(extra: &[&str]) -> Option<Server> {
+        let (client_port, admin_port, bus_port) = (free_port(), free_port(), free_port());
+        if client_port == admin_port || admin_port == bus_port || client_port == bus_port {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "ipush-test-{}-{}",
+            std::process::id(),
+            client_port
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("ipush.pid");
+        let mut args: Vec<String> = vec![
+            "--client_host=127.0.0.1".into(),
+            format!("--client_port={client_port}"),
+            format!("--admin_port={admin_port}"),
+            format!("--bus_port={bus_port}"),
+            format!("--pid_file={}", pid_file.display()),
+            format!("--data_dir={}", dir.join("data").display()),
+            "--storage=memory".into(),
+            "--cores=2".into(),
+            "--log_level=warn".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ipush_server");
+        let mut s = Server {
+            child: Some(child),
+            client_port,
+            admin_port,
+            dir,
+            pid_file,
+        };
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = s.child.as_mut().unwrap().try_wait() {
+                // Lost a port race (or a real failure): the caller retries.
+                s.child = None;
+                return None;
+            }
+            if let Ok((200, _)) = s.try_request("GET", "/health", b"") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        panic!("server not healthy within 15 s");
+    }
+
+    pub fn client_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// One admin request on a fresh connection; returns (status, body).
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(parse_response(&out))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (st, body) = self.try_request("GET", path, b"").expect("admin request");
+        (st, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let (st, b) = self
+            .try_request("POST", path, body.as_bytes())
+            .expect("admin request");
+        (st, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    }
+
+    /// `/stats` result object.
+    pub fn stats(&self) -> Value {
+        let (st, v) = self.get("/stats");
+        assert_eq!(st, 200);
+        v["result"].clone()
+    }
+
+    /// Offline message JSON values of `uid` via `/msg`.
+    pub fn offline(&self, uid: &str) -> Vec<Value> {
+        let (st, v) = self.get(&format!("/msg?uid={uid}"));
+        assert_eq!(st, 200, "{v}");
+        v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let s = s.as_str().unwrap();
+                assert!(s.ends_with('\n'));
+                serde_json::from_str(s).unwrap()
+            })
+            .collect()
+    }
+
+    pub fn connect(&self, uid: &str) -> Client {
+        Client::connect(&self.client_addr(), uid, "pw").expect("connect")
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                panic!("server did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// (status, body) of a whole HTTP/1.1 response with Content-Length or close-delimited body.
+pub fn parse_response(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A chunked-stream client speaking the seed protocol over a raw socket.
+pub struct Client {
+    pub sock: TcpStream,
+    pub head: String,
+    pub status: u16,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: &str, uid: &str, password: &str) -> std::io::Result<Client> {
+        Self::connect_raw(
+            addr,
+            &format!(
+                "GET /connect?uid={uid}&password={password} HTTP/1.1\r\nUser-Agent: mobile_socket_client/0.1.0\r\nAccept: */*\r\n\r\n"
+            ),
+        )
+    }
+
+    /// Sends `request` as is and reads the response head.
+    pub fn connect_raw(addr: &str, request: &str) -> std::io::Result<Client> {
+        let mut sock = TcpStream::connect(addr)?;
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        sock.write_all(request.as_bytes())?;
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = sock.read(&mut tmp)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let rest = buf.split_off(end);
+        Ok(Client {
+            sock,
+            head,
+            status,
+            buf: rest,
+        })
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).expect("send");
+    }
+
+    /// Sends one message as one chunk.
+    pub fn send(&mut self, json: &str) {
+        let frame = format!("{:x}\r\n{json}\r\n", json.len());
+        self.send_raw(frame.as_bytes());
+    }
+
+    /// Next chunk payload (None = the terminating chunk or EOF), within `limit`.
+    pub fn recv_chunk(&mut self, limit: Duration) -> Option<Vec<u8>> {
+        self.sock.set_read_timeout(Some(limit)).unwrap();
+        let mut tmp = [0u8; 65536];
+        loop {
+            if let Some(line_end) = find(&self.buf, b"\r\n") {
+                let size_line = std::str::from_utf8(&self.buf[..line_end]).expect("size line");
+                let size = usize::from_str_radix(size_line.trim(), 16).expect("hex size");
+                if size == 0 {
+                    return None;
+                }
+                if self.buf.len() >= line_end + 2 + size + 2 {
+                    let payload = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+                    assert_eq!(&self.buf[line_end + 2 + size..line_end + 4 + size], b"\r\n");
+                    self.buf.drain(..line_end + 4 + size);
+                    return Some(payload);
+                }
+            }
+            match self.sock.read(&mut tmp) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) => panic!("no chunk within {limit:?}: {e}"),
+            }
+        }
+    }
+
+    /// Next message as JSON, skipping server heartbeats unless `y` 0 is what we wait for.
+    pub fn recv(&mut self) -> Value {
+        let p = self
+            .recv_chunk(Duration::from_secs(10))
+            .expect("stream ended while waiting for a message");
+        serde_json::from_slice(&p).expect("message is JSON")
+    }
+
+    /// True when the server ends the stream (terminating chunk or EOF) within `limit`.
+    pub fn ends_within(&mut self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            match self.recv_chunk_or_timeout(Duration::from_millis(200)) {
+                Ok(None) => return true,
+                Ok(Some(_)) => {}
+                Err(()) => {}
+            }
+        }
+        false
+    }
+
+    fn recv_chunk_or_timeout(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, ()> {
+        self.sock.set_read_timeout(Some(limit)).unwrap();
+        let mut tmp = [0u8; 65536];
+        loop {
+            if let Some(line_end) = find(&self.buf, b"\r\n") {
+                let size_line = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+                let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+                if size == 0 {
+                    return Ok(None);
+                }
+                if self.buf.len() >= line_end + 4 + size {
+                    let payload = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+                    self.buf.drain(..line_end + 4 + size);
+                    return Ok(Some(payload));
+                }
+            }
+            match self.sock.read(&mut tmp) {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Err(())
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---- Helpers added for bad_input / slow_client / graceful_stop / config_errors / auth_jwt ----
+
+/// One raw request on a fresh connection to `addr`; returns (status, head, body). Reads the
+/// head, then `Content-Length` bytes of body (or until EOF when there is none), all bounded by
+/// `limit`. Write errors are ignored (the server may answer and close before reading it all).
+pub fn raw_exchange(addr: &str, request: &[u8], limit: Duration) -> (u16, String, Vec<u8>) {
+    let mut sock = TcpStream::connect(addr).expect("connect");
+    sock.set_read_timeout(Some(limit)).unwrap();
+    let _ = sock.write_all(request);
+    read_response(&mut sock, limit)
+}
+
+/// Reads one HTTP/1.1 response (head, then Content-Length body or until EOF) within `limit`.
+pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec<u8>) {
+    let end = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    let mut head_end = None;
+    loop {
+        if head_end.is_none() {
+            head_end = find(&buf, b"\r\n\r\n").map(|i| i + 4);
+        }
+        if let Some(he) = head_end {
+            let head = String::from_utf8_lossy(&buf[..he]).to_string();
+            if let Some(cl) = header_value(&head, "content-length") {
+                let cl: usize = cl.parse().expect("content-length");
+                if buf.len() >= he + cl {
+                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    return (status, head, buf[he..he + cl].to_vec());
+                }
+            }
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(_) => break,
+        }
+    }
+    let he = head_end.unwrap_or_else(|| {
+        panic!(
+            "no complete response head within {limit:?}; got {:?}",
+            String::from_utf8_lossy(&buf)
+        )
+    });
+    let head = String::from_utf8_lossy(&buf[..he]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head, buf[he..].to_vec())
+}
+
+/// Value of header `name` (case-insensitive) in a response head.
+pub fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// One admin request with a raw byte body; returns (status, body as JSON or string).
+pub fn admin_raw(s: &Server, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (st, b) = s.try_request(method, path, body).expect("admin request");
+    (st, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+/// Sum of every sample of metric `name` (all label sets) in `/metrics`.
+pub fn metric_sum(s: &Server, name: &str) -> f64 {
+    let (st, body) = s.try_request("GET", "/metrics", b"").expect("metrics");
+    assert_eq!(st, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// TCP connect to `addr` (IPv4) with SO_RCVBUF set to `rcvbuf` before the handshake, so the
+/// advertised window stays small.
+pub fn connect_small_rcvbuf(addr: &str, rcvbuf: i32) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sa: std::net::SocketAddrV4 = addr.parse().expect("ipv4 addr");
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let v: libc::c_int = rcvbuf;
+        let r = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "setsockopt SO_RCVBUF");
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = sa.port().to_be();
+        sin.sin_addr.s_addr = u32::from(*sa.ip()).to_be();
+        let r = libc::connect(
+            fd,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            panic!("connect {addr}: {e}");
+        }
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+impl Client {
+    /// Sends `request` on an already connected socket and reads the response head.
+    pub fn connect_on(mut sock: TcpStream, request: &str) -> std::io::Result<Client> {
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        sock.write_all(request.as_bytes())?;
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = sock.read(&mut tmp)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let rest = buf.split_off(end);
+        Ok(Client {
+            sock,
+            head,
+            status,
+            buf: rest,
+        })
+    }
+
+    /// Everything not yet consumed plus whatever arrives until EOF (or `limit` passes), raw.
+    /// Returns (bytes, saw_eof).
+    pub fn read_rest(&mut self, limit: Duration) -> (Vec<u8>, bool) {
+        let end = Instant::now() + limit;
+        let mut out = std::mem::take(&mut self.buf);
+        let mut tmp = [0u8; 65536];
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (out, false);
+            }
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.sock.read(&mut tmp) {
+                Ok(0) => return (out, true),
+                Ok(n) => out.extend_from_slice(&tmp[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return (out, false)
+                }
+                Err(_) => return (out, true),
+            }
+        }
+    }
+
+    /// Next chunk that is not a `{"y":0}` heartbeat, as JSON; None when the stream ends.
+    pub fn recv_non_hb(&mut self, limit: Duration) -> Option<Value> {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no non-heartbeat chunk within {limit:?}");
+            let p = self.recv_chunk(left)?;
+            let v: Value = serde_json::from_slice(&p).expect("chunk is JSON");
+            if v != serde_json::json!({"y":0}) {
+                return Some(v);
+            }
+        }
+    }
+}
