@@ -8,7 +8,14 @@
 #   HOLD=20        seconds to hold them once all are open
 #   RATE=5000      new connections per second
 #   OUT=perf/results/idle-memory.json   where the loadtest JSON report goes
-#   SKIP_BUILD=1   do not run `cargo build --release`
+#                  (the server's log is kept beside it as *.server.log)
+#   SRC=127.0.0.2-127.0.0.9   local source addresses for loadtest --src ("" = none). One
+#                  address is enough for ports, but Linux connect() hands out even
+#                  ephemeral ports first and gets very slow (seconds of stall) once
+#                  those are used up, which at N=19000 stretched the ramp to 10 s.
+#   SKIP_BUILD=1   do not run `cargo build --release --workspace`
+#   SERVER_ARGS    extra ipush_server flags (e.g. --cores=1), after the defaults
+#   The server inherits the environment, so MALLOC_ARENA_MAX=2 etc. apply to it.
 #   IPUSH_SERVER / LOADTEST   binaries to use (default: target/release/...)
 set -euo pipefail
 
@@ -17,6 +24,7 @@ cd "$ROOT"
 N=${N:-19000}
 HOLD=${HOLD:-20}
 RATE=${RATE:-5000}
+SRC=${SRC-127.0.0.2-127.0.0.9}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 IPUSH_SERVER=${IPUSH_SERVER:-$TARGET_DIR/release/ipush_server}
 LOADTEST=${LOADTEST:-$TARGET_DIR/release/loadtest}
@@ -61,7 +69,8 @@ field() {
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     log "building release"
-    timeout 1800 cargo build --release
+    # --workspace: a plain `cargo build` in the root builds only ipush, not loadtest.
+    timeout 1800 cargo build --release --workspace
 fi
 [[ -x "$IPUSH_SERVER" ]] || { log "missing $IPUSH_SERVER"; exit 1; }
 [[ -x "$LOADTEST" ]] || { log "missing $LOADTEST"; exit 1; }
@@ -76,7 +85,7 @@ mkdir -p "$TMP/data"
 
 log "starting ipush_server on :$PORT (admin :$APORT)"
 "$IPUSH_SERVER" --flagfile=conf/default.conf --client_port="$PORT" --admin_port="$APORT" \
-    --pid_file="$TMP/ipush.pid" --storage=memory --data_dir="$TMP/data" \
+    --pid_file="$TMP/ipush.pid" --storage=memory --data_dir="$TMP/data" ${SERVER_ARGS:-} \
     >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
@@ -97,7 +106,8 @@ fi
 log "holding $N streams for $HOLD s"
 LT_RC=0
 timeout $((N / RATE + HOLD + 120)) "$LOADTEST" hold --target "127.0.0.1:$PORT" --conns "$N" \
-    --rate "$RATE" --hold-secs "$HOLD" --pids "$SERVER_PID" --json >"$OUT" || LT_RC=$?
+    --rate "$RATE" --hold-secs "$HOLD" --pids "$SERVER_PID" ${SRC:+--src "$SRC"} --json >"$OUT" \
+    || LT_RC=$?
 
 log "stopping server"
 if [[ -f "$TMP/ipush.pid" ]]; then
@@ -113,6 +123,7 @@ if kill -0 "$SERVER_PID" 2>/dev/null; then
 fi
 wait "$SERVER_PID" 2>/dev/null || SERVER_RC=$?
 SERVER_PID=""
+cp "$TMP/server.log" "${OUT%.json}.server.log" 2>/dev/null || true
 
 if [[ ! -s "$OUT" ]]; then
     log "loadtest produced no report (exit $LT_RC)"; exit 1
@@ -125,6 +136,11 @@ BEFORE=$(field server_rss_bytes_before)
 AFTER=$(field server_rss_bytes_after)
 PER=$(field server_rss_bytes_per_stream)
 PD=$(field server_private_dirty_bytes_per_stream)
+END=$(field server_rss_bytes_end)
+PER_END=$(field server_rss_bytes_per_stream_end)
+PD_END=$(field server_private_dirty_bytes_per_stream_end)
+K_SLAB=$(field kernel_slab_bytes_per_conn)
+K_TCP=$(field kernel_tcp_mem_bytes_per_conn)
 FAILED=$(field failed)
 CPS=$(field connects_per_sec)
 P99=$(sed -n '/"connect_latency_us"/,/}/s/^ *"p99": \([0-9]*\).*/\1/p' "$OUT")
@@ -132,7 +148,10 @@ P99=$(sed -n '/"connect_latency_us"/,/}/s/^ *"p99": \([0-9]*\).*/\1/p' "$OUT")
 echo "Idle-stream memory on $(nproc) cores, Linux $(uname -r), commit ${COMMIT}${DIRTY}:" \
      "ipush_server (--storage=memory) held ${HELD} of ${N} /connect streams for ${HOLD} s;" \
      "server RSS went from ${BEFORE} to ${AFTER} bytes, i.e. ${PER} bytes per stream" \
-     "(${PD} bytes private dirty per stream; target <= 1536)." \
+     "(${PD} bytes private dirty per stream; target <= 1536);" \
+     "at the end of the hold RSS was ${END} bytes, ${PER_END} bytes per stream (${PD_END} private dirty)." \
+     "Kernel, system-wide and counting both ends of each loopback connection: slab ${K_SLAB}" \
+     "and TCP buffers ${K_TCP} bytes per connection." \
      "Connects: ${CPS}/s, p99 ${P99} us; ${FAILED} failed." \
      "loadtest exit ${LT_RC}, server exit ${SERVER_RC}; full report in ${OUT#"$ROOT"/}."
 exit "$LT_RC"

@@ -29,11 +29,16 @@ fn pub_to_channel_gives_each_member_its_own_seq() {
         let (st, v) = s.get(&format!("/sub?uid={u}&cid=channel1"));
         assert_eq!((st, v), (200, json!({"result":"ok"})));
     }
-    let (st, _) = s.post("/pub?channel=channel1&from=webservice", "this is a channel message");
+    let (st, _) = s.post(
+        "/pub?channel=channel1&from=webservice",
+        "this is a channel message",
+    );
     assert_eq!(st, 200);
     assert_eq!(
         s.offline("user1"),
-        vec![json!({"y":4,"f":"webservice","t":"user1","c":"channel1","b":"this is a channel message","s":1})]
+        vec![
+            json!({"y":4,"f":"webservice","t":"user1","c":"channel1","b":"this is a channel message","s":1})
+        ]
     );
     assert_eq!(s.offline("user2")[1]["s"], 2);
     let (st, _) = s.get("/unsub?uid=user3&cid=channel1");
@@ -47,7 +52,10 @@ fn pub_to_channel_gives_each_member_its_own_seq() {
     assert_eq!(c.recv()["s"], 2);
     s.post("/pub?channel=channel1&from=webservice", "live");
     let m = c.recv();
-    assert_eq!((m["s"].as_u64(), m["c"].as_str()), (Some(3), Some("channel1")));
+    assert_eq!(
+        (m["s"].as_u64(), m["c"].as_str()),
+        (Some(3), Some("channel1"))
+    );
 }
 
 #[test]
@@ -56,9 +64,11 @@ fn ttl_expiry_and_ttl_zero() {
     s.post("/pub?to=u1&from=op&ttl=1", "short lived");
     s.post("/pub?to=u1&from=op", "kept");
     assert_eq!(s.offline("u1").len(), 2);
-    wait_until(Duration::from_secs(5), "the ttl=1 message to expire", || {
-        s.offline("u1").len() == 1
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the ttl=1 message to expire",
+        || s.offline("u1").len() == 1,
+    );
     assert_eq!(s.offline("u1")[0]["b"], "kept");
     // ttl=0: no seq, not stored, delivered only when online.
     s.post("/pub?to=u2&from=op&ttl=0", "gone");
@@ -99,7 +109,10 @@ fn stats_has_the_seed_keys_and_counts() {
         assert!(st.get(key).is_some(), "missing {key}");
     }
     for key in ["ack", "cmsg", "hb", "msg", "sub", "unsub"] {
-        assert!(st["recv_type"].get(key).is_some(), "missing recv_type.{key}");
+        assert!(
+            st["recv_type"].get(key).is_some(),
+            "missing recv_type.{key}"
+        );
     }
     for dir in ["recv", "send"] {
         for what in ["bytes", "number"] {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(10);
 
 fn bad_requests(s: &Server) -> u64 {
-    s.stats()["bad_request_number"].as_u64().expect("bad_request_number")
+    s.stats()["bad_request_number"]
+        .as_u64()
+        .expect("bad_request_number")
 }
 
 /// Publishes `body` to `to` via admin and asserts it is accepted.
@@ -23,7 +25,9 @@ fn publish(s: &Server, to: &str, body: &str) {
 
 /// Asserts `c` next gets a message of type 3 with body `body`.
 fn expect_msg(c: &mut Client, body: &str) {
-    let v = c.recv_non_hb(T).expect("stream ended while waiting for a message");
+    let v = c
+        .recv_non_hb(T)
+        .expect("stream ended while waiting for a message");
     assert_eq!(v["y"], 3, "{v}");
     assert_eq!(v["b"], body, "{v}");
     assert_eq!(v["f"], "op", "{v}");
@@ -85,7 +89,11 @@ fn invalid_json_ends_only_that_stream() {
 
 #[test]
 fn message_too_large_ends_only_that_stream() {
-    bad_stream_case(&["--max_message_bytes=1024"], b"800\r\n", "message too large");
+    bad_stream_case(
+        &["--max_message_bytes=1024"],
+        b"800\r\n",
+        "message too large",
+    );
 }
 
 #[test]
@@ -128,9 +136,8 @@ fn all_bad_kinds_on_one_server_count_each() {
 fn huge_request_header_gets_431_and_server_still_serves() {
     let s = Server::start(&[]);
     let big = "a".repeat(200 * 1024);
-    let req = format!(
-        "GET /connect?uid=big&password=pw HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n"
-    );
+    let req =
+        format!("GET /connect?uid=big&password=pw HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n");
     let (st, head, _) = raw_exchange(&s.client_addr(), req.as_bytes(), T);
     assert_eq!(st, 431, "{head}");
 
@@ -216,7 +223,10 @@ fn client_port_http_errors() {
     );
     assert_eq!(st, 405, "{head}");
 
-    let (st, head, v) = client_req(&s, "GET /connect?uid=&password=x HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (st, head, v) = client_req(
+        &s,
+        "GET /connect?uid=&password=x HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
     assert_eq!(st, 400, "{head}");
     assert_eq!(v, json!({"error":"invalid uid"}));
 
@@ -243,10 +253,6 @@ fn admin_http_errors() {
 
     let (st, v) = s.post("/pub?to=a", "hi");
     assert_eq!(st, 400, "{v}");
-    assert!(v["error"].is_string(), "{v}");
-
-    let (st, v) = s.post("/pub?to=a&from=op", &"x".repeat(2048));
-    assert_eq!(st, 413, "{v}");
     assert!(v["error"].is_string(), "{v}");
 
     let (st, v) = s.post("/pub?to=a&from=op&ttl=abc", "hi");
@@ -296,4 +302,33 @@ fn chunk_split_into_single_bytes() {
     assert_eq!(c.recv(), json!({"y":0}));
     publish(&s, "drip", "d");
     expect_msg(&mut c, "d");
+}
+
+#[test]
+fn admin_body_over_limit_with_expect_continue_gets_413() {
+    let s = Server::start(&["--max_message_bytes=1024"]);
+    // With Expect: 100-continue the body is never sent, so the reply cannot be lost.
+    let (st, head, body) = raw_exchange(
+        &format!("127.0.0.1:{}", s.admin_port),
+        b"POST /pub?to=a&from=op HTTP/1.1\r\nHost: t\r\nContent-Length: 2048\r\n\
+          Expect: 100-continue\r\n\r\n",
+        T,
+    );
+    assert_eq!(st, 413, "{head}");
+    let v: Value = serde_json::from_slice(&body).expect("413 body is JSON");
+    assert!(v["error"].is_string(), "{v}");
+    assert!(s.offline("a").is_empty());
+    assert_eq!(s.get("/health").0, 200);
+}
+
+#[test]
+fn admin_body_over_limit_gets_413() {
+    let s = Server::start(&["--max_message_bytes=1024"]);
+    // The ordinary way (curl -d @file): head and body sent without waiting for an answer.
+    let r = s.try_request("POST", "/pub?to=a&from=op", "x".repeat(2048).as_bytes());
+    let (st, body) = r.unwrap_or_else(|e| panic!("413 reply lost: {e}"));
+    assert_eq!(st, 413, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("413 body is JSON");
+    assert!(v["error"].is_string(), "{v}");
+    assert!(s.offline("a").is_empty());
 }

@@ -17,7 +17,8 @@ fn no_gap_no_duplicate_at_the_seam_under_concurrent_publishing() {
         std::thread::spawn(move || {
             use std::io::{Read, Write};
             let mut sock = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let mut buf = [0u8; 1024];
             for i in 1..=TOTAL {
                 let body = format!("m{i}");
@@ -42,14 +43,22 @@ fn no_gap_no_duplicate_at_the_seam_under_concurrent_publishing() {
     let mut rounds = 0;
     while next <= TOTAL {
         let mut c = s.connect("seam");
-        let take = if done.load(Ordering::SeqCst) { u64::MAX } else { 200 };
+        let take = if done.load(Ordering::SeqCst) {
+            u64::MAX
+        } else {
+            200
+        };
         let mut taken = 0;
         while taken < take && next <= TOTAL {
             let m = c.recv();
             if m["y"] == 0 {
                 continue;
             }
-            assert_eq!(m["s"].as_u64(), Some(next), "gap or duplicate at seq {next}: {m}");
+            assert_eq!(
+                m["s"].as_u64(),
+                Some(next),
+                "gap or duplicate at seq {next}: {m}"
+            );
             assert_eq!(m["b"], format!("m{next}"));
             next += 1;
             taken += 1;

@@ -77,7 +77,10 @@ fn subscribe_channel_message_and_unsubscribe() {
     let (st, _) = s.post("/pub?to=user002&from=op", "direct");
     assert_eq!(st, 200);
     let m = b.recv();
-    assert_eq!((m["b"].as_str(), m["s"].as_u64()), (Some("direct"), Some(2)));
+    assert_eq!(
+        (m["b"].as_str(), m["s"].as_u64()),
+        (Some("direct"), Some(2))
+    );
     assert_eq!(s.stats()["recv_type"]["cmsg"], 2);
 }
 
@@ -116,7 +119,10 @@ fn offline_messages_are_replayed_on_connect() {
     // The newest 3, ascending, then live ones with no gap.
     for i in 3..=5 {
         let m = c.recv();
-        assert_eq!((m["s"].as_u64(), m["b"].as_str()), (Some(i), Some(&*format!("m{i}"))));
+        assert_eq!(
+            (m["s"].as_u64(), m["b"].as_str()),
+            (Some(i), Some(&*format!("m{i}")))
+        );
     }
     s.post("/pub?to=user78&from=webservice", "live");
     assert_eq!(c.recv()["s"], 6);
@@ -127,7 +133,9 @@ fn second_connect_replaces_the_first() {
     let s = Server::start(&[]);
     let mut first = s.connect("user001");
     let mut second = s.connect("user001");
-    let p = first.recv_chunk(Duration::from_secs(10)).expect("final chunk");
+    let p = first
+        .recv_chunk(Duration::from_secs(10))
+        .expect("final chunk");
     assert_eq!(p, br#"{"error":"replaced"}"#);
     assert!(first.ends_within(Duration::from_secs(5)));
     s.post("/pub?to=user001&from=op", "to the new one");

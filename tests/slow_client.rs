@@ -49,9 +49,11 @@ fn slow_reader_is_disconnected_and_messages_are_kept() {
         }
     }
 
-    wait_until(Duration::from_secs(20), "slow reader to be disconnected", || {
-        metric_sum(&s, "ipush_slow_disconnect") > 0.0
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "slow reader to be disconnected",
+        || metric_sum(&s, "ipush_slow_disconnect") > 0.0,
+    );
     wait_until(T, "only the fast user to remain online", || {
         s.stats()["user"]["user_number"] == 1
     });

@@ -200,6 +200,7 @@ pub fn run(opts: HoldOpts) -> Result<HoldReport> {
     if !r.opts.pids.is_empty() {
         r.report.mem_before = Some(sys::read_mem(&r.opts.pids)?);
     }
+    r.report.kernel_before = sys::read_kernel();
     r.run_loop();
     // Close everything before returning (the server sees EOF on every stream).
     r.conns.clear();
@@ -254,6 +255,7 @@ impl Runner {
                 if !self.opts.pids.is_empty() {
                     self.report.mem_after = sys::read_mem(&self.opts.pids).ok();
                 }
+                self.report.kernel_after = sys::read_kernel();
                 if self.opts.progress {
                     eprintln!(
                         "{}settled after {:.2}s: held={} failed={}; holding {}s",
@@ -322,6 +324,7 @@ impl Runner {
         if !self.opts.pids.is_empty() {
             self.report.mem_end = sys::read_mem(&self.opts.pids).ok();
         }
+        self.report.kernel_end = sys::read_kernel();
         self.report.held_at_end = self.held;
         self.report.opening_at_end = self.pending;
         self.report.messages = self.counts.messages;

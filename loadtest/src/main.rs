@@ -3,6 +3,8 @@
 //! Subcommands so far: `hold` (open N chunked streams at a ramp rate, hold
 //! them, report connect latency, failures and the server's memory per stream).
 
+#![recursion_limit = "256"]
+
 mod hold;
 mod http;
 mod report;

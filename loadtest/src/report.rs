@@ -1,7 +1,7 @@
 //! The `hold` report: counters, latency histogram, server memory; rendered as
 //! JSON (`--json`) or text.
 
-use crate::sys::Mem;
+use crate::sys::{Kernel, Mem};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -73,6 +73,10 @@ pub struct HoldReport {
     pub mem_before: Option<Mem>,
     pub mem_after: Option<Mem>,
     pub mem_end: Option<Mem>,
+    /// System-wide kernel memory at the same three points.
+    pub kernel_before: Option<Kernel>,
+    pub kernel_after: Option<Kernel>,
+    pub kernel_end: Option<Kernel>,
     /// The ramp settled and the hold ran its full time.
     pub completed: bool,
     /// Stopped by `--timeout-secs`.
@@ -105,6 +109,9 @@ impl HoldReport {
             mem_before: None,
             mem_after: None,
             mem_end: None,
+            kernel_before: None,
+            kernel_after: None,
+            kernel_end: None,
             completed: false,
             timed_out: false,
         }
@@ -125,6 +132,25 @@ impl HoldReport {
             return None;
         }
         Some((f(&a) as f64 - f(&b) as f64) / self.held_at_settle as f64)
+    }
+
+    /// (end - before) / held_at_end: the same figure once the streams sat idle for the hold.
+    fn per_stream_end(&self, f: fn(&Mem) -> u64) -> Option<f64> {
+        let (b, e) = (self.mem_before?, self.mem_end?);
+        if self.held_at_end == 0 || !self.completed {
+            return None;
+        }
+        Some((f(&e) as f64 - f(&b) as f64) / self.held_at_end as f64)
+    }
+
+    /// Kernel bytes per held stream (end of hold minus before), system-wide: with the load
+    /// generator on the same machine this counts both ends of each connection.
+    fn kernel_per_conn(&self, f: fn(&Kernel) -> u64) -> Option<f64> {
+        let (b, e) = (self.kernel_before?, self.kernel_end?);
+        if self.held_at_end == 0 || !self.completed {
+            return None;
+        }
+        Some((f(&e) as f64 - f(&b) as f64) / self.held_at_end as f64)
     }
 
     /// Everything ok: every stream held to the end, nothing failed.
@@ -168,6 +194,13 @@ impl HoldReport {
             }),
             None => Value::Null,
         };
+        let kernel = |k: &Option<Kernel>| match k {
+            Some(k) => json!({
+                "slab": k.slab, "sunreclaim": k.sunreclaim,
+                "tcp_inuse": k.tcp_inuse, "tcp_mem": k.tcp_mem,
+            }),
+            None => Value::Null,
+        };
         let round1 = |x: Option<f64>| x.map(|v| (v * 10.0).round() / 10.0);
         json!({
             "scenario": "hold",
@@ -207,6 +240,15 @@ impl HoldReport {
             "server_rss_bytes_per_stream": round1(self.per_stream(|m| m.rss)),
             "server_private_dirty_bytes_per_stream": round1(self.per_stream(|m| m.private_dirty)),
             "server_anonymous_bytes_per_stream": round1(self.per_stream(|m| m.anonymous)),
+            "server_rss_bytes_per_stream_end": round1(self.per_stream_end(|m| m.rss)),
+            "server_private_dirty_bytes_per_stream_end": round1(self.per_stream_end(|m| m.private_dirty)),
+            "server_anonymous_bytes_per_stream_end": round1(self.per_stream_end(|m| m.anonymous)),
+            "kernel_slab_bytes_per_conn": round1(self.kernel_per_conn(|k| k.slab)),
+            "kernel_sunreclaim_bytes_per_conn": round1(self.kernel_per_conn(|k| k.sunreclaim)),
+            "kernel_tcp_mem_bytes_per_conn": round1(self.kernel_per_conn(|k| k.tcp_mem)),
+            "kernel_before": kernel(&self.kernel_before),
+            "kernel_after": kernel(&self.kernel_after),
+            "kernel_end": kernel(&self.kernel_end),
             "server_mem_before": mem(&self.mem_before),
             "server_mem_after": mem(&self.mem_after),
             "server_mem_end": mem(&self.mem_end),
@@ -291,6 +333,27 @@ impl HoldReport {
                 self.per_stream(|m| m.rss).unwrap_or(0.0),
                 self.per_stream(|m| m.private_dirty).unwrap_or(0.0),
                 self.per_stream(|m| m.anonymous).unwrap_or(0.0)
+            );
+        }
+        if let Some(e) = self.mem_end {
+            if self.completed && self.mem_before.is_some() {
+                let _ = writeln!(
+                    s,
+                    "  server RSS at end of hold {} bytes; per stream: rss={:.1} private_dirty={:.1} anonymous={:.1} bytes",
+                    e.rss,
+                    self.per_stream_end(|m| m.rss).unwrap_or(0.0),
+                    self.per_stream_end(|m| m.private_dirty).unwrap_or(0.0),
+                    self.per_stream_end(|m| m.anonymous).unwrap_or(0.0)
+                );
+            }
+        }
+        if let Some(slab) = self.kernel_per_conn(|k| k.slab) {
+            let _ = writeln!(
+                s,
+                "  kernel (system-wide, both ends) per connection: slab={:.1} sunreclaim={:.1} tcp_mem={:.1} bytes",
+                slab,
+                self.kernel_per_conn(|k| k.sunreclaim).unwrap_or(0.0),
+                self.kernel_per_conn(|k| k.tcp_mem).unwrap_or(0.0)
             );
         }
         s

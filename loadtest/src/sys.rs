@@ -119,6 +119,46 @@ pub fn read_mem(pids: &[u32]) -> Result<Mem> {
     Ok(m)
 }
 
+/// System-wide kernel memory (the server's and the load generator's sockets both count when
+/// they share a machine), in bytes unless named otherwise.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Kernel {
+    /// /proc/meminfo Slab, SUnreclaim.
+    pub slab: u64,
+    pub sunreclaim: u64,
+    /// /proc/net/sockstat `TCP: inuse` and `mem` (pages of socket buffers, as bytes).
+    pub tcp_inuse: u64,
+    pub tcp_mem: u64,
+}
+
+fn sockstat_field(text: &str, proto: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(proto))?;
+    let mut it = line.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == key {
+            return it.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+pub fn parse_kernel(meminfo: &str, sockstat: &str, page: u64) -> Kernel {
+    Kernel {
+        slab: kb_field(meminfo, "Slab").unwrap_or(0),
+        sunreclaim: kb_field(meminfo, "SUnreclaim").unwrap_or(0),
+        tcp_inuse: sockstat_field(sockstat, "TCP:", "inuse").unwrap_or(0),
+        tcp_mem: sockstat_field(sockstat, "TCP:", "mem").unwrap_or(0) * page,
+    }
+}
+
+pub fn read_kernel() -> Option<Kernel> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(parse_kernel(&meminfo, &sockstat, page.max(1) as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +194,19 @@ mod tests {
         assert_eq!(parse_status(status), Some(1234 * 1024));
         let rollup = "55d0-7ff [rollup]\nRss:  100 kB\nPss:   90 kB\nPss_Anon:  5 kB\nPrivate_Dirty:  40 kB\nAnonymous:   30 kB\n";
         assert_eq!(parse_rollup(rollup), (90 * 1024, 40 * 1024, 30 * 1024));
+    }
+
+    #[test]
+    fn kernel_parsing() {
+        let mi =
+            "MemTotal: 100 kB\nSlab:     2000 kB\nSReclaimable: 1500 kB\nSUnreclaim:  500 kB\n";
+        let ss =
+            "sockets: used 11\nTCP: inuse 7 orphan 0 tw 3 alloc 9 mem 151\nUDP: inuse 0 mem 2\n";
+        let k = parse_kernel(mi, ss, 4096);
+        assert_eq!(k.slab, 2000 * 1024);
+        assert_eq!(k.sunreclaim, 500 * 1024);
+        assert_eq!(k.tcp_inuse, 7);
+        assert_eq!(k.tcp_mem, 151 * 4096);
     }
 
     #[test]

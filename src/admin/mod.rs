@@ -83,6 +83,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Ok(HeadRead::Bad(e)) => {
                 shard.bump(&shard.stats.bad_request);
                 write_reply(&mut stream, Reply::err(e.status(), e.reason()), false).await;
+                crate::transport::linger_close(&mut stream).await;
                 return;
             }
             Ok(HeadRead::Closed) | Ok(HeadRead::Io(_)) | Err(_) => return,
@@ -93,6 +94,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 "chunked request bodies are not supported: send Content-Length",
             );
             write_reply(&mut stream, r, false).await;
+            crate::transport::linger_close(&mut stream).await;
             return;
         }
         let len = head.content_length.unwrap_or(0);
@@ -100,6 +102,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             shard.bump(&shard.stats.bad_request);
             let r = Reply::err(413, format!("body over {max_body} bytes"));
             write_reply(&mut stream, r, false).await;
+            crate::transport::linger_close(&mut stream).await;
             return;
         }
         if len > rest.len() && head.expect_continue && stream.write_all(CONTINUE_100).await.is_err()

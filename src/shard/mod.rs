@@ -38,7 +38,6 @@ pub struct User {
     pub uid: Rc<str>,
     meta: Cell<UserMeta>,
     loaded: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
     conn: RefCell<Option<Rc<Conn>>>,
 }
 
@@ -83,6 +82,8 @@ pub struct Shard {
     started: Instant,
     conn_limit: usize,
     users: RefCell<Map<Rc<str>, Rc<User>>>,
+    /// Tasks waiting for a user whose meta is being loaded (kept here, not in every `User`).
+    loading: RefCell<Map<Rc<str>, Vec<Waker>>>,
     channels: RefCell<Map<Rc<str>, Channel>>,
     conns: RefCell<Map<ConnId, Rc<Conn>>>,
     next_conn: Cell<u64>,
@@ -113,6 +114,7 @@ impl Shard {
             started_unix_us,
             started: Instant::now(),
             users: RefCell::default(),
+            loading: RefCell::default(),
             channels: RefCell::default(),
             conns: RefCell::default(),
             next_conn: Cell::new(1),
@@ -161,7 +163,11 @@ impl Shard {
                             return Poll::Ready(());
                         }
                         registered = true;
-                        u.waiters.borrow_mut().push(cx.waker().clone());
+                        self.loading
+                            .borrow_mut()
+                            .entry(u.uid.clone())
+                            .or_default()
+                            .push(cx.waker().clone());
                         Poll::Pending
                     })
                     .await;
@@ -172,7 +178,6 @@ impl Shard {
                         uid: uid.clone(),
                         meta: Cell::default(),
                         loaded: Cell::new(false),
-                        waiters: RefCell::default(),
                         conn: RefCell::default(),
                     });
                     self.users.borrow_mut().insert(uid.clone(), user.clone());
@@ -189,7 +194,8 @@ impl Shard {
                             self.users.borrow_mut().remove(&uid);
                         }
                     }
-                    for w in user.waiters.take() {
+                    let waiters = self.loading.borrow_mut().remove(&uid);
+                    for w in waiters.into_iter().flatten() {
                         w.wake();
                     }
                     return res.map(|_| user);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
+use super::stream::NewStream;
 use super::{read_head, HeadRead};
 use crate::http::head::{Method, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
@@ -35,7 +36,7 @@ async fn respond(mut stream: TcpStream, status: u16, reason: &str) {
     let mut out = Vec::with_capacity(256);
     write_error(&mut out, status, reason, false);
     let _ = stream.write_all(&out).await;
-    let _ = stream.close().await;
+    super::linger_close(&mut stream).await;
 }
 
 async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
@@ -92,7 +93,12 @@ async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
     }
     let owner = shard.owner(&uid);
     if owner == shard.id {
-        glommio::spawn_local(super::stream::run(shard, stream, uid, leftover)).detach();
+        let new = Box::new(NewStream {
+            stream,
+            uid,
+            leftover,
+        });
+        glommio::spawn_local(super::stream::run(shard, new)).detach();
         return;
     }
     // Hand the socket to its owner: a duplicate fd crosses, this core's copy closes.
@@ -114,7 +120,10 @@ pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
     let fd = h.take_fd();
     // SAFETY: the Handoff owned this fd and gave it up to us.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    let uid = std::mem::take(&mut h.uid);
-    let leftover = std::mem::take(&mut h.leftover);
-    glommio::spawn_local(super::stream::run(shard, stream, uid, leftover)).detach();
+    let new = Box::new(NewStream {
+        stream,
+        uid: std::mem::take(&mut h.uid),
+        leftover: std::mem::take(&mut h.leftover),
+    });
+    glommio::spawn_local(super::stream::run(shard, new)).detach();
 }

@@ -39,7 +39,8 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max: usize) ->
             }
         }
         let len = buf.len();
-        let want = (max + 1 - len).min(4096);
+        // Start small: a burst of half-sent heads must not pin 4 KiB each.
+        let want = (max + 1 - len).min(if len == 0 { 512 } else { 4096 });
         buf.resize(len + want, 0);
         match stream.read(&mut buf[len..]).await {
             Ok(0) => {
@@ -57,6 +58,26 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max: usize) ->
             }
         }
     }
+}
+
+/// Ends a connection we refused: half-close, then read and discard what the client still
+/// sends (bounded in bytes and time). Closing with unread input would make the kernel send a
+/// reset, and the client would lose the error response we just wrote.
+pub async fn linger_close(stream: &mut TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let _ = stream.close().await;
+    let mut sink = vec![0u8; 4096];
+    let mut left: usize = 1 << 20;
+    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+        Ok(())
+    })
+    .await;
 }
 
 /// Low latency for pushes, and dead peers found within a few heartbeats.

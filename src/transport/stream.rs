@@ -6,7 +6,7 @@
 //! no queue allocation, so an idle stream costs its task, its socket and its `Conn`.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -33,9 +33,85 @@ thread_local! {
     static JSON: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
-pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, uid: String, leftover: Vec<u8>) {
+/// A socket on its owner core whose stream has not started yet.
+pub struct NewStream {
+    pub stream: TcpStream,
+    pub uid: String,
+    /// Bytes the client sent after its request head.
+    pub leftover: Vec<u8>,
+}
+
+/// Starts a stream: registration, 200 head and offline replay run in this (short-lived)
+/// task; the stream itself then lives in a task of its own whose state is only `StreamTask`.
+pub async fn run(shard: Rc<Shard>, new: Box<NewStream>) {
+    if let Some((stream, conn, io)) = open(&shard, new).await {
+        glommio::spawn_local(StreamTask {
+            shard,
+            conn,
+            stream,
+            io,
+            handling: None,
+        })
+        .detach();
+    }
+}
+
+/// An open stream's task, written by hand so that its idle state is exactly these fields
+/// (an `async fn` would also keep iterators, closures and await slots).
+pub struct StreamTask {
+    shard: Rc<Shard>,
+    conn: Rc<Conn>,
+    stream: TcpStream,
+    io: StreamIo,
+    /// Client messages being acted on (rarely pending: most complete in one poll).
+    handling: Option<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl Future for StreamTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            if let Some(h) = this.handling.as_mut() {
+                if h.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.handling = None;
+            }
+            match this.io.step(cx, &this.shard, &this.conn, &mut this.stream) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Event::Msgs(msgs)) => {
+                    let (shard, conn) = (this.shard.clone(), this.conn.clone());
+                    this.handling = Some(Box::pin(async move {
+                        for m in msgs {
+                            handle(&shard, &conn, m).await;
+                        }
+                    }));
+                }
+                Poll::Ready(Event::Done) => {
+                    if !this.conn.is_aborted() {
+                        // glommio's close is a synchronous shutdown(SHUT_WR): ready at once.
+                        let _ = Pin::new(&mut this.stream).poll_close(cx);
+                    }
+                    this.conn.clear_waker();
+                    this.shard.detach(&this.conn);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+/// Registers the stream, writes the 200 head and replays offline messages.
+async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<Conn>, StreamIo)> {
+    let NewStream {
+        mut stream,
+        uid,
+        leftover,
+    } = *new;
     super::tune_socket(&stream, Duration::from_secs(shard.cfg.heartbeat_interval_s));
-    let (conn, after, upto) = match Box::pin(shard.attach(&uid)).await {
+    let (conn, after, upto) = match shard.attach(&uid).await {
         Ok(x) => x,
         Err(e) => {
             let status = match e {
@@ -45,34 +121,28 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, uid: String, leftover:
             let mut out = Vec::new();
             write_error(&mut out, status, &e.to_string(), false);
             let _ = stream.write_all(&out).await;
-            return;
+            return None;
         }
     };
-    drop(uid);
     let mut head = Vec::with_capacity(160);
     write_stream_head(&mut head);
-    let ok = stream.write_all(&head).await.is_ok();
-    drop(head);
-    if ok {
-        Box::pin(shard.replay(&conn, after, upto)).await;
-        let mut io = StreamIo {
-            pending_input: !leftover.is_empty(),
-            inbuf: leftover,
-            out: Vec::new(),
-            written: 0,
-            ending: false,
-        };
-        while let Event::Msgs(msgs) = poll_fn(|cx| io.step(cx, &shard, &conn, &mut stream)).await {
-            for m in msgs {
-                Box::pin(handle(&shard, &conn, m)).await;
-            }
-        }
-        if !conn.is_aborted() {
-            let _ = stream.close().await;
-        }
+    if stream.write_all(&head).await.is_err() {
+        conn.clear_waker();
+        shard.detach(&conn);
+        return None;
     }
-    conn.clear_waker();
-    shard.detach(&conn);
+    shard.replay(&conn, after, upto).await;
+    let io = StreamIo {
+        pending_input: !leftover.is_empty(),
+        bufs: (!leftover.is_empty()).then(|| {
+            Box::new(Bufs {
+                inbuf: leftover,
+                ..Bufs::default()
+            })
+        }),
+        ending: false,
+    };
+    Some((stream, conn, io))
 }
 
 enum Event {
@@ -80,18 +150,40 @@ enum Event {
     Done,
 }
 
+/// What a stream keeps between polls: 16 bytes while idle.
 struct StreamIo {
-    /// Bytes of an incomplete chunk (empty, unallocated, between messages).
-    inbuf: Vec<u8>,
+    /// Buffers, allocated only while bytes are in flight.
+    bufs: Option<Box<Bufs>>,
     pending_input: bool,
-    /// Encoded chunks being written; freed once written.
-    out: Vec<u8>,
-    written: usize,
     /// The final chunk is in `out`: stop after writing it.
     ending: bool,
 }
 
+#[derive(Default)]
+struct Bufs {
+    /// Bytes of an incomplete chunk from the client.
+    inbuf: Vec<u8>,
+    /// Encoded chunks being written.
+    out: Vec<u8>,
+    written: usize,
+}
+
 impl StreamIo {
+    fn bufs(&mut self) -> &mut Bufs {
+        self.bufs.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the buffers once nothing is in flight, so an idle stream holds none.
+    fn release(&mut self) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.inbuf.is_empty() && b.written == b.out.len())
+        {
+            self.bufs = None;
+        }
+    }
+
     fn step(
         &mut self,
         cx: &mut Context<'_>,
@@ -105,24 +197,25 @@ impl StreamIo {
         }
         // Write what is queued, coalesced.
         loop {
-            if self.written == self.out.len() {
-                self.out = Vec::new();
-                self.written = 0;
+            let flushed = self.bufs.as_ref().is_none_or(|b| b.written == b.out.len());
+            if flushed {
+                if let Some(b) = self.bufs.as_mut() {
+                    b.out = Vec::new();
+                    b.written = 0;
+                }
                 if self.ending {
                     return Poll::Ready(Event::Done);
                 }
-                if conn.is_replaying() {
+                if conn.is_replaying() || conn.queue_len() == 0 {
                     break;
                 }
                 self.fill(shard, conn);
-                if self.out.is_empty() {
-                    break;
-                }
             }
-            match Pin::new(&mut *stream).poll_write(cx, &self.out[self.written..]) {
+            let b = self.bufs();
+            match Pin::new(&mut *stream).poll_write(cx, &b.out[b.written..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Done),
                 Poll::Ready(Ok(n)) => {
-                    self.written += n;
+                    b.written += n;
                     conn.last_send.set(shard.clock());
                 }
                 Poll::Pending => break,
@@ -130,13 +223,14 @@ impl StreamIo {
         }
         if self.ending || conn.is_ending() {
             // Reading stops once the stream is ending; only the final write remains.
+            self.release();
             return Poll::Pending;
         }
         // Read what the client sent.
         let mut msgs = Vec::new();
         if self.pending_input {
             self.pending_input = false;
-            let data = std::mem::take(&mut self.inbuf);
+            let data = std::mem::take(&mut self.bufs().inbuf);
             self.feed(&data, &mut msgs, shard, conn);
         }
         for _ in 0..4 {
@@ -160,17 +254,24 @@ impl StreamIo {
                 None => break,
             }
         }
+        self.release();
         if !msgs.is_empty() {
             return Poll::Ready(Event::Msgs(msgs));
+        }
+        if conn.is_ending() {
+            // Bad input queued a final chunk: come back to write it.
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     }
 
-    /// Encodes queued items into `out`, up to one write batch.
+    /// Encodes queued items into the write buffer, up to one write batch.
     fn fill(&mut self, shard: &Shard, conn: &Conn) {
+        let mut ending = false;
+        let out = &mut self.bufs().out;
         JSON.with(|json| {
             let mut json = json.borrow_mut();
-            while self.out.len() < WRITE_BATCH {
+            while out.len() < WRITE_BATCH {
                 let Some(item) = conn.pop() else { break };
                 json.clear();
                 match &item {
@@ -180,33 +281,35 @@ impl StreamIo {
                     Out::End => {}
                 }
                 if !json.is_empty() {
-                    encode_chunk(&mut self.out, &json);
+                    encode_chunk(out, &json);
                     shard.bump(&shard.stats.send_number);
                     let b = &shard.stats.send_bytes;
                     b.set(b.get() + json.len() as u64);
                 }
                 if item.is_final() {
-                    self.out.extend_from_slice(LAST_CHUNK);
-                    self.ending = true;
+                    out.extend_from_slice(LAST_CHUNK);
+                    ending = true;
                     break;
                 }
             }
         });
+        self.ending |= ending;
     }
 
     /// Takes `data` (read just now) through the chunk decoder.
     fn feed(&mut self, data: &[u8], msgs: &mut Vec<ClientMessage>, shard: &Shard, conn: &Conn) {
-        if self.inbuf.is_empty() {
+        let b = self.bufs();
+        if b.inbuf.is_empty() {
             let used = decode(data, msgs, shard, conn);
             if used < data.len() && !conn.is_ending() {
-                self.inbuf.extend_from_slice(&data[used..]);
+                b.inbuf.extend_from_slice(&data[used..]);
             }
         } else {
-            self.inbuf.extend_from_slice(data);
-            let used = decode(&self.inbuf, msgs, shard, conn);
-            self.inbuf.drain(..used);
-            if self.inbuf.is_empty() {
-                self.inbuf = Vec::new();
+            b.inbuf.extend_from_slice(data);
+            let used = decode(&b.inbuf, msgs, shard, conn);
+            b.inbuf.drain(..used);
+            if b.inbuf.is_empty() {
+                b.inbuf = Vec::new();
             }
         }
     }

@@ -55,11 +55,8 @@ impl Server {
         if client_port == admin_port || admin_port == bus_port || client_port == bus_port {
             return None;
         }
-        let dir = std::env::temp_dir().join(format!(
-            "ipush-test-{}-{}",
-            std::process::id(),
-            client_port
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("ipush-test-{}-{}", std::process::id(), client_port));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pid_file = dir.join("ipush.pid");
@@ -134,7 +131,10 @@ impl Server {
 
     pub fn get(&self, path: &str) -> (u16, Value) {
         let (st, body) = self.try_request("GET", path, b"").expect("admin request");
-        (st, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+        (
+            st,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
@@ -250,7 +250,11 @@ impl Client {
             buf.extend_from_slice(&tmp[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let rest = buf.split_off(end);
         Ok(Client {
             sock,
@@ -379,7 +383,11 @@ pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec
             if let Some(cl) = header_value(&head, "content-length") {
                 let cl: usize = cl.parse().expect("content-length");
                 if buf.len() >= he + cl {
-                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let status = head
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     return (status, head, buf[he..he + cl].to_vec());
                 }
             }
@@ -402,7 +410,11 @@ pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec
         )
     });
     let head = String::from_utf8_lossy(&buf[..he]).to_string();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head, buf[he..].to_vec())
 }
 
@@ -489,7 +501,11 @@ impl Client {
             buf.extend_from_slice(&tmp[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let rest = buf.split_off(end);
         Ok(Client {
             sock,

@@ -1,0 +1,14 @@
+//! Guards the per-stream memory budget: the state an idle stream task keeps must stay small
+//! (see perf/RESULTS.md; every byte here is paid once per connected client).
+use ipush::transport::stream::StreamTask;
+
+#[test]
+fn idle_stream_state_stays_small() {
+    let size = std::mem::size_of::<StreamTask>();
+    // Was 712 bytes as an async fn holding start-up state; a glommio TcpStream alone is 120.
+    eprintln!("StreamTask {size} B");
+    assert!(size <= 200, "stream task state grew to {size} bytes");
+    let conn = std::mem::size_of::<ipush::shard::conn::Conn>();
+    let user = std::mem::size_of::<ipush::shard::User>();
+    assert!(conn <= 96 && user <= 64, "Conn {conn} B, User {user} B");
+}
