@@ -44,6 +44,26 @@ pub enum StorageKind {
     Scylla,
 }
 
+/// When the embedded store syncs its log to disk (`--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncMode {
+    /// A publish is answered once its log write has reached the OS (survives kill -9, not
+    /// power loss).
+    Never,
+    /// A publish is answered once its group commit has been fdatasync'ed (survives power loss).
+    Always,
+}
+
+/// Consistency level of scylla reads and writes (`--scylla_consistency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScyllaConsistency {
+    One,
+    Quorum,
+    #[value(name = "local_quorum")]
+    LocalQuorum,
+    All,
+}
+
 /// Client authentication mode (`--auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
@@ -164,12 +184,17 @@ pub struct Config {
     pub pid_file: String,
 
     /// Storage backend
-    #[arg(long, value_enum, default_value_t = StorageKind::Memory)]
+    #[arg(long, value_enum, default_value_t = StorageKind::Embedded)]
     pub storage: StorageKind,
 
     /// Directory of the embedded storage (one store per core below it)
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+
+    /// Embedded store durability: never (answer once the write reached the OS) or always
+    /// (answer once it is fdatasync'ed; group-committed)
+    #[arg(long, value_enum, default_value_t = FsyncMode::Never)]
+    pub fsync: FsyncMode,
 
     /// Comma-separated HOST:PORT list of ScyllaDB/Cassandra contact points (--storage=scylla)
     #[arg(long, default_value = "127.0.0.1:9042")]
@@ -178,6 +203,14 @@ pub struct Config {
     /// Keyspace of the scylla backend
     #[arg(long, default_value = "ipush")]
     pub scylla_keyspace: String,
+
+    /// Consistency level of scylla reads and writes
+    #[arg(long, value_enum, default_value_t = ScyllaConsistency::LocalQuorum)]
+    pub scylla_consistency: ScyllaConsistency,
+
+    /// Timeout of scylla session creation and of every query, in milliseconds (100-600000)
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub scylla_timeout_ms: u64,
 
     /// Client authentication: none (any non-empty password) or jwt (HS256 token, sub = uid)
     #[arg(long, value_enum, default_value_t = AuthMode::None)]
@@ -255,8 +288,11 @@ impl fmt::Debug for Config {
             .field("pid_file", &self.pid_file)
             .field("storage", &self.storage)
             .field("data_dir", &self.data_dir)
+            .field("fsync", &self.fsync)
             .field("scylla_nodes", &self.scylla_nodes)
             .field("scylla_keyspace", &self.scylla_keyspace)
+            .field("scylla_consistency", &self.scylla_consistency)
+            .field("scylla_timeout_ms", &self.scylla_timeout_ms)
             .field("auth", &self.auth)
             .field("auth_secret", &secret)
             .field("node", &self.node)
@@ -663,7 +699,8 @@ mod tests {
         assert_eq!(c.bus_port, 9002);
         assert!(c.cores >= 1);
         assert_eq!(c.pid_file, "ipush_server.pid");
-        assert_eq!(c.storage, StorageKind::Memory);
+        assert_eq!(c.storage, StorageKind::Embedded);
+        assert_eq!(c.fsync, FsyncMode::Never);
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.scylla_node_list(), vec!["127.0.0.1:9042"]);
         assert_eq!(c.scylla_keyspace, "ipush");

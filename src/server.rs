@@ -14,11 +14,11 @@ use anyhow::{bail, Context as _};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::{Config, StorageKind};
+use crate::config::{Config, FsyncMode, StorageKind};
 use crate::shard::ids::ShardId;
 use crate::shard::msg::ShardMsg;
 use crate::shard::Shard;
-use crate::storage::{memory::MemoryStore, Storage, Store};
+use crate::storage::{embedded::EmbeddedStore, memory::MemoryStore, Storage, Store};
 
 /// Room in each core-to-core channel before senders wait.
 const MESH_CAPACITY: usize = 4096;
@@ -77,11 +77,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
     if cores > cpus.len() {
         bail!("--cores={cores} but only {} CPUs are available", cpus.len());
     }
-    if cfg.storage != StorageKind::Memory {
-        bail!(
-            "--storage={:?} is not available in this build yet; use --storage=memory",
-            cfg.storage
-        );
+    if cfg.storage == StorageKind::Scylla {
+        bail!("--storage=scylla is not available in this build yet; use embedded or memory");
+    }
+    if cfg.storage == StorageKind::Embedded {
+        check_data_dir(&cfg.data_dir, cores)?;
     }
     let client_addr = SocketAddr::new(cfg.client_host, cfg.client_port);
     let admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
@@ -114,6 +114,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
     }
 
     let cfg = Arc::new(cfg);
+    let go = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let started_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
@@ -123,7 +125,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
         .zip(senders.into_iter().zip(inbox))
         .enumerate()
     {
-        let (cfg, stop) = (cfg.clone(), stop.clone());
+        let (cfg, stop, go, ready_tx) = (cfg.clone(), stop.clone(), go.clone(), ready_tx.clone());
         let client = client.into_raw_fd();
         let admin = admin.into_raw_fd();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
@@ -136,17 +138,43 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
                         glommio::net::TcpListener::from_raw_fd(admin),
                     )
                 };
-                core_main(ShardId(i), cfg, client, admin, tx, rx, started_us, stop).await
+                let core = Core {
+                    id: ShardId(i),
+                    cfg,
+                    started_us,
+                    stop,
+                    go,
+                    ready: ready_tx,
+                };
+                core_main(core, client, admin, tx, rx).await
             })
             .map_err(|e| anyhow::anyhow!("cannot start the executor of core {i}: {e}"))?;
         handles.push(h);
     }
-    tracing::info!(
-        %client_addr, %admin_addr, cores,
-        storage = ?cfg.storage, auth = ?cfg.auth,
-        "ipush_server listening"
-    );
-    ready();
+    drop(ready_tx);
+    // Every core opens its store (replaying it) before any of them serves.
+    let mut startup_error = None;
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => startup_error = Some(e),
+            Err(_) => startup_error = Some("a core stopped during start-up".to_string()),
+        }
+        if startup_error.is_some() {
+            break;
+        }
+    }
+    if startup_error.is_some() {
+        stop.store(true, Ordering::SeqCst);
+    } else {
+        go.store(true, Ordering::SeqCst);
+        tracing::info!(
+            %client_addr, %admin_addr, cores,
+            storage = ?cfg.storage, auth = ?cfg.auth,
+            "ipush_server listening"
+        );
+        ready();
+    }
     let mut failed = false;
     for (i, h) in handles.into_iter().enumerate() {
         if h.join().is_err() {
@@ -154,23 +182,80 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
             failed = true;
         }
     }
+    if let Some(e) = startup_error {
+        bail!("{e}");
+    }
     if failed {
         bail!("a core stopped abnormally");
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn core_main(
+/// The embedded store places users by core count: refuse a data directory written with
+/// another one (its users would be looked for on the wrong cores).
+fn check_data_dir(dir: &std::path::Path, cores: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --data_dir {}", dir.display()))?;
+    let meta = dir.join("ipush.meta");
+    let want = format!("format=1\ncores={cores}\n");
+    match std::fs::read_to_string(&meta) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => bail!(
+            "{} says `{}` but this server runs {cores} cores: users are placed by core count, \
+             so start with the same --cores or use a new --data_dir",
+            meta.display(),
+            have.trim().replace('\n', " ")
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&meta, want).with_context(|| format!("cannot write {}", meta.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", meta.display())),
+    }
+}
+
+/// One core's start-up parameters.
+struct Core {
     id: ShardId,
     cfg: Arc<Config>,
+    started_us: u64,
+    stop: Arc<AtomicBool>,
+    /// Set by the main thread once every core is ready.
+    go: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+/// Opens this core's store.
+fn open_store(core: &Core) -> Result<Store, String> {
+    match core.cfg.storage {
+        StorageKind::Memory => Ok(Store::Memory(MemoryStore::new())),
+        StorageKind::Embedded => {
+            let dir = core.cfg.data_dir.join(format!("core-{}", core.id.0));
+            let (store, rec) = EmbeddedStore::open(
+                &dir,
+                core.id.0 as u32,
+                core.cfg.cores as u32,
+                core.cfg.fsync == FsyncMode::Always,
+            )
+            .map_err(|e| e.to_string())?;
+            tracing::info!(
+                core = %core.id, files = rec.files, bytes = rec.bytes,
+                records = rec.records, ms = rec.millis as u64,
+                "embedded store recovered"
+            );
+            Ok(Store::Embedded(store))
+        }
+        StorageKind::Scylla => Err("--storage=scylla is not available yet".into()),
+    }
+}
+
+async fn core_main(
+    core: Core,
     client: glommio::net::TcpListener,
     admin: glommio::net::TcpListener,
     senders: Vec<Option<SharedSender<ShardMsg>>>,
     inbox: Vec<(usize, SharedReceiver<ShardMsg>)>,
-    started_us: u64,
-    stop: Arc<AtomicBool>,
 ) {
+    let id = core.id;
     // Every channel end connects at once: each connect waits for its peer core.
     let rx_tasks: Vec<_> = inbox
         .into_iter()
@@ -192,7 +277,30 @@ async fn core_main(
         receivers.push(t.await);
     }
 
-    let store = Store::Memory(MemoryStore::new());
+    let store = match open_store(&core) {
+        Ok(s) => {
+            let _ = core.ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = core.ready.send(Err(format!("core {id}: {e}")));
+            return;
+        }
+    };
+    // Serve only once every core has opened its store.
+    while !core.go.load(Ordering::SeqCst) {
+        if core.stop.load(Ordering::SeqCst) {
+            let _ = store.close().await;
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let Core {
+        cfg,
+        started_us,
+        stop,
+        ..
+    } = core;
     let shard = Rc::new(Shard::new(id, cfg, store, peers, started_us));
     for (_from, rx) in receivers {
         let shard = shard.clone();
@@ -225,7 +333,7 @@ async fn core_main(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(house);
-    if let Err(e) = shard.store.flush().await {
+    if let Err(e) = shard.store.close().await {
         tracing::error!(core = %id, error = %e, "flushing storage at shutdown failed");
     }
     tracing::debug!(core = %id, "core stopped");

@@ -214,9 +214,19 @@ fn command_line_overrides_flagfile() {
 }
 
 #[test]
-fn embedded_storage_is_reported_unavailable() {
+fn data_dir_of_another_core_count_is_refused() {
     let d = TempDir::new("embedded");
+    let data = d.0.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("ipush.meta"), "format=1\ncores=3\n").unwrap();
     let mut a = safe_flags(&d);
+    a.retain(|f| f != "--storage=memory");
     a.push("--storage=embedded".into());
-    expect_failure(&a, "storage");
+    let err = expect_failure(&a, "--cores");
+    assert!(err.contains("ipush.meta"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("ipush.meta")).unwrap(),
+        "format=1\ncores=3\n",
+        "nothing changed"
+    );
 }

@@ -11,6 +11,8 @@ use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Members = HashSet<Rc<str>, ahash::RandomState>;
+/// `(seq, expires_at, body)` of one stored message.
+pub type SeqMsg = (u64, u64, Rc<MsgBody>);
 
 #[derive(Default)]
 struct UserRecord {
@@ -28,36 +30,36 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
-}
 
-impl Storage for MemoryStore {
-    async fn load_user(&self, uid: &str) -> Result<UserMeta, StorageError> {
-        Ok(self
-            .users
+    /// The synchronous operations behind the trait (the embedded store's index uses them
+    /// directly, during replay too).
+    pub fn meta(&self, uid: &str) -> UserMeta {
+        self.users
             .borrow()
             .get(uid)
             .map(|r| r.meta)
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
-    async fn append(
+    /// Stores `body` for each entry; entries expired at `now` only move `max_seq`.
+    pub fn apply_append(
         &self,
         body: &Rc<MsgBody>,
         expires_at: u64,
         entries: &[(Rc<str>, u64)],
-    ) -> Result<(), StorageError> {
+        now: u64,
+    ) {
         let mut users = self.users.borrow_mut();
         for (uid, seq) in entries {
             let rec = users.entry(uid.clone()).or_default();
             rec.meta.max_seq = rec.meta.max_seq.max(*seq);
-            if *seq > rec.meta.last_ack {
+            if *seq > rec.meta.last_ack && expires_at > now {
                 rec.msgs.insert(*seq, (expires_at, body.clone()));
             }
         }
-        Ok(())
     }
 
-    async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {
+    pub fn apply_ack(&self, uid: &str, last_ack: u64) {
         let mut users = self.users.borrow_mut();
         let rec = match users.get_mut(uid) {
             Some(r) => r,
@@ -65,25 +67,43 @@ impl Storage for MemoryStore {
         };
         if last_ack > rec.meta.last_ack {
             rec.meta.last_ack = last_ack;
+            rec.meta.max_seq = rec.meta.max_seq.max(last_ack);
             rec.msgs = rec.msgs.split_off(&(last_ack + 1));
         }
-        Ok(())
     }
 
-    async fn offline(
-        &self,
-        uid: &str,
-        after: u64,
-        upto: u64,
-        limit: usize,
-        now: u64,
-    ) -> Result<Vec<StoredMsg>, StorageError> {
+    /// Raises a user's counters to at least `meta` (snapshots carry them for users whose
+    /// messages are all gone, so seqs never restart).
+    pub fn apply_meta(&self, uid: &str, meta: UserMeta) {
+        let mut users = self.users.borrow_mut();
+        let rec = users.entry(Rc::from(uid)).or_default();
+        rec.meta.max_seq = rec.meta.max_seq.max(meta.max_seq);
+        drop(users);
+        self.apply_ack(uid, meta.last_ack);
+    }
+
+    pub fn apply_sub(&self, cid: &str, uid: &str, on: bool) {
+        let mut channels = self.channels.borrow_mut();
+        if on {
+            channels
+                .entry(Rc::from(cid))
+                .or_default()
+                .insert(Rc::from(uid));
+        } else if let Some(members) = channels.get_mut(cid) {
+            members.remove(uid);
+            if members.is_empty() {
+                channels.remove(cid);
+            }
+        }
+    }
+
+    pub fn list(&self, uid: &str, after: u64, upto: u64, limit: usize, now: u64) -> Vec<StoredMsg> {
         let users = self.users.borrow();
         let Some(rec) = users.get(uid) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         if upto <= after {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let mut out: Vec<StoredMsg> = rec
             .msgs
@@ -98,46 +118,101 @@ impl Storage for MemoryStore {
             })
             .collect();
         out.reverse();
-        Ok(out)
+        out
     }
 
-    async fn subscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
+    pub fn members(&self, cid: &str) -> Vec<Rc<str>> {
         self.channels
-            .borrow_mut()
-            .entry(Rc::from(cid))
-            .or_default()
-            .insert(Rc::from(uid));
-        Ok(())
-    }
-
-    async fn unsubscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
-        let mut channels = self.channels.borrow_mut();
-        if let Some(members) = channels.get_mut(cid) {
-            members.remove(uid);
-            if members.is_empty() {
-                channels.remove(cid);
-            }
-        }
-        Ok(())
-    }
-
-    async fn channel_members(&self, cid: &str) -> Result<Vec<Rc<str>>, StorageError> {
-        Ok(self
-            .channels
             .borrow()
             .get(cid)
             .map(|m| m.iter().cloned().collect())
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
-    async fn purge_expired(&self, now: u64) -> Result<usize, StorageError> {
+    pub fn purge(&self, now: u64) -> usize {
         let mut purged = 0;
         for rec in self.users.borrow_mut().values_mut() {
             let before = rec.msgs.len();
             rec.msgs.retain(|_, (exp, _)| *exp > now);
             purged += before - rec.msgs.len();
         }
-        Ok(purged)
+        purged
+    }
+
+    /// Every user with any state (for snapshots).
+    pub fn uids(&self) -> Vec<Rc<str>> {
+        self.users.borrow().keys().cloned().collect()
+    }
+
+    /// A user's counters and unacked messages as `(seq, expires, body)`.
+    pub fn user_state(&self, uid: &str) -> Option<(UserMeta, Vec<SeqMsg>)> {
+        let users = self.users.borrow();
+        let rec = users.get(uid)?;
+        let msgs = rec
+            .msgs
+            .iter()
+            .map(|(s, (e, b))| (*s, *e, b.clone()))
+            .collect();
+        Some((rec.meta, msgs))
+    }
+
+    /// Every channel with its members (for snapshots).
+    pub fn channel_list(&self) -> Vec<(Rc<str>, Vec<Rc<str>>)> {
+        self.channels
+            .borrow()
+            .iter()
+            .map(|(c, m)| (c.clone(), m.iter().cloned().collect()))
+            .collect()
+    }
+}
+
+impl Storage for MemoryStore {
+    async fn load_user(&self, uid: &str) -> Result<UserMeta, StorageError> {
+        Ok(self.meta(uid))
+    }
+
+    async fn append(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+    ) -> Result<(), StorageError> {
+        self.apply_append(body, expires_at, entries, 0);
+        Ok(())
+    }
+
+    async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {
+        self.apply_ack(uid, last_ack);
+        Ok(())
+    }
+
+    async fn offline(
+        &self,
+        uid: &str,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<StoredMsg>, StorageError> {
+        Ok(self.list(uid, after, upto, limit, now))
+    }
+
+    async fn subscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
+        self.apply_sub(cid, uid, true);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
+        self.apply_sub(cid, uid, false);
+        Ok(())
+    }
+
+    async fn channel_members(&self, cid: &str) -> Result<Vec<Rc<str>>, StorageError> {
+        Ok(self.members(cid))
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<usize, StorageError> {
+        Ok(self.purge(now))
     }
 
     async fn flush(&self) -> Result<(), StorageError> {

@@ -4,6 +4,9 @@
 //! memberships). Operations issued from one core take effect in issue order: a read sees every
 //! write issued before it. The replay seam relies on this (see `shard::attach`).
 
+pub mod conformance;
+pub mod embedded;
+pub mod log;
 pub mod memory;
 
 use std::rc::Rc;
@@ -74,18 +77,24 @@ pub trait Storage {
     async fn purge_expired(&self, now: u64) -> Result<usize, StorageError>;
     /// Makes every earlier write durable (no-op for memory).
     async fn flush(&self) -> Result<(), StorageError>;
+    /// Flushes and releases the backend's threads and files (at shutdown).
+    async fn close(&self) -> Result<(), StorageError> {
+        self.flush().await
+    }
 }
 
 /// The backend chosen by `--storage`, one per core. An enum rather than `dyn` because the
 /// trait's async methods are not object safe and the match costs nothing on the hot path.
 pub enum Store {
     Memory(memory::MemoryStore),
+    Embedded(embedded::EmbeddedStore),
 }
 
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Memory($s) => $e,
+            Store::Embedded($s) => $e,
         }
     };
 }
@@ -129,5 +138,8 @@ impl Storage for Store {
     }
     async fn flush(&self) -> Result<(), StorageError> {
         delegate!(self, s => s.flush().await)
+    }
+    async fn close(&self) -> Result<(), StorageError> {
+        delegate!(self, s => s.close().await)
     }
 }

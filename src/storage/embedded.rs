@@ -1,0 +1,727 @@
+//! `--storage=embedded`: one core's durable store under `--data_dir/core-N/`. The index (users,
+//! unacked messages, memberships) lives in memory on the core; every change is also appended to
+//! a checksummed log by a dedicated I/O thread per core, which group-commits whatever has queued
+//! up (one `write`, and one `fdatasync` with `--fsync=always`) and then wakes the waiting
+//! publishers. Reads never touch the disk. Start-up replays the newest snapshot and the log
+//! after it; a background compaction writes a fresh snapshot so disk use stays bounded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::future::poll_fn;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Poll, Waker};
+
+use atomic_waker::AtomicWaker;
+
+use super::log::{self, Decoded, Header, Record};
+use super::memory::MemoryStore;
+use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
+
+/// Entries per log record of a channel fan-out (keeps records far below `log::MAX_RECORD`).
+const ENTRIES_PER_RECORD: usize = 65_536;
+/// Compact when the log since the last snapshot exceeds this and twice the snapshot.
+const COMPACT_MIN_BYTES: u64 = 64 << 20;
+
+/// What the I/O thread is asked to do, in order.
+enum IoOp {
+    Write {
+        ticket: u64,
+        bytes: Vec<u8>,
+    },
+    /// Close the current log segment and continue in `wal-<segment>`.
+    Rotate {
+        ticket: u64,
+        segment: u64,
+    },
+    /// Append to `snap-<segment>.tmp`; with `done`, make it the snapshot and delete what it
+    /// replaces.
+    Snapshot {
+        ticket: u64,
+        segment: u64,
+        bytes: Vec<u8>,
+        done: bool,
+    },
+    Close {
+        ticket: u64,
+    },
+}
+
+/// The only state the core and its I/O thread share: progress and a waker, no lock.
+struct Shared {
+    durable: AtomicU64,
+    failed: OnceLock<String>,
+    waker: AtomicWaker,
+}
+
+struct Inner {
+    index: MemoryStore,
+    tx: crossbeam_channel::Sender<IoOp>,
+    shared: Arc<Shared>,
+    issued: Cell<u64>,
+    waiters: RefCell<Vec<(u64, Waker)>>,
+    segment: Cell<u64>,
+    since_snapshot: Cell<u64>,
+    last_snapshot: Cell<u64>,
+    compacting: Cell<bool>,
+    dir: PathBuf,
+    header: Header,
+    thread: RefCell<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub struct EmbeddedStore {
+    inner: Rc<Inner>,
+}
+
+/// What recovery found, for the start-up log.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    pub files: usize,
+    pub bytes: u64,
+    pub records: u64,
+    pub millis: u128,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) core `core`'s store in `dir`, replaying what is there. Must
+    /// run on the core's executor: it spawns the task that wakes writers when the log is
+    /// written.
+    pub fn open(
+        dir: &Path,
+        core: u32,
+        cores: u32,
+        fsync: bool,
+    ) -> Result<(Self, Recovery), StorageError> {
+        let io_err = |what: &str, e: std::io::Error| {
+            StorageError::Unavailable(format!("{what} {}: {e}", dir.display()))
+        };
+        fs::create_dir_all(dir).map_err(|e| io_err("cannot create", e))?;
+        let header = Header {
+            snapshot: false,
+            core,
+            cores,
+        };
+        let started = std::time::Instant::now();
+        let index = MemoryStore::new();
+        let (next_segment, mut rec, snap_bytes) =
+            recover(dir, header, &index, crate::stats::unix_now())?;
+        rec.millis = started.elapsed().as_millis();
+
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            durable: AtomicU64::new(0),
+            failed: OnceLock::new(),
+            waker: AtomicWaker::new(),
+        });
+        let mut writer = Writer::new(dir.to_path_buf(), header, fsync);
+        writer
+            .open_segment(next_segment)
+            .map_err(|e| io_err("cannot open a log segment in", e))?;
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("ipush-store{core}"))
+                .spawn(move || writer.run(rx, &shared))
+                .map_err(|e| io_err("cannot start the I/O thread of", e))?
+        };
+        let inner = Rc::new(Inner {
+            index,
+            tx,
+            shared,
+            issued: Cell::new(0),
+            waiters: RefCell::default(),
+            segment: Cell::new(next_segment),
+            since_snapshot: Cell::new(0),
+            last_snapshot: Cell::new(snap_bytes),
+            compacting: Cell::new(false),
+            dir: dir.to_path_buf(),
+            header,
+            thread: RefCell::new(Some(thread)),
+        });
+        glommio::spawn_local(pump(Rc::downgrade(&inner), inner.shared.clone())).detach();
+        Ok((EmbeddedStore { inner }, rec))
+    }
+
+    /// Writes a snapshot now (normally triggered by log growth).
+    pub async fn compact(&self) -> Result<(), StorageError> {
+        compact(self.inner.clone()).await
+    }
+
+    /// Waits for everything issued, then stops the I/O thread (fsyncing the log).
+    pub async fn shutdown(&self) -> Result<(), StorageError> {
+        let t = self.inner.issue(|ticket| IoOp::Close { ticket });
+        let res = self.inner.wait(t).await;
+        if let Some(h) = self.inner.thread.borrow_mut().take() {
+            let _ = h.join();
+        }
+        res
+    }
+}
+
+impl Inner {
+    fn issue(&self, op: impl FnOnce(u64) -> IoOp) -> u64 {
+        let t = self.issued.get() + 1;
+        self.issued.set(t);
+        if self.tx.send(op(t)).is_err() {
+            let _ = self.shared.failed.set(format!(
+                "the I/O thread of {} has stopped",
+                self.dir.display()
+            ));
+        }
+        t
+    }
+
+    /// Appends `bytes` to the log; returns its ticket.
+    fn write(self: &Rc<Self>, bytes: Vec<u8>) -> u64 {
+        let n = bytes.len() as u64;
+        let t = self.issue(|ticket| IoOp::Write { ticket, bytes });
+        let since = self.since_snapshot.get() + n;
+        self.since_snapshot.set(since);
+        if !self.compacting.get() && since > COMPACT_MIN_BYTES.max(2 * self.last_snapshot.get()) {
+            self.compacting.set(true);
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = compact(me).await {
+                    tracing::error!(error = %e, "store compaction failed");
+                }
+            })
+            .detach();
+        }
+        t
+    }
+
+    /// Resolves once the I/O thread has written (and, with --fsync=always, synced) `ticket`.
+    async fn wait(&self, ticket: u64) -> Result<(), StorageError> {
+        let mut registered = false;
+        poll_fn(|cx| {
+            if let Some(e) = self.shared.failed.get() {
+                return Poll::Ready(Err(StorageError::Unavailable(e.clone())));
+            }
+            if self.shared.durable.load(Ordering::Acquire) >= ticket {
+                return Poll::Ready(Ok(()));
+            }
+            if !registered {
+                self.waiters.borrow_mut().push((ticket, cx.waker().clone()));
+                registered = true;
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Wakes the writers whose tickets the I/O thread has completed. One task per store.
+async fn pump(inner: std::rc::Weak<Inner>, shared: Arc<Shared>) {
+    let mut seen = 0;
+    loop {
+        let done = poll_fn(|cx| {
+            shared.waker.register(cx.waker());
+            let d = shared.durable.load(Ordering::Acquire);
+            if d > seen {
+                Poll::Ready(d)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        seen = done;
+        let Some(inner) = inner.upgrade() else { return };
+        let failed = shared.failed.get().is_some();
+        inner.waiters.borrow_mut().retain(|(t, w)| {
+            let ready = *t <= done || failed;
+            if ready {
+                w.wake_by_ref();
+            }
+            !ready
+        });
+    }
+}
+
+/// One stored body with its expiry and every (uid, seq) that refers to it.
+type BodyGroup = (Rc<MsgBody>, u64, Vec<(Rc<str>, u64)>);
+
+/// Writes a snapshot of the index, then lets the I/O thread replace the older files with it.
+/// Runs in slices (yielding between them); changes made meanwhile are in the log segment
+/// started at the beginning, and replaying them over the snapshot gives the same state
+/// because every record is an idempotent "set".
+async fn compact(inner: Rc<Inner>) -> Result<(), StorageError> {
+    inner.compacting.set(true);
+    let segment = inner.segment.get() + 1;
+    inner.segment.set(segment);
+    inner.issue(|ticket| IoOp::Rotate { ticket, segment });
+    inner.since_snapshot.set(0);
+
+    let mut total = 0u64;
+    let mut buf = Vec::with_capacity(1 << 20);
+    log::encode_header(
+        &mut buf,
+        Header {
+            snapshot: true,
+            ..inner.header
+        },
+    );
+    let send = |buf: &mut Vec<u8>, total: &mut u64, done: bool| {
+        *total += buf.len() as u64;
+        let bytes = std::mem::take(buf);
+        inner.issue(|ticket| IoOp::Snapshot {
+            ticket,
+            segment,
+            bytes,
+            done,
+        })
+    };
+    let mut bodies: HashMap<*const MsgBody, BodyGroup> = HashMap::new();
+    for (i, uid) in inner.index.uids().iter().enumerate() {
+        if let Some((meta, msgs)) = inner.index.user_state(uid) {
+            log::encode_meta(&mut buf, uid, meta.max_seq, meta.last_ack);
+            for (seq, exp, body) in msgs {
+                bodies
+                    .entry(Rc::as_ptr(&body))
+                    .or_insert_with(|| (body.clone(), exp, Vec::new()))
+                    .2
+                    .push((uid.clone(), seq));
+            }
+        }
+        if i % 1024 == 1023 {
+            if buf.len() > 4 << 20 {
+                send(&mut buf, &mut total, false);
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+    for (_, (body, exp, entries)) in bodies {
+        for chunk in entries.chunks(ENTRIES_PER_RECORD) {
+            log::encode_append(&mut buf, &body, exp, chunk);
+        }
+        if buf.len() > 4 << 20 {
+            send(&mut buf, &mut total, false);
+            glommio::yield_if_needed().await;
+        }
+    }
+    for (cid, members) in inner.index.channel_list() {
+        for uid in members {
+            log::encode_sub(&mut buf, &cid, &uid, true);
+        }
+    }
+    let t = send(&mut buf, &mut total, true);
+    let res = inner.wait(t).await;
+    if res.is_ok() {
+        inner.last_snapshot.set(total);
+        tracing::info!(dir = %inner.dir.display(), bytes = total, "store snapshot written");
+    }
+    inner.compacting.set(false);
+    res
+}
+
+fn seg_name(prefix: &str, n: u64) -> String {
+    format!("{prefix}-{n:010}.log")
+}
+
+/// Replays the newest snapshot and every log segment after it into `index`. Returns the next
+/// segment number, what was read, and the snapshot's size.
+fn recover(
+    dir: &Path,
+    header: Header,
+    index: &MemoryStore,
+    now: u64,
+) -> Result<(u64, Recovery, u64), StorageError> {
+    let mut wals = Vec::new();
+    let mut snaps = Vec::new();
+    let entries = fs::read_dir(dir)
+        .map_err(|e| StorageError::Unavailable(format!("cannot list {}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let num = |p: &str| {
+            name.strip_prefix(p)
+                .and_then(|r| r.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        if name.ends_with(".tmp") {
+            // An unfinished snapshot: the files it would have replaced are all still here.
+            let _ = fs::remove_file(entry.path());
+        } else if let Some(n) = num("wal-") {
+            wals.push(n);
+        } else if let Some(n) = num("snap-") {
+            snaps.push(n);
+        }
+    }
+    wals.sort_unstable();
+    snaps.sort_unstable();
+    let mut rec = Recovery::default();
+    let mut snap_bytes = 0;
+    let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    let from = snaps.last().copied();
+    if let Some(s) = from {
+        files.push((dir.join(seg_name("snap", s)), true));
+    }
+    for &w in &wals {
+        if from.is_none_or(|s| w >= s) {
+            files.push((dir.join(seg_name("wal", w)), false));
+        }
+    }
+    for (path, is_snap) in &files {
+        let bytes = replay_file(path, header, *is_snap, index, now, &mut rec)?;
+        if *is_snap {
+            snap_bytes = bytes;
+        }
+    }
+    let next = wals
+        .last()
+        .copied()
+        .max(snaps.last().copied())
+        .map_or(1, |n| n + 1);
+    Ok((next, rec, snap_bytes))
+}
+
+fn corrupt(path: &Path, what: &str, hint: &str) -> StorageError {
+    StorageError::Corrupt(format!(
+        "{}: {what}. The server did not start and changed nothing. {hint}",
+        path.display()
+    ))
+}
+
+fn replay_file(
+    path: &Path,
+    expect: Header,
+    is_snap: bool,
+    index: &MemoryStore,
+    now: u64,
+    rec: &mut Recovery,
+) -> Result<u64, StorageError> {
+    let restore = "Restore this directory from a backup, or move the file aside to start \
+                   without what it holds.";
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(|e| StorageError::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+    let h = log::decode_header(&data).map_err(|what| corrupt(path, what, restore))?;
+    if h.snapshot != is_snap {
+        return Err(corrupt(path, "file type does not match its name", restore));
+    }
+    if h.cores != expect.cores || h.core != expect.core {
+        return Err(StorageError::Corrupt(format!(
+            "{} was written by core {} of {} but is opened as core {} of {}: users are placed \
+             by core count, so start with --cores={} (or use a new --data_dir)",
+            path.display(),
+            h.core,
+            h.cores,
+            expect.core,
+            expect.cores,
+            h.cores
+        )));
+    }
+    let mut pos = log::HEADER_LEN;
+    while pos < data.len() {
+        match log::decode(&data[pos..]) {
+            Decoded::Record(r, n) => {
+                apply(index, r, now);
+                rec.records += 1;
+                pos += n;
+            }
+            Decoded::Incomplete => {
+                return Err(corrupt(
+                    path,
+                    &format!(
+                        "the file ends inside a record that starts at byte {pos} (file size {}): \
+                         its last write was cut short (power loss, full disk?)",
+                        data.len()
+                    ),
+                    &format!(
+                        "To keep every complete record and drop only the cut one, run \
+                         `truncate -s {pos} {}` and start again.",
+                        path.display()
+                    ),
+                ));
+            }
+            Decoded::Corrupt(what) => {
+                return Err(corrupt(
+                    path,
+                    &format!(
+                        "{what} in the record at byte {pos} (file size {})",
+                        data.len()
+                    ),
+                    restore,
+                ));
+            }
+        }
+    }
+    rec.files += 1;
+    rec.bytes += data.len() as u64;
+    Ok(data.len() as u64)
+}
+
+fn apply(index: &MemoryStore, r: Record<'_>, now: u64) {
+    match r {
+        Record::Append {
+            kind,
+            from,
+            channel,
+            body,
+            expires,
+            entries,
+        } => {
+            let body = Rc::new(MsgBody {
+                kind,
+                from: from.into(),
+                channel: channel.map(Into::into),
+                body: body.into(),
+            });
+            let entries: Vec<(Rc<str>, u64)> =
+                entries.into_iter().map(|(u, s)| (Rc::from(u), s)).collect();
+            index.apply_append(&body, expires, &entries, now);
+        }
+        Record::Ack { uid, last_ack } => index.apply_ack(uid, last_ack),
+        Record::Sub { cid, uid } => index.apply_sub(cid, uid, true),
+        Record::Unsub { cid, uid } => index.apply_sub(cid, uid, false),
+        Record::Meta {
+            uid,
+            max_seq,
+            last_ack,
+        } => index.apply_meta(uid, UserMeta { max_seq, last_ack }),
+    }
+}
+
+/// The I/O thread's side: owns the files.
+struct Writer {
+    dir: PathBuf,
+    header: Header,
+    fsync: bool,
+    file: Option<File>,
+    snap: Option<(u64, File)>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn new(dir: PathBuf, header: Header, fsync: bool) -> Self {
+        Writer {
+            dir,
+            header,
+            fsync,
+            file: None,
+            snap: None,
+            buf: Vec::with_capacity(1 << 20),
+        }
+    }
+
+    fn create(&self, name: &str, snapshot: bool) -> std::io::Result<File> {
+        let mut f = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(self.dir.join(name))?;
+        let mut h = Vec::new();
+        log::encode_header(
+            &mut h,
+            Header {
+                snapshot,
+                ..self.header
+            },
+        );
+        f.write_all(&h)?;
+        Ok(f)
+    }
+
+    fn open_segment(&mut self, n: u64) -> std::io::Result<()> {
+        if let Some(f) = self.file.take() {
+            f.sync_data()?;
+        }
+        self.file = Some(self.create(&seg_name("wal", n), false)?);
+        // The new file's name must survive a crash too.
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let f = self.file.as_mut().expect("a segment is open");
+            f.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, segment: u64, bytes: &[u8], done: bool) -> std::io::Result<()> {
+        if self.snap.as_ref().is_none_or(|(n, _)| *n != segment) {
+            let tmp = format!("snap-{segment:010}.tmp");
+            let _ = fs::remove_file(self.dir.join(&tmp));
+            let f = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(self.dir.join(&tmp))?;
+            self.snap = Some((segment, f));
+        }
+        let (_, f) = self.snap.as_mut().expect("just set");
+        f.write_all(bytes)?;
+        if done {
+            let (_, f) = self.snap.take().expect("just set");
+            f.sync_all()?;
+            drop(f);
+            fs::rename(
+                self.dir.join(format!("snap-{segment:010}.tmp")),
+                self.dir.join(seg_name("snap", segment)),
+            )?;
+            File::open(&self.dir)?.sync_all()?;
+            // Everything before the snapshot's segment is now redundant.
+            for entry in fs::read_dir(&self.dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let n = name
+                    .strip_suffix(".log")
+                    .and_then(|r| r.strip_prefix("wal-").or_else(|| r.strip_prefix("snap-")))
+                    .and_then(|n| n.parse::<u64>().ok());
+                if n.is_some_and(|n| n < segment) {
+                    fs::remove_file(entry.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(mut self, rx: crossbeam_channel::Receiver<IoOp>, shared: &Shared) {
+        let mut closing = false;
+        while !closing {
+            let Ok(first) = rx.recv() else { break };
+            let mut last = 0;
+            let mut res: std::io::Result<()> = Ok(());
+            let mut wrote = false;
+            // Group commit: everything queued so far goes out in one write (and one sync).
+            for op in std::iter::once(first).chain(rx.try_iter().take(4096)) {
+                if res.is_err() {
+                    last = ticket_of(&op);
+                    continue;
+                }
+                res = match op {
+                    IoOp::Write { ticket, bytes } => {
+                        last = ticket;
+                        wrote = true;
+                        self.buf.extend_from_slice(&bytes);
+                        if self.buf.len() > 8 << 20 {
+                            self.flush()
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    IoOp::Rotate { ticket, segment } => {
+                        last = ticket;
+                        self.flush().and_then(|_| self.open_segment(segment))
+                    }
+                    IoOp::Snapshot {
+                        ticket,
+                        segment,
+                        bytes,
+                        done,
+                    } => {
+                        last = ticket;
+                        self.flush()
+                            .and_then(|_| self.snapshot(segment, &bytes, done))
+                    }
+                    IoOp::Close { ticket } => {
+                        last = ticket;
+                        closing = true;
+                        self.flush()
+                            .and_then(|_| self.file.as_ref().map_or(Ok(()), |f| f.sync_data()))
+                    }
+                };
+            }
+            if res.is_ok() {
+                res = self.flush();
+            }
+            if res.is_ok() && wrote && self.fsync {
+                res = self.file.as_ref().map_or(Ok(()), |f| f.sync_data());
+            }
+            if let Err(e) = res {
+                tracing::error!(dir = %self.dir.display(), error = %e, "store write failed");
+                let _ = shared.failed.set(format!(
+                    "writing the store in {} failed: {e}",
+                    self.dir.display()
+                ));
+            }
+            shared.durable.store(last, Ordering::Release);
+            shared.waker.wake();
+        }
+    }
+}
+
+fn ticket_of(op: &IoOp) -> u64 {
+    match op {
+        IoOp::Write { ticket, .. }
+        | IoOp::Rotate { ticket, .. }
+        | IoOp::Snapshot { ticket, .. }
+        | IoOp::Close { ticket } => *ticket,
+    }
+}
+
+impl Storage for EmbeddedStore {
+    async fn load_user(&self, uid: &str) -> Result<UserMeta, StorageError> {
+        Ok(self.inner.index.meta(uid))
+    }
+
+    async fn append(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+    ) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        inner.index.apply_append(body, expires_at, entries, 0);
+        let mut bytes = Vec::with_capacity(64 + body.body.len() + entries.len() * 24);
+        for chunk in entries.chunks(ENTRIES_PER_RECORD) {
+            log::encode_append(&mut bytes, body, expires_at, chunk);
+        }
+        let t = inner.write(bytes);
+        inner.wait(t).await
+    }
+
+    async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {
+        self.inner.index.apply_ack(uid, last_ack);
+        let mut bytes = Vec::with_capacity(32 + uid.len());
+        log::encode_ack(&mut bytes, uid, last_ack);
+        let t = self.inner.write(bytes);
+        self.inner.wait(t).await
+    }
+
+    async fn offline(
+        &self,
+        uid: &str,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<StoredMsg>, StorageError> {
+        Ok(self.inner.index.list(uid, after, upto, limit, now))
+    }
+
+    async fn subscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
+        self.inner.index.apply_sub(cid, uid, true);
+        let mut bytes = Vec::with_capacity(32 + cid.len() + uid.len());
+        log::encode_sub(&mut bytes, cid, uid, true);
+        let t = self.inner.write(bytes);
+        self.inner.wait(t).await
+    }
+
+    async fn unsubscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
+        self.inner.index.apply_sub(cid, uid, false);
+        let mut bytes = Vec::with_capacity(32 + cid.len() + uid.len());
+        log::encode_sub(&mut bytes, cid, uid, false);
+        let t = self.inner.write(bytes);
+        self.inner.wait(t).await
+    }
+
+    async fn channel_members(&self, cid: &str) -> Result<Vec<Rc<str>>, StorageError> {
+        Ok(self.inner.index.members(cid))
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<usize, StorageError> {
+        // Memory now; the disk copy goes at the next snapshot, which skips expired messages.
+        Ok(self.inner.index.purge(now))
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.inner.wait(self.inner.issued.get()).await
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        self.shutdown().await
+    }
+}

@@ -1,0 +1,369 @@
+//! The embedded store's on-disk format: segment headers and checksummed records. Pure
+//! encode/decode, no I/O; used by a core (encoding) and at start-up (replay).
+//!
+//! A segment file is a 24-byte header (`IPUSHWAL` or `IPUSHSNP`, format version, core, core
+//! count) followed by records: `[len u32][crc32 u32][payload]`, little-endian, where the CRC
+//! covers the payload and the payload is a type byte and its fields. Strings are a u32 length
+//! and UTF-8 bytes.
+
+use std::rc::Rc;
+
+use super::MsgBody;
+use crate::protocol::MsgType;
+
+pub const WAL_MAGIC: &[u8; 8] = b"IPUSHWAL";
+pub const SNAP_MAGIC: &[u8; 8] = b"IPUSHSNP";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 24;
+/// A record larger than this is corruption, not data (messages are at most 16 MiB, a channel
+/// message's member list is split into records well below this).
+pub const MAX_RECORD: usize = 64 << 20;
+
+const T_APPEND: u8 = 1;
+const T_ACK: u8 = 2;
+const T_SUB: u8 = 3;
+const T_UNSUB: u8 = 4;
+const T_META: u8 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub snapshot: bool,
+    pub core: u32,
+    pub cores: u32,
+}
+
+pub fn encode_header(out: &mut Vec<u8>, h: Header) {
+    out.extend_from_slice(if h.snapshot { SNAP_MAGIC } else { WAL_MAGIC });
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&h.core.to_le_bytes());
+    out.extend_from_slice(&h.cores.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+}
+
+pub fn decode_header(buf: &[u8]) -> Result<Header, &'static str> {
+    if buf.len() < HEADER_LEN {
+        return Err("file shorter than its header");
+    }
+    let snapshot = match &buf[..8] {
+        m if m == WAL_MAGIC => false,
+        m if m == SNAP_MAGIC => true,
+        _ => return Err("not an ipush store file (bad magic)"),
+    };
+    let word = |i: usize| u32::from_le_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
+    if word(8) != VERSION {
+        return Err("unsupported store format version");
+    }
+    Ok(Header {
+        snapshot,
+        core: word(12),
+        cores: word(16),
+    })
+}
+
+/// One decoded record, borrowing from the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    Append {
+        kind: MsgType,
+        from: &'a str,
+        channel: Option<&'a str>,
+        body: &'a str,
+        expires: u64,
+        entries: Vec<(&'a str, u64)>,
+    },
+    Ack {
+        uid: &'a str,
+        last_ack: u64,
+    },
+    Sub {
+        cid: &'a str,
+        uid: &'a str,
+    },
+    Unsub {
+        cid: &'a str,
+        uid: &'a str,
+    },
+    Meta {
+        uid: &'a str,
+        max_seq: u64,
+        last_ack: u64,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A record and the bytes it took.
+    Record(Record<'a>, usize),
+    /// The buffer ends inside a record (a torn write).
+    Incomplete,
+    Corrupt(&'static str),
+}
+
+/// Writes a record whose payload `fill` produces, framing it with length and CRC.
+fn frame(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    fill(out);
+    let payload = &out[start + 8..];
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A message stored once for every `(uid, seq)` in `entries`.
+pub fn encode_append(out: &mut Vec<u8>, body: &MsgBody, expires: u64, entries: &[(Rc<str>, u64)]) {
+    frame(out, |p| {
+        p.push(T_APPEND);
+        p.push(body.kind as u8);
+        put_str(p, &body.from);
+        match &body.channel {
+            Some(c) => {
+                p.push(1);
+                put_str(p, c);
+            }
+            None => p.push(0),
+        }
+        put_str(p, &body.body);
+        put_u64(p, expires);
+        p.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for (uid, seq) in entries {
+            put_str(p, uid);
+            put_u64(p, *seq);
+        }
+    });
+}
+
+pub fn encode_ack(out: &mut Vec<u8>, uid: &str, last_ack: u64) {
+    frame(out, |p| {
+        p.push(T_ACK);
+        put_str(p, uid);
+        put_u64(p, last_ack);
+    });
+}
+
+pub fn encode_sub(out: &mut Vec<u8>, cid: &str, uid: &str, on: bool) {
+    frame(out, |p| {
+        p.push(if on { T_SUB } else { T_UNSUB });
+        put_str(p, cid);
+        put_str(p, uid);
+    });
+}
+
+pub fn encode_meta(out: &mut Vec<u8>, uid: &str, max_seq: u64, last_ack: u64) {
+    frame(out, |p| {
+        p.push(T_META);
+        put_str(p, uid);
+        put_u64(p, max_seq);
+        put_u64(p, last_ack);
+    });
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let v = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.buf.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let b = self.buf.get(self.pos..self.pos + 8)?;
+        self.pos += 8;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.u32()? as usize;
+        let b = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        std::str::from_utf8(b).ok()
+    }
+}
+
+fn payload(p: &[u8]) -> Option<Record<'_>> {
+    let mut r = Reader { buf: p, pos: 0 };
+    let rec = match r.u8()? {
+        T_APPEND => {
+            let kind = MsgType::from_u8(r.u8()?)?;
+            let from = r.str()?;
+            let channel = match r.u8()? {
+                0 => None,
+                1 => Some(r.str()?),
+                _ => return None,
+            };
+            let body = r.str()?;
+            let expires = r.u64()?;
+            let n = r.u32()? as usize;
+            // Each entry takes at least 12 bytes: refuse counts the payload cannot hold.
+            if n > (p.len() - r.pos) / 12 {
+                return None;
+            }
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                entries.push((r.str()?, r.u64()?));
+            }
+            Record::Append {
+                kind,
+                from,
+                channel,
+                body,
+                expires,
+                entries,
+            }
+        }
+        T_ACK => Record::Ack {
+            uid: r.str()?,
+            last_ack: r.u64()?,
+        },
+        T_SUB => Record::Sub {
+            cid: r.str()?,
+            uid: r.str()?,
+        },
+        T_UNSUB => Record::Unsub {
+            cid: r.str()?,
+            uid: r.str()?,
+        },
+        T_META => Record::Meta {
+            uid: r.str()?,
+            max_seq: r.u64()?,
+            last_ack: r.u64()?,
+        },
+        _ => return None,
+    };
+    (r.pos == p.len()).then_some(rec)
+}
+
+/// Decodes the record at the start of `buf`.
+pub fn decode(buf: &[u8]) -> Decoded<'_> {
+    if buf.len() < 8 {
+        return Decoded::Incomplete;
+    }
+    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_RECORD {
+        return Decoded::Corrupt("impossible record length");
+    }
+    if buf.len() < 8 + len {
+        return Decoded::Incomplete;
+    }
+    let p = &buf[8..8 + len];
+    if crc32fast::hash(p) != crc {
+        return Decoded::Corrupt("checksum mismatch");
+    }
+    match payload(p) {
+        Some(r) => Decoded::Record(r, 8 + len),
+        None => Decoded::Corrupt("malformed record"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> MsgBody {
+        MsgBody {
+            kind: MsgType::Channel,
+            from: "op".into(),
+            channel: Some("ch".into()),
+            body: "héllo \"x\"".into(),
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_append(
+            &mut out,
+            &body(),
+            99,
+            &[(Rc::from("a"), 1), (Rc::from("b"), 7)],
+        );
+        encode_ack(&mut out, "a", 1);
+        encode_sub(&mut out, "ch", "a", true);
+        encode_sub(&mut out, "ch", "b", false);
+        encode_meta(&mut out, "b", 7, 3);
+        out
+    }
+
+    #[test]
+    fn round_trip() {
+        let buf = sample();
+        let mut pos = 0;
+        let mut got = Vec::new();
+        while pos < buf.len() {
+            match decode(&buf[pos..]) {
+                Decoded::Record(r, n) => {
+                    got.push(format!("{r:?}"));
+                    pos += n;
+                }
+                other => panic!("{other:?} at {pos}"),
+            }
+        }
+        assert_eq!(got.len(), 5);
+        assert!(
+            got[0].contains("entries: [(\"a\", 1), (\"b\", 7)]"),
+            "{}",
+            got[0]
+        );
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete_never_wrong() {
+        let buf = sample();
+        let first = match decode(&buf) {
+            Decoded::Record(_, n) => n,
+            other => panic!("{other:?}"),
+        };
+        for cut in 0..first {
+            assert_eq!(decode(&buf[..cut]), Decoded::Incomplete, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn any_flipped_byte_is_caught() {
+        let buf = sample();
+        let first = match decode(&buf) {
+            Decoded::Record(_, n) => n,
+            other => panic!("{other:?}"),
+        };
+        for i in 0..first {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x41;
+            match decode(&bad) {
+                Decoded::Record(..) => panic!("flip at {i} not detected"),
+                Decoded::Corrupt(_) | Decoded::Incomplete => {}
+            }
+        }
+    }
+
+    #[test]
+    fn headers() {
+        let mut out = Vec::new();
+        let h = Header {
+            snapshot: true,
+            core: 1,
+            cores: 2,
+        };
+        encode_header(&mut out, h);
+        assert_eq!(out.len(), HEADER_LEN);
+        assert_eq!(decode_header(&out), Ok(h));
+        assert!(decode_header(b"NOTASTORExxxxxxxxxxxxxxx").is_err());
+        assert!(decode_header(&out[..10]).is_err());
+    }
+}
