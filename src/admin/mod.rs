@@ -20,6 +20,9 @@ use crate::shard::msg::{Rep, Req};
 use crate::shard::{Shard, DEFAULT_TTL};
 use crate::transport::{read_head, HeadRead};
 
+/// The live dashboard page (`GET /`), plain HTML and JS, no build step.
+const DASHBOARD: &str = include_str!("../../web/dashboard.html");
+
 /// An idle keep-alive admin connection is closed after this.
 const IDLE: Duration = Duration::from_secs(60);
 /// Largest accepted ttl: ten years.
@@ -180,6 +183,7 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
         "/metrics" => &stats.req_metrics,
         "/health" => &stats.req_health,
         "/disconnect" => &stats.req_disconnect,
+        "/" => &stats.req_dashboard,
         _ => &stats.req_other,
     };
     shard.bump(counter);
@@ -198,6 +202,11 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
             }))
         }),
         "/disconnect" => disconnect(shard, head).await,
+        "/" => method_is(head, &[Method::Get, Method::Head]).map(|_| Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: DASHBOARD.as_bytes().to_vec(),
+        }),
         _ => Err(Reply::err(404, "not found")),
     };
     let reply = res.unwrap_or_else(|r| r);

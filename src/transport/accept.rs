@@ -12,10 +12,13 @@ use super::stream::NewStream;
 use super::{read_head, HeadRead};
 use crate::http::head::{Method, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::write_error;
+use crate::http::response::{write_error, write_response};
 use crate::protocol::valid_id;
 use crate::shard::msg::{Handoff, ShardMsg};
 use crate::shard::Shard;
+
+/// The demo client page (`GET /demo`), plain HTML and JS, no build step.
+const DEMO: &str = include_str!("../../web/demo.html");
 
 pub async fn client_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
@@ -60,6 +63,14 @@ async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
             return respond(stream, 408, "request timeout").await;
         }
     };
+    if head.path == "/demo" && matches!(head.method, Method::Get | Method::Head) {
+        shard.bump(&shard.stats.req_demo);
+        let mut out = Vec::with_capacity(DEMO.len() + 200);
+        write_response(&mut out, 200, "text/html; charset=utf-8", &[], DEMO.as_bytes(), false);
+        let _ = stream.write_all(&out).await;
+        super::linger_close(&mut stream).await;
+        return;
+    }
     if head.path != "/connect" {
         shard.bump(&shard.stats.req_other);
         return respond(stream, 404, "not found").await;
