@@ -38,6 +38,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod protocol;

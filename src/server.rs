@@ -18,6 +18,7 @@ use crate::config::{Config, FsyncMode, StorageKind};
 use crate::shard::ids::ShardId;
 use crate::shard::msg::ShardMsg;
 use crate::shard::Shard;
+use crate::storage::scylla::{ScyllaParams, ScyllaStore};
 use crate::storage::{embedded::EmbeddedStore, memory::MemoryStore, Storage, Store};
 
 /// Room in each core-to-core channel before senders wait.
@@ -77,12 +78,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
     if cores > cpus.len() {
         bail!("--cores={cores} but only {} CPUs are available", cpus.len());
     }
-    if cfg.storage == StorageKind::Scylla {
-        bail!("--storage=scylla is not available in this build yet; use embedded or memory");
-    }
     if cfg.storage == StorageKind::Embedded {
         check_data_dir(&cfg.data_dir, cores)?;
     }
+    let data_dir = (cfg.storage == StorageKind::Embedded).then(|| cfg.data_dir.clone());
     let client_addr = SocketAddr::new(cfg.client_host, cfg.client_port);
     let admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
     for (addr, flag) in [(client_addr, "client_port"), (admin_addr, "admin_port")] {
@@ -164,6 +163,15 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
             break;
         }
     }
+    if startup_error.is_none() {
+        if let Some(dir) = &data_dir {
+            // Recorded only once every core has opened its store: a refused start changes
+            // nothing on disk.
+            if let Err(e) = record_data_dir(dir, cores) {
+                startup_error = Some(format!("{e:#}"));
+            }
+        }
+    }
     if startup_error.is_some() {
         stop.store(true, Ordering::SeqCst);
     } else {
@@ -194,23 +202,33 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
 /// The embedded store places users by core count: refuse a data directory written with
 /// another one (its users would be looked for on the wrong cores).
 fn check_data_dir(dir: &std::path::Path, cores: usize) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create --data_dir {}", dir.display()))?;
     let meta = dir.join("ipush.meta");
-    let want = format!("format=1\ncores={cores}\n");
     match std::fs::read_to_string(&meta) {
-        Ok(have) if have == want => Ok(()),
+        Ok(have) if have == meta_text(cores) => Ok(()),
         Ok(have) => bail!(
             "{} says `{}` but this server runs {cores} cores: users are placed by core count, \
              so start with the same --cores or use a new --data_dir",
             meta.display(),
             have.trim().replace('\n', " ")
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&meta, want).with_context(|| format!("cannot write {}", meta.display()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", meta.display())),
     }
+}
+
+fn meta_text(cores: usize) -> String {
+    format!("format=1\ncores={cores}\n")
+}
+
+fn record_data_dir(dir: &std::path::Path, cores: usize) -> anyhow::Result<()> {
+    let meta = dir.join("ipush.meta");
+    if std::fs::read_to_string(&meta).is_ok_and(|m| m == meta_text(cores)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --data_dir {}", dir.display()))?;
+    std::fs::write(&meta, meta_text(cores))
+        .with_context(|| format!("cannot write {}", meta.display()))
 }
 
 /// One core's start-up parameters.
@@ -224,8 +242,8 @@ struct Core {
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
-/// Opens this core's store.
-fn open_store(core: &Core) -> Result<Store, String> {
+/// Opens this core's store (on the core's executor: scylla connects without blocking it).
+async fn open_store(core: &Core) -> Result<Store, String> {
     match core.cfg.storage {
         StorageKind::Memory => Ok(Store::Memory(MemoryStore::new())),
         StorageKind::Embedded => {
@@ -244,7 +262,24 @@ fn open_store(core: &Core) -> Result<Store, String> {
             );
             Ok(Store::Embedded(store))
         }
-        StorageKind::Scylla => Err("--storage=scylla is not available yet".into()),
+        StorageKind::Scylla => {
+            let cfg = &core.cfg;
+            let params = ScyllaParams {
+                nodes: cfg
+                    .scylla_node_list()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                keyspace: cfg.scylla_keyspace.clone(),
+                consistency: cfg.scylla_consistency,
+                timeout: Duration::from_millis(cfg.scylla_timeout_ms),
+                core: core.id.0 as u32,
+                cores: cfg.cores as u32,
+            };
+            let store = ScyllaStore::open(params).await.map_err(|e| e.to_string())?;
+            tracing::info!(core = %core.id, keyspace = %cfg.scylla_keyspace, "scylla store connected");
+            Ok(Store::Scylla(store))
+        }
     }
 }
 
@@ -277,7 +312,7 @@ async fn core_main(
         receivers.push(t.await);
     }
 
-    let store = match open_store(&core) {
+    let store = match open_store(&core).await {
         Ok(s) => {
             let _ = core.ready.send(Ok(()));
             s

@@ -7,13 +7,13 @@ pub mod metrics;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use serde_json::{json, Value};
 
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::{write_response, CONTINUE_100};
+use crate::http::response::write_response;
 use crate::protocol::valid_id;
 use crate::shard::ids::ShardId;
 use crate::shard::msg::{Rep, Req};
@@ -91,42 +91,20 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             Ok(HeadRead::Closed) | Ok(HeadRead::Io(_)) | Err(_) => return,
         };
-        if head.chunked {
-            let r = Reply::err(
-                411,
-                "chunked request bodies are not supported: send Content-Length",
-            );
-            write_reply(&mut stream, r, false).await;
-            crate::transport::linger_close(&mut stream).await;
-            return;
-        }
+        // Pipelined bytes beyond this request's body stay for the next one.
         let len = head.content_length.unwrap_or(0);
-        if len > max_body {
-            shard.bump(&shard.stats.bad_request);
-            let r = Reply::err(413, format!("body over {max_body} bytes"));
-            write_reply(&mut stream, r, false).await;
-            crate::transport::linger_close(&mut stream).await;
-            return;
+        if rest.len() > len {
+            buf = rest.split_off(len);
         }
-        if len > rest.len() && head.expect_continue && stream.write_all(CONTINUE_100).await.is_err()
-        {
-            return;
-        }
-        while rest.len() < len {
-            let have = rest.len();
-            rest.resize(len, 0);
-            let n = match glommio::timer::timeout(IDLE, async {
-                Ok(stream.read(&mut rest[have..]).await)
-            })
-            .await
-            {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return,
-            };
-            rest.truncate(have + n);
-        }
-        buf = rest.split_off(len);
-        let body = rest;
+        let body = match crate::transport::read_body(&mut stream, &head, rest, max_body).await {
+            Ok(b) => b,
+            Err((status, reason)) => {
+                shard.bump(&shard.stats.bad_request);
+                write_reply(&mut stream, Reply::err(status, reason), false).await;
+                crate::transport::linger_close(&mut stream).await;
+                return;
+            }
+        };
         let reply = route(&shard, &head, body).await;
         if !write_reply(&mut stream, reply, head.keep_alive).await || !head.keep_alive {
             return;

@@ -4,6 +4,7 @@
 //! [`ClientMessage`]; it does no I/O and reuses a per-thread scratch buffer and tape. Encoders
 //! append to a `Vec<u8>` the caller owns and allocate nothing of their own.
 
+pub mod msgpack;
 use std::cell::RefCell;
 
 use simd_json::prelude::*;
@@ -67,6 +68,8 @@ pub struct ClientMessage {
 pub enum DecodeError {
     #[error("invalid json")]
     InvalidJson,
+    #[error("invalid msgpack")]
+    InvalidMsgPack,
     #[error("unknown type")]
     UnknownType,
     #[error("missing {0}")]
@@ -176,6 +179,15 @@ fn message_from_tape(tape: &Tape<'_>) -> Result<ClientMessage, DecodeError> {
         };
         *slot = Some(v.as_str().ok_or(DecodeError::Invalid(name))?.to_owned());
     }
+    validate(m, y)
+}
+
+/// Checks the type and the fields it requires; shared by the JSON and MessagePack decoders.
+/// `y` is None when absent, Some(None) when present but not a non-negative integer.
+pub(crate) fn validate(
+    mut m: ClientMessage,
+    y: Option<Option<u64>>,
+) -> Result<ClientMessage, DecodeError> {
     let ty = match y {
         None => return Err(DecodeError::Missing("y")),
         Some(n) => n

@@ -17,15 +17,23 @@ pub enum Out {
         seq: Option<u64>,
     },
     Heartbeat,
-    /// A final `{"error":reason}` message; the stream ends after it.
-    Error(Rc<str>),
-    /// The terminating chunk; the stream ends after it.
-    End,
+    /// A WebSocket pong answering a ping, with its payload.
+    Pong(Box<[u8]>),
+    /// A final `{"error":reason}` message, then the end of the stream (a WebSocket closes with
+    /// the code).
+    Error(Rc<str>, u16),
+    /// The end of the stream without a message: the terminating chunk, or a WebSocket close
+    /// with the code.
+    End(u16),
 }
+
+/// WebSocket close codes used by final items (RFC 6455 §7.4.1).
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 impl Out {
     pub fn is_final(&self) -> bool {
-        matches!(self, Out::Error(_) | Out::End)
+        matches!(self, Out::Error(..) | Out::End(_))
     }
 }
 
@@ -80,13 +88,24 @@ impl Conn {
         true
     }
 
-    /// Ends the stream after what is queued, with `{"error":reason}` or (None) the last chunk.
+    /// Ends the stream after what is queued, with `{"error":reason}` (a normal close) or, with
+    /// None, the terminating chunk (the server is going away).
     pub fn finish(&self, reason: Option<&str>) {
         let item = match reason {
-            Some(r) => Out::Error(Rc::from(r)),
-            None => Out::End,
+            Some(r) => Out::Error(Rc::from(r), CLOSE_NORMAL),
+            None => Out::End(CLOSE_GOING_AWAY),
         };
         self.push(item, usize::MAX);
+    }
+
+    /// Ends the stream for bad input: `{"error":reason}`, then a WebSocket closes with `code`.
+    pub fn fail(&self, reason: &str, code: u16) {
+        self.push(Out::Error(Rc::from(reason), code), usize::MAX);
+    }
+
+    /// Ends the stream without a message (a WebSocket answers the client's close with `code`).
+    pub fn end(&self, code: u16) {
+        self.push(Out::End(code), usize::MAX);
     }
 
     pub fn abort(&self) {
@@ -176,10 +195,10 @@ mod tests {
     #[test]
     fn replay_goes_first() {
         let c = Conn::new(ConnId(1), Rc::from("u"), 0);
-        c.push(Out::End, 10);
+        c.end(CLOSE_NORMAL);
         c.finish_replay(vec![Out::Heartbeat]);
         assert!(matches!(c.pop(), Some(Out::Heartbeat)));
-        assert!(matches!(c.pop(), Some(Out::End)));
+        assert!(matches!(c.pop(), Some(Out::End(CLOSE_NORMAL))));
         assert!(c.pop().is_none());
     }
 }

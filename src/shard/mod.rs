@@ -579,7 +579,7 @@ impl Shard {
     // ---- cross-core --------------------------------------------------------------------
 
     /// Runs `req` on the core that must handle it and returns its answer.
-    pub async fn call(&self, to: ShardId, req: Req) -> Rep {
+    pub async fn call(self: &Rc<Self>, to: ShardId, req: Req) -> Rep {
         if to == self.id {
             return self.handle_req(req).await;
         }
@@ -607,7 +607,7 @@ impl Shard {
     }
 
     /// Runs `req` on `to` without waiting for an answer (client messages).
-    pub async fn cast(&self, to: ShardId, req: Req) {
+    pub async fn cast(self: &Rc<Self>, to: ShardId, req: Req) {
         if to == self.id {
             if let Rep::Err(e) = self.handle_req(req).await {
                 tracing::warn!(error = %e, "client message failed");
@@ -693,7 +693,7 @@ impl Shard {
     }
 
     /// The request handlers of the owning core.
-    pub async fn handle_req(&self, req: Req) -> Rep {
+    pub async fn handle_req(self: &Rc<Self>, req: Req) -> Rep {
         let storage = |e: StorageError| Rep::Err(e.to_string());
         match req {
             Req::PubUser {
@@ -729,6 +729,18 @@ impl Shard {
                 .await
                 .map_or_else(storage, Rep::Msgs),
             Req::Disconnect { uid } => Rep::Found(self.disconnect(&uid)),
+            Req::Client { uid, msg } => {
+                let conn = self.users.borrow().get(uid.as_str()).and_then(|u| u.conn());
+                // Boxed: a client message may itself call back into handle_req.
+                Box::pin(crate::transport::client_msg::handle(
+                    self,
+                    &uid,
+                    conn.as_deref(),
+                    msg,
+                ))
+                .await
+                .map_or_else(storage, |_| Rep::Ok)
+            }
             Req::Stats => {
                 let rates = (self.id.0 == 0).then(|| self.sampler.borrow().rates.clone());
                 Rep::Stats(Box::new((self.id, self.stats.snapshot(), rates)))
@@ -737,7 +749,7 @@ impl Shard {
     }
 
     /// Every core's counters (and core 0's per-second maxima).
-    pub async fn gather_stats(&self) -> (Vec<(ShardId, Snapshot)>, Rates) {
+    pub async fn gather_stats(self: &Rc<Self>) -> (Vec<(ShardId, Snapshot)>, Rates) {
         let mut per_core = Vec::with_capacity(self.cores);
         let mut rates = Rates::default();
         for core in 0..self.cores {

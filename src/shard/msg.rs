@@ -4,21 +4,25 @@
 use std::os::fd::RawFd;
 
 use super::ids::ShardId;
+use crate::protocol::ClientMessage;
 use crate::stats::{Rates, Snapshot};
+use crate::transport::stream::Opening;
 
 /// A client socket accepted on one core, its head already read, moving to the core that owns
 /// its uid. Owns the fd: dropping an undelivered `Handoff` closes it.
 #[derive(Debug)]
 pub struct Handoff {
     fd: RawFd,
-    pub uid: String,
-    /// Bytes the client sent after its request head (early chunks).
-    pub leftover: Vec<u8>,
+    /// What the accepting core learnt from the request: uid, transport, early bytes.
+    pub opening: Option<Opening>,
 }
 
 impl Handoff {
-    pub fn new(fd: RawFd, uid: String, leftover: Vec<u8>) -> Self {
-        Self { fd, uid, leftover }
+    pub fn new(fd: RawFd, opening: Opening) -> Self {
+        Self {
+            fd,
+            opening: Some(opening),
+        }
     }
 
     /// Takes the fd out; the caller now owns it.
@@ -64,6 +68,11 @@ pub enum Req {
     },
     Disconnect {
         uid: String,
+    },
+    /// A message a client sent with `POST /send` (one-way transports).
+    Client {
+        uid: String,
+        msg: ClientMessage,
     },
     Stats,
 }

@@ -99,7 +99,6 @@ impl EmbeddedStore {
         let io_err = |what: &str, e: std::io::Error| {
             StorageError::Unavailable(format!("{what} {}: {e}", dir.display()))
         };
-        fs::create_dir_all(dir).map_err(|e| io_err("cannot create", e))?;
         let header = Header {
             snapshot: false,
             core,
@@ -117,10 +116,9 @@ impl EmbeddedStore {
             failed: OnceLock::new(),
             waker: AtomicWaker::new(),
         });
-        let mut writer = Writer::new(dir.to_path_buf(), header, fsync);
-        writer
-            .open_segment(next_segment)
-            .map_err(|e| io_err("cannot open a log segment in", e))?;
+        // The directory and the segment are created at the first write, so a start that is
+        // refused (another core's store is damaged) leaves nothing behind.
+        let writer = Writer::new(dir.to_path_buf(), header, fsync, next_segment);
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -331,6 +329,9 @@ fn recover(
 ) -> Result<(u64, Recovery, u64), StorageError> {
     let mut wals = Vec::new();
     let mut snaps = Vec::new();
+    if !dir.exists() {
+        return Ok((1, Recovery::default(), 0));
+    }
     let entries = fs::read_dir(dir)
         .map_err(|e| StorageError::Unavailable(format!("cannot list {}: {e}", dir.display())))?;
     for entry in entries.flatten() {
@@ -423,6 +424,20 @@ fn replay_file(
                 pos += n;
             }
             Decoded::Incomplete => {
+                // A torn write can only be the end of the file: if any complete record
+                // follows, this record's length itself is damaged.
+                if let Some(next) = (pos + 1..data.len())
+                    .find(|&o| matches!(log::decode(&data[o..]), Decoded::Record(..)))
+                {
+                    return Err(corrupt(
+                        path,
+                        &format!(
+                            "the record at byte {pos} is damaged (its length runs past the end \
+                             of the file, yet complete records follow at byte {next})"
+                        ),
+                        restore,
+                    ));
+                }
                 return Err(corrupt(
                     path,
                     &format!(
@@ -490,17 +505,20 @@ struct Writer {
     dir: PathBuf,
     header: Header,
     fsync: bool,
+    /// The current log segment, created by the first write into it.
+    segment: u64,
     file: Option<File>,
     snap: Option<(u64, File)>,
     buf: Vec<u8>,
 }
 
 impl Writer {
-    fn new(dir: PathBuf, header: Header, fsync: bool) -> Self {
+    fn new(dir: PathBuf, header: Header, fsync: bool, segment: u64) -> Self {
         Writer {
             dir,
             header,
             fsync,
+            segment,
             file: None,
             snap: None,
             buf: Vec::with_capacity(1 << 20),
@@ -508,6 +526,7 @@ impl Writer {
     }
 
     fn create(&self, name: &str, snapshot: bool) -> std::io::Result<File> {
+        fs::create_dir_all(&self.dir)?;
         let mut f = OpenOptions::new()
             .create_new(true)
             .write(true)
@@ -524,21 +543,27 @@ impl Writer {
         Ok(f)
     }
 
-    fn open_segment(&mut self, n: u64) -> std::io::Result<()> {
+    /// Ends the current segment; the next write starts `wal-<n>`.
+    fn rotate(&mut self, n: u64) -> std::io::Result<()> {
         if let Some(f) = self.file.take() {
             f.sync_data()?;
         }
-        self.file = Some(self.create(&seg_name("wal", n), false)?);
-        // The new file's name must survive a crash too.
-        File::open(&self.dir)?.sync_all()
+        self.segment = n;
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let f = self.file.as_mut().expect("a segment is open");
-            f.write_all(&self.buf)?;
-            self.buf.clear();
+        if self.buf.is_empty() {
+            return Ok(());
         }
+        if self.file.is_none() {
+            self.file = Some(self.create(&seg_name("wal", self.segment), false)?);
+            // The new file's name must survive a crash too.
+            File::open(&self.dir)?.sync_all()?;
+        }
+        let f = self.file.as_mut().expect("just opened");
+        f.write_all(&self.buf)?;
+        self.buf.clear();
         Ok(())
     }
 
@@ -604,7 +629,7 @@ impl Writer {
                     }
                     IoOp::Rotate { ticket, segment } => {
                         last = ticket;
-                        self.flush().and_then(|_| self.open_segment(segment))
+                        self.flush().and_then(|_| self.rotate(segment))
                     }
                     IoOp::Snapshot {
                         ticket,

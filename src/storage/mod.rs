@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod log;
 pub mod memory;
+pub mod scylla;
 
 use std::rc::Rc;
 
@@ -88,6 +89,7 @@ pub trait Storage {
 pub enum Store {
     Memory(memory::MemoryStore),
     Embedded(embedded::EmbeddedStore),
+    Scylla(scylla::ScyllaStore),
 }
 
 macro_rules! delegate {
@@ -95,6 +97,7 @@ macro_rules! delegate {
         match $self {
             Store::Memory($s) => $e,
             Store::Embedded($s) => $e,
+            Store::Scylla($s) => $e,
         }
     };
 }

@@ -2,7 +2,9 @@
 //! and the chunked stream itself. Runs on each core's executor.
 
 pub mod accept;
+pub mod client_msg;
 pub mod stream;
+pub mod ws;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -58,6 +60,51 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max: usize) ->
             }
         }
     }
+}
+
+/// Reads a request body of `Content-Length` bytes (answering `Expect: 100-continue`), of which
+/// `have` already arrived; refuses chunked bodies (411) and bodies over `max` (413).
+pub async fn read_body(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    mut have: Vec<u8>,
+    max: usize,
+) -> Result<Vec<u8>, (u16, String)> {
+    use futures_lite::AsyncWriteExt;
+    if head.chunked {
+        return Err((
+            411,
+            "chunked request bodies are not supported: send Content-Length".into(),
+        ));
+    }
+    let len = head.content_length.unwrap_or(0);
+    if len > max {
+        return Err((413, format!("body over {max} bytes")));
+    }
+    if len > have.len()
+        && head.expect_continue
+        && stream
+            .write_all(crate::http::response::CONTINUE_100)
+            .await
+            .is_err()
+    {
+        return Err((400, "connection lost".into()));
+    }
+    while have.len() < len {
+        let at = have.len();
+        have.resize(len, 0);
+        let n = match glommio::timer::timeout(Duration::from_secs(60), async {
+            Ok(stream.read(&mut have[at..]).await)
+        })
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Err((400, "body not received".into())),
+        };
+        have.truncate(at + n);
+    }
+    have.truncate(len);
+    Ok(have)
 }
 
 /// Ends a connection we refused: half-close, then read and discard what the client still

@@ -1,5 +1,6 @@
-//! The chunked "comet" stream of one connected user: writes its queue as chunks and reads the
-//! client's chunks; one task per stream on the user's core.
+//! The stream of one connected user, over its transport (chunked "comet", WebSocket or
+//! Server-Sent Events) and codec (JSON or MessagePack): writes its queue as frames and reads
+//! the client's frames; one task per stream on the user's core.
 //!
 //! Memory per idle stream is the point here: the task holds no read buffer while waiting (it
 //! reads into a per-core scratch buffer only when the socket is readable), no write buffer and
@@ -15,13 +16,13 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::ws;
 use crate::http::chunk::{encode_chunk, parse_chunk, Chunk, LAST_CHUNK};
-use crate::http::response::{write_error, write_stream_head};
-use crate::protocol::{decode_client_message, encode_error, ClientMessage, MsgType, HEARTBEAT};
+use crate::http::response::{http_date, write_error, write_stream_head};
+use crate::protocol::{self, msgpack, ClientMessage, DecodeError, HEARTBEAT};
 use crate::shard::conn::{Conn, Out};
-use crate::shard::ids::ShardId;
-use crate::shard::msg::Req;
-use crate::shard::{encode_msg, AttachError, Shard, DEFAULT_TTL};
+use crate::shard::{encode_msg, AttachError, Shard};
+use crate::storage::MsgBody;
 
 /// Bytes coalesced into one write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -33,12 +34,44 @@ thread_local! {
     static JSON: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
-/// A socket on its owner core whose stream has not started yet.
-pub struct NewStream {
-    pub stream: TcpStream,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Chunked,
+    WebSocket,
+    Sse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    MsgPack,
+}
+
+/// How a stream's messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub transport: Transport,
+    pub codec: Codec,
+}
+
+/// An accepted, authenticated `/connect` whose stream has not started yet; `Send`, so it can
+/// travel to the owner core with its socket.
+#[derive(Debug)]
+pub struct Opening {
     pub uid: String,
     /// Bytes the client sent after its request head.
     pub leftover: Vec<u8>,
+    pub mode: Mode,
+    /// `Sec-WebSocket-Accept` of an accepted handshake.
+    pub ws_accept: Option<String>,
+    /// SSE `Last-Event-ID`: replay after it, and count it as an ack.
+    pub last_event_id: Option<u64>,
+}
+
+/// A socket on its owner core whose stream has not started yet.
+pub struct NewStream {
+    pub stream: TcpStream,
+    pub opening: Opening,
 }
 
 /// Starts a stream: registration, 200 head and offline replay run in this (short-lived)
@@ -85,7 +118,11 @@ impl Future for StreamTask {
                     let (shard, conn) = (this.shard.clone(), this.conn.clone());
                     this.handling = Some(Box::pin(async move {
                         for m in msgs {
-                            handle(&shard, &conn, m).await;
+                            if let Err(e) =
+                                super::client_msg::handle(&shard, &conn.uid, Some(&conn), m).await
+                            {
+                                tracing::warn!(uid = %conn.uid, error = %e, "client message failed");
+                            }
                         }
                     }));
                 }
@@ -103,15 +140,20 @@ impl Future for StreamTask {
     }
 }
 
-/// Registers the stream, writes the 200 head and replays offline messages.
+/// Registers the stream, writes its response head and replays offline messages.
 async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<Conn>, StreamIo)> {
     let NewStream {
         mut stream,
-        uid,
-        leftover,
+        opening,
     } = *new;
     super::tune_socket(&stream, Duration::from_secs(shard.cfg.heartbeat_interval_s));
-    let (conn, after, upto) = match shard.attach(&uid).await {
+    if let Some(id) = opening.last_event_id {
+        // The browser says what it has: that is an ack.
+        if let Err(e) = shard.ack(&opening.uid, id).await {
+            tracing::warn!(uid = %opening.uid, error = %e, "Last-Event-ID ack failed");
+        }
+    }
+    let (conn, after, upto) = match shard.attach(&opening.uid).await {
         Ok(x) => x,
         Err(e) => {
             let status = match e {
@@ -124,14 +166,27 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
             return None;
         }
     };
-    let mut head = Vec::with_capacity(160);
-    write_stream_head(&mut head);
+    let mut head = Vec::with_capacity(200);
+    match opening.mode.transport {
+        Transport::Chunked => write_stream_head(&mut head),
+        Transport::WebSocket => {
+            ws::write_upgrade(&mut head, opening.ws_accept.as_deref().unwrap_or_default())
+        }
+        Transport::Sse => {
+            head.extend_from_slice(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\nDate: ",
+            );
+            head.extend_from_slice(http_date().as_bytes());
+            head.extend_from_slice(b"\r\n\r\n");
+        }
+    }
     if stream.write_all(&head).await.is_err() {
         conn.clear_waker();
         shard.detach(&conn);
         return None;
     }
     shard.replay(&conn, after, upto).await;
+    let leftover = opening.leftover;
     let io = StreamIo {
         pending_input: !leftover.is_empty(),
         bufs: (!leftover.is_empty()).then(|| {
@@ -141,6 +196,7 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
             })
         }),
         ending: false,
+        mode: opening.mode,
     };
     Some((stream, conn, io))
 }
@@ -155,17 +211,21 @@ struct StreamIo {
     /// Buffers, allocated only while bytes are in flight.
     bufs: Option<Box<Bufs>>,
     pending_input: bool,
-    /// The final chunk is in `out`: stop after writing it.
+    /// The final frame is in `out`: stop after writing it.
     ending: bool,
+    mode: Mode,
 }
 
 #[derive(Default)]
 struct Bufs {
-    /// Bytes of an incomplete chunk from the client.
+    /// Bytes of an incomplete frame from the client.
     inbuf: Vec<u8>,
-    /// Encoded chunks being written.
+    /// Encoded frames being written.
     out: Vec<u8>,
     written: usize,
+    /// A fragmented WebSocket message being reassembled, and whether it is binary.
+    frag: Vec<u8>,
+    frag_binary: Option<bool>,
 }
 
 impl StreamIo {
@@ -175,11 +235,9 @@ impl StreamIo {
 
     /// Frees the buffers once nothing is in flight, so an idle stream holds none.
     fn release(&mut self) {
-        if self
-            .bufs
-            .as_ref()
-            .is_some_and(|b| b.inbuf.is_empty() && b.written == b.out.len())
-        {
+        if self.bufs.as_ref().is_some_and(|b| {
+            b.inbuf.is_empty() && b.written == b.out.len() && b.frag_binary.is_none()
+        }) {
             self.bufs = None;
         }
     }
@@ -230,8 +288,8 @@ impl StreamIo {
         let mut msgs = Vec::new();
         if self.pending_input {
             self.pending_input = false;
-            let data = std::mem::take(&mut self.bufs().inbuf);
-            self.feed(&data, &mut msgs, shard, conn);
+            let mut data = std::mem::take(&mut self.bufs().inbuf);
+            self.feed(&mut data, &mut msgs, shard, conn);
         }
         for _ in 0..4 {
             if !msgs.is_empty() || conn.is_ending() {
@@ -242,7 +300,7 @@ impl StreamIo {
                 match Pin::new(&mut *stream).poll_read(cx, &mut s[..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Some(false),
                     Poll::Ready(Ok(n)) => {
-                        self.feed(&s[..n], &mut msgs, shard, conn);
+                        self.feed(&mut s[..n], &mut msgs, shard, conn);
                         Some(true)
                     }
                     Poll::Pending => None,
@@ -268,26 +326,55 @@ impl StreamIo {
     /// Encodes queued items into the write buffer, up to one write batch.
     fn fill(&mut self, shard: &Shard, conn: &Conn) {
         let mut ending = false;
+        let mode = self.mode;
         let out = &mut self.bufs().out;
-        JSON.with(|json| {
-            let mut json = json.borrow_mut();
+        JSON.with(|payload| {
+            let mut payload = payload.borrow_mut();
             while out.len() < WRITE_BATCH {
                 let Some(item) = conn.pop() else { break };
-                json.clear();
-                match &item {
-                    Out::Msg { body, seq } => encode_msg(&mut json, &conn.uid, body, *seq),
-                    Out::Heartbeat => json.extend_from_slice(HEARTBEAT),
-                    Out::Error(reason) => encode_error(&mut json, reason),
-                    Out::End => {}
-                }
-                if !json.is_empty() {
-                    encode_chunk(out, &json);
+                payload.clear();
+                let seq = match &item {
+                    Out::Msg { body, seq } => {
+                        encode_payload(&mut payload, mode.codec, &conn.uid, body, *seq);
+                        *seq
+                    }
+                    Out::Heartbeat => {
+                        match mode.codec {
+                            Codec::Json => payload.extend_from_slice(HEARTBEAT),
+                            Codec::MsgPack => msgpack::encode_heartbeat(&mut payload),
+                        }
+                        None
+                    }
+                    Out::Error(reason, _) => {
+                        match mode.codec {
+                            Codec::Json => protocol::encode_error(&mut payload, reason),
+                            Codec::MsgPack => msgpack::encode_error(&mut payload, reason),
+                        }
+                        None
+                    }
+                    Out::Pong(p) => {
+                        if mode.transport == Transport::WebSocket {
+                            ws::encode_frame(out, ws::PONG, p);
+                        }
+                        continue;
+                    }
+                    Out::End(_) => None,
+                };
+                if !payload.is_empty() {
+                    frame_message(out, mode, &payload, seq);
                     shard.bump(&shard.stats.send_number);
                     let b = &shard.stats.send_bytes;
-                    b.set(b.get() + json.len() as u64);
+                    b.set(b.get() + payload.len() as u64);
                 }
                 if item.is_final() {
-                    out.extend_from_slice(LAST_CHUNK);
+                    match (mode.transport, &item) {
+                        (Transport::Chunked, _) => out.extend_from_slice(LAST_CHUNK),
+                        (Transport::WebSocket, Out::Error(reason, code)) => {
+                            ws::encode_close(out, *code, reason)
+                        }
+                        (Transport::WebSocket, Out::End(code)) => ws::encode_close(out, *code, ""),
+                        _ => {}
+                    }
                     ending = true;
                     break;
                 }
@@ -296,28 +383,219 @@ impl StreamIo {
         self.ending |= ending;
     }
 
-    /// Takes `data` (read just now) through the chunk decoder.
-    fn feed(&mut self, data: &[u8], msgs: &mut Vec<ClientMessage>, shard: &Shard, conn: &Conn) {
+    /// Takes `data` (read just now) through the transport's decoder.
+    fn feed(&mut self, data: &mut [u8], msgs: &mut Vec<ClientMessage>, shard: &Shard, conn: &Conn) {
+        let mode = self.mode;
+        if mode.transport == Transport::Sse {
+            // An event stream is one-way: anything the client sends is ignored.
+            return;
+        }
         let b = self.bufs();
-        if b.inbuf.is_empty() {
-            let used = decode(data, msgs, shard, conn);
+        let Bufs {
+            inbuf,
+            frag,
+            frag_binary,
+            ..
+        } = b;
+        let mut decode = |buf: &mut [u8]| match mode.transport {
+            Transport::WebSocket => {
+                decode_ws(buf, frag, frag_binary, mode.codec, msgs, shard, conn)
+            }
+            _ => decode_chunks(buf, mode.codec, msgs, shard, conn),
+        };
+        if inbuf.is_empty() {
+            let used = decode(data);
             if used < data.len() && !conn.is_ending() {
-                b.inbuf.extend_from_slice(&data[used..]);
+                inbuf.extend_from_slice(&data[used..]);
             }
         } else {
-            b.inbuf.extend_from_slice(data);
-            let used = decode(&b.inbuf, msgs, shard, conn);
-            b.inbuf.drain(..used);
-            if b.inbuf.is_empty() {
-                b.inbuf = Vec::new();
+            inbuf.extend_from_slice(data);
+            let used = decode(&mut inbuf[..]);
+            inbuf.drain(..used);
+            if inbuf.is_empty() {
+                *inbuf = Vec::new();
             }
         }
     }
 }
 
+/// A message's payload in the stream's codec.
+fn encode_payload(out: &mut Vec<u8>, codec: Codec, to: &str, body: &MsgBody, seq: Option<u64>) {
+    match codec {
+        Codec::Json => encode_msg(out, to, body, seq),
+        Codec::MsgPack => match &body.channel {
+            Some(c) => msgpack::encode_channel_msg(out, &body.from, to, c, &body.body, seq),
+            None => msgpack::encode_user_msg(out, &body.from, to, &body.body, seq),
+        },
+    }
+}
+
+/// Frames one message for the transport: a chunk, a WebSocket data frame, or an SSE event
+/// whose `id:` is the seq.
+fn frame_message(out: &mut Vec<u8>, mode: Mode, payload: &[u8], seq: Option<u64>) {
+    match mode.transport {
+        Transport::Chunked => encode_chunk(out, payload),
+        Transport::WebSocket => {
+            let op = match mode.codec {
+                Codec::Json => ws::TEXT,
+                Codec::MsgPack => ws::BINARY,
+            };
+            ws::encode_frame(out, op, payload);
+        }
+        Transport::Sse => {
+            if let Some(s) = seq {
+                out.extend_from_slice(b"id: ");
+                let mut b = itoa::Buffer::new();
+                out.extend_from_slice(b.format(s).as_bytes());
+                out.push(b'\n');
+            }
+            // JSON from our encoders never holds a raw newline.
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(payload);
+            out.extend_from_slice(b"\n\n");
+        }
+    }
+}
+
+/// One client message in the stream's codec, counted.
+fn decode_message(
+    payload: &[u8],
+    codec: Codec,
+    shard: &Shard,
+) -> Result<ClientMessage, DecodeError> {
+    shard.bump(&shard.stats.recv_number);
+    let b = &shard.stats.recv_bytes;
+    b.set(b.get() + payload.len() as u64);
+    match codec {
+        Codec::Json => protocol::decode_client_message(payload),
+        Codec::MsgPack => msgpack::decode_client_message(payload),
+    }
+}
+
+/// Decodes whole WebSocket frames from `buf` (unmasking in place); returns the bytes used.
+/// Protocol errors close the stream with their close code.
+#[allow(clippy::too_many_arguments)]
+fn decode_ws(
+    buf: &mut [u8],
+    frag: &mut Vec<u8>,
+    frag_binary: &mut Option<bool>,
+    codec: Codec,
+    msgs: &mut Vec<ClientMessage>,
+    shard: &Shard,
+    conn: &Conn,
+) -> usize {
+    use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+    let max = shard.cfg.max_message_bytes;
+    let fail = |reason: &str, code: u16| {
+        shard.bump(&shard.stats.bad_request);
+        conn.fail(reason, code);
+    };
+    let mut pos = 0;
+    while pos < buf.len() && !conn.is_ending() {
+        let f = match ws::parse_frame(&mut buf[pos..], max) {
+            Ok(None) => break,
+            Ok(Some(f)) => f,
+            Err(e) => {
+                fail(e.reason, e.code);
+                break;
+            }
+        };
+        let payload = &buf[pos + f.start..pos + f.end];
+        pos += f.end;
+        let whole: Option<(bool, Vec<u8>)> = match f.opcode {
+            OpCode::Data(Data::Text) | OpCode::Data(Data::Binary) => {
+                let binary = f.opcode == ws::BINARY;
+                if frag_binary.is_some() {
+                    fail("expected a continuation frame", ws::PROTOCOL_ERROR);
+                    break;
+                }
+                if f.fin {
+                    // The common case: decoded straight from the read buffer.
+                    if !binary && std::str::from_utf8(payload).is_err() {
+                        fail("invalid utf-8", ws::INVALID_DATA);
+                        break;
+                    }
+                    match decode_message(payload, codec, shard) {
+                        Ok(m) => msgs.push(m),
+                        Err(e) => {
+                            fail(&e.to_string(), ws::POLICY);
+                            break;
+                        }
+                    }
+                    None
+                } else {
+                    frag.extend_from_slice(payload);
+                    *frag_binary = Some(binary);
+                    None
+                }
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some(binary) = *frag_binary else {
+                    fail("unexpected continuation frame", ws::PROTOCOL_ERROR);
+                    break;
+                };
+                if frag.len() + payload.len() > max {
+                    fail("message too large", ws::TOO_BIG);
+                    break;
+                }
+                frag.extend_from_slice(payload);
+                if f.fin {
+                    *frag_binary = None;
+                    Some((binary, std::mem::take(frag)))
+                } else {
+                    None
+                }
+            }
+            OpCode::Control(Control::Ping) => {
+                shard.push(conn, Out::Pong(payload.into()));
+                None
+            }
+            OpCode::Control(Control::Pong) => None,
+            OpCode::Control(Control::Close) => {
+                let code = if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    ws::NORMAL
+                };
+                // Echo the close (RFC 6455 §5.5.1); 1005/1006 are never sent on the wire.
+                conn.end(if code == 1005 || code == 1006 {
+                    ws::NORMAL
+                } else {
+                    code
+                });
+                break;
+            }
+            _ => {
+                fail("reserved opcode", ws::PROTOCOL_ERROR);
+                break;
+            }
+        };
+        if let Some((binary, data)) = whole {
+            if !binary && std::str::from_utf8(&data).is_err() {
+                fail("invalid utf-8", ws::INVALID_DATA);
+                break;
+            }
+            match decode_message(&data, codec, shard) {
+                Ok(m) => msgs.push(m),
+                Err(e) => {
+                    fail(&e.to_string(), ws::POLICY);
+                    break;
+                }
+            }
+        }
+    }
+    pos
+}
+
 /// Decodes whole chunks from `buf` into messages; returns the bytes used. Bad input ends the
 /// stream (with its reason) and only this stream.
-fn decode(buf: &[u8], msgs: &mut Vec<ClientMessage>, shard: &Shard, conn: &Conn) -> usize {
+fn decode_chunks(
+    buf: &mut [u8],
+    codec: Codec,
+    msgs: &mut Vec<ClientMessage>,
+    shard: &Shard,
+    conn: &Conn,
+) -> usize {
     let max = shard.cfg.max_message_bytes;
     let mut pos = 0;
     while pos < buf.len() {
@@ -325,83 +603,26 @@ fn decode(buf: &[u8], msgs: &mut Vec<ClientMessage>, shard: &Shard, conn: &Conn)
             Ok(None) => break,
             Ok(Some((Chunk::End, used))) => {
                 pos += used;
-                conn.finish(None);
+                conn.end(ws::NORMAL);
                 break;
             }
             Ok(Some((Chunk::Data(payload), used))) => {
                 pos += used;
-                shard.bump(&shard.stats.recv_number);
-                let b = &shard.stats.recv_bytes;
-                b.set(b.get() + payload.len() as u64);
-                match decode_client_message(payload) {
+                match decode_message(payload, codec, shard) {
                     Ok(m) => msgs.push(m),
                     Err(e) => {
                         shard.bump(&shard.stats.bad_request);
-                        conn.finish(Some(&e.to_string()));
+                        conn.fail(&e.to_string(), ws::POLICY);
                         break;
                     }
                 }
             }
             Err(e) => {
                 shard.bump(&shard.stats.bad_request);
-                conn.finish(Some(e.reason()));
+                conn.fail(e.reason(), ws::PROTOCOL_ERROR);
                 break;
             }
         }
     }
     pos
-}
-
-/// Acts on one client message. `f` is always the stream's own uid, whatever the client wrote.
-async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, m: ClientMessage) {
-    let uid = &conn.uid;
-    let stats = &shard.stats;
-    let res = match m.y {
-        Some(MsgType::Heartbeat) => {
-            shard.bump(&stats.recv_hb);
-            shard.push(conn, Out::Heartbeat);
-            Ok(())
-        }
-        Some(MsgType::Subscribe) => {
-            shard.bump(&stats.recv_sub);
-            shard.subscribe(uid, &m.c.unwrap_or_default(), true).await
-        }
-        Some(MsgType::Unsubscribe) => {
-            shard.bump(&stats.recv_unsub);
-            shard.subscribe(uid, &m.c.unwrap_or_default(), false).await
-        }
-        Some(MsgType::User) => {
-            shard.bump(&stats.recv_msg);
-            let to = m.t.unwrap_or_default();
-            let req = Req::PubUser {
-                to: to.clone(),
-                from: uid.to_string(),
-                body: m.b.unwrap_or_default(),
-                ttl: DEFAULT_TTL,
-            };
-            shard.cast(shard.owner(&to), req).await;
-            Ok(())
-        }
-        Some(MsgType::Channel) => {
-            shard.bump(&stats.recv_cmsg);
-            let req = Req::PubChannel {
-                channel: m.c.unwrap_or_default(),
-                from: uid.to_string(),
-                body: m.b.unwrap_or_default(),
-                ttl: DEFAULT_TTL,
-            };
-            for core in 0..shard.cores {
-                shard.cast(ShardId(core), req.clone()).await;
-            }
-            Ok(())
-        }
-        Some(MsgType::Ack) => {
-            shard.bump(&stats.recv_ack);
-            shard.ack(uid, m.s.unwrap_or(0)).await
-        }
-        None => Ok(()),
-    };
-    if let Err(e) = res {
-        tracing::warn!(%uid, error = %e, "client message failed");
-    }
 }

@@ -555,3 +555,167 @@ impl Client {
         }
     }
 }
+
+// ---- Helpers added for durability / store_corruption ----
+
+/// The arguments `Server::start` uses, for a given directory and ports, then `extra`.
+fn server_args(dir: &std::path::Path, client: u16, admin: u16, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--client_host=127.0.0.1".into(),
+        format!("--client_port={client}"),
+        format!("--admin_port={admin}"),
+        format!("--bus_port={}", free_port()),
+        format!("--pid_file={}", dir.join("ipush.pid").display()),
+        format!("--data_dir={}", dir.join("data").display()),
+        "--storage=memory".into(),
+        "--cores=2".into(),
+        "--log_level=warn".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// What a server start that was expected to fail did.
+pub struct FailedStart {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Server {
+    /// The server's data directory (`--data_dir` unless `extra` overrode it).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// SIGKILL (no shutdown at all) and wait (bounded) for the process to be gone.
+    pub fn kill9(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < end,
+                "server still alive 15 s after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again on the same directory (so the same `--data_dir`) with
+    /// `extra`; the same client and admin ports when they are free, fresh ones otherwise.
+    /// Waits up to 60 s for `/health` (recovery included).
+    pub fn restart(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        for attempt in 0..6 {
+            if attempt >= 3 {
+                // The old ports were taken meanwhile: the data dir is what matters.
+                self.client_port = free_port();
+                self.admin_port = free_port();
+            }
+            let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
+            let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn ipush_server");
+            self.child = Some(child);
+            let end = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                    self.child = None;
+                    break;
+                }
+                if let Ok((200, _)) = self.try_request("GET", "/health", b"") {
+                    return;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "restarted server not healthy within 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server did not restart on {}", self.dir.display());
+    }
+
+    /// Starts the server on the same directory with `extra` expecting it to refuse: waits up
+    /// to `limit` for it to exit, captures stderr. Panics if it becomes healthy or runs on.
+    pub fn start_expect_failure(&self, extra: &[&str], limit: Duration) -> FailedStart {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        let args = server_args(&self.dir, free_port(), free_port(), extra);
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ipush_server");
+        let mut err = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let end = started + limit;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the server did not exit within {limit:?}: {}",
+                    reader.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let took = started.elapsed();
+        FailedStart {
+            status,
+            stderr: reader.join().unwrap(),
+            took,
+        }
+    }
+}
+
+/// Every file under `dir` (recursively) with its full contents, for "changed nothing" checks.
+pub fn dir_contents(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The `wal-*.log` segments of `core_dir`, oldest first.
+pub fn wal_files(core_dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(core_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("wal-") && n.ends_with(".log")
+        })
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,424 @@
+//! Messages between nodes on the cluster bus: a versioned, length-checked binary frame around
+//! a request (`Req`), its answer (`Rep`) or a liveness ping. Pure encode/decode; a frame that
+//! does not decode is counted and dropped by the bridge, never acted on.
+//!
+//! Frame: `"IPB" version(1) kind(u8) from_node(u16) core(u16) id(u64)` then the body; all
+//! integers little-endian, strings u32 length + UTF-8, the whole frame at most `MAX_FRAME`.
+
+use super::NodeId;
+use crate::protocol::{ClientMessage, MsgType};
+use crate::shard::ids::ShardId;
+use crate::shard::msg::{Rep, Req};
+
+pub const MAGIC: &[u8; 3] = b"IPB";
+pub const VERSION: u8 = 1;
+pub const HEADER: usize = 17;
+pub const MAX_FRAME: usize = 32 << 20;
+
+const K_REQ: u8 = 1;
+const K_REP: u8 = 2;
+const K_PING: u8 = 3;
+
+#[derive(Debug)]
+pub enum Body {
+    /// `id == 0`: no answer wanted.
+    Req(Req),
+    Rep(Rep),
+    Ping,
+}
+
+/// One frame: who sent it, which of its cores waits for the answer, and the request id.
+#[derive(Debug)]
+pub struct Frame {
+    pub from: NodeId,
+    pub core: ShardId,
+    pub id: u64,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("not an ipush bus frame")]
+    Magic,
+    #[error("unsupported bus protocol version {0}")]
+    Version(u8),
+    #[error("frame too large")]
+    TooLarge,
+    #[error("malformed frame")]
+    Malformed,
+}
+
+struct W(Vec<u8>);
+
+impl W {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt(&mut self, s: &Option<String>) {
+        match s {
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            None => self.u8(0),
+        }
+    }
+}
+
+pub fn encode(f: &Frame) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(64));
+    w.0.extend_from_slice(MAGIC);
+    w.u8(VERSION);
+    w.u8(match f.body {
+        Body::Req(_) => K_REQ,
+        Body::Rep(_) => K_REP,
+        Body::Ping => K_PING,
+    });
+    w.u16(f.from.0);
+    w.u16(f.core.0 as u16);
+    w.u64(f.id);
+    match &f.body {
+        Body::Req(r) => encode_req(&mut w, r),
+        Body::Rep(r) => encode_rep(&mut w, r),
+        Body::Ping => {}
+    }
+    w.0
+}
+
+fn encode_req(w: &mut W, r: &Req) {
+    match r {
+        Req::PubUser {
+            to,
+            from,
+            body,
+            ttl,
+        } => {
+            w.u8(1);
+            w.str(to);
+            w.str(from);
+            w.str(body);
+            w.u64(*ttl);
+        }
+        Req::PubChannel {
+            channel,
+            from,
+            body,
+            ttl,
+        } => {
+            w.u8(2);
+            w.str(channel);
+            w.str(from);
+            w.str(body);
+            w.u64(*ttl);
+        }
+        Req::Sub { uid, cid } => {
+            w.u8(3);
+            w.str(uid);
+            w.str(cid);
+        }
+        Req::Unsub { uid, cid } => {
+            w.u8(4);
+            w.str(uid);
+            w.str(cid);
+        }
+        Req::Msg { uid } => {
+            w.u8(5);
+            w.str(uid);
+        }
+        Req::Disconnect { uid } => {
+            w.u8(6);
+            w.str(uid);
+        }
+        Req::Client { uid, msg } => {
+            w.u8(7);
+            w.str(uid);
+            w.u8(msg.y.map_or(255, |y| y as u8));
+            for f in [&msg.f, &msg.t, &msg.c, &msg.u, &msg.b] {
+                w.opt(f);
+            }
+            match msg.s {
+                Some(s) => {
+                    w.u8(1);
+                    w.u64(s);
+                }
+                None => w.u8(0),
+            }
+        }
+        // Stats are per node; this variant never crosses the bus.
+        Req::Stats => w.u8(8),
+    }
+}
+
+fn encode_rep(w: &mut W, r: &Rep) {
+    match r {
+        Rep::Ok => w.u8(1),
+        Rep::Seq(s) => {
+            w.u8(2);
+            match s {
+                Some(s) => {
+                    w.u8(1);
+                    w.u64(*s);
+                }
+                None => w.u8(0),
+            }
+        }
+        Rep::Count(n) => {
+            w.u8(3);
+            w.u64(*n);
+        }
+        Rep::Msgs(list) => {
+            w.u8(4);
+            w.0.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for m in list {
+                w.str(m);
+            }
+        }
+        Rep::Found(b) => {
+            w.u8(5);
+            w.u8(u8::from(*b));
+        }
+        Rep::Err(e) => {
+            w.u8(6);
+            w.str(e);
+        }
+        Rep::Stats(_) => {
+            w.u8(6);
+            w.str("stats are not served across nodes");
+        }
+    }
+}
+
+struct R<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl<'a> R<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.p.checked_add(n).ok_or(WireError::Malformed)?;
+        let s = self.b.get(self.p..end).ok_or(WireError::Malformed)?;
+        self.p = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn str(&mut self) -> Result<String, WireError> {
+        let n = self.u32()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| WireError::Malformed)
+    }
+    fn opt(&mut self) -> Result<Option<String>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(WireError::Malformed),
+        }
+    }
+    fn opt_u64(&mut self) -> Result<Option<u64>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.u64()?)),
+            _ => Err(WireError::Malformed),
+        }
+    }
+}
+
+pub fn decode(b: &[u8]) -> Result<Frame, WireError> {
+    if b.len() > MAX_FRAME {
+        return Err(WireError::TooLarge);
+    }
+    if b.len() < HEADER || &b[..3] != MAGIC {
+        return Err(WireError::Magic);
+    }
+    if b[3] != VERSION {
+        return Err(WireError::Version(b[3]));
+    }
+    let mut r = R { b, p: 4 };
+    let kind = r.u8()?;
+    let from = NodeId(r.u16()?);
+    let core = ShardId(r.u16()? as usize);
+    let id = r.u64()?;
+    let body = match kind {
+        K_REQ => Body::Req(decode_req(&mut r)?),
+        K_REP => Body::Rep(decode_rep(&mut r)?),
+        K_PING => Body::Ping,
+        _ => return Err(WireError::Malformed),
+    };
+    if r.p != b.len() {
+        return Err(WireError::Malformed);
+    }
+    Ok(Frame {
+        from,
+        core,
+        id,
+        body,
+    })
+}
+
+fn decode_req(r: &mut R<'_>) -> Result<Req, WireError> {
+    Ok(match r.u8()? {
+        1 => Req::PubUser {
+            to: r.str()?,
+            from: r.str()?,
+            body: r.str()?,
+            ttl: r.u64()?,
+        },
+        2 => Req::PubChannel {
+            channel: r.str()?,
+            from: r.str()?,
+            body: r.str()?,
+            ttl: r.u64()?,
+        },
+        3 => Req::Sub {
+            uid: r.str()?,
+            cid: r.str()?,
+        },
+        4 => Req::Unsub {
+            uid: r.str()?,
+            cid: r.str()?,
+        },
+        5 => Req::Msg { uid: r.str()? },
+        6 => Req::Disconnect { uid: r.str()? },
+        7 => {
+            let uid = r.str()?;
+            let y = MsgType::from_u8(r.u8()?).ok_or(WireError::Malformed)?;
+            let msg = ClientMessage {
+                y: Some(y),
+                f: r.opt()?,
+                t: r.opt()?,
+                c: r.opt()?,
+                u: r.opt()?,
+                b: r.opt()?,
+                s: r.opt_u64()?,
+            };
+            Req::Client { uid, msg }
+        }
+        _ => return Err(WireError::Malformed),
+    })
+}
+
+fn decode_rep(r: &mut R<'_>) -> Result<Rep, WireError> {
+    Ok(match r.u8()? {
+        1 => Rep::Ok,
+        2 => Rep::Seq(r.opt_u64()?),
+        3 => Rep::Count(r.u64()?),
+        4 => {
+            let n = r.u32()? as usize;
+            // Each entry takes at least 4 bytes: refuse counts the frame cannot hold.
+            if n > (r.b.len() - r.p) / 4 {
+                return Err(WireError::Malformed);
+            }
+            let mut list = Vec::with_capacity(n);
+            for _ in 0..n {
+                list.push(r.str()?);
+            }
+            Rep::Msgs(list)
+        }
+        5 => Rep::Found(r.u8()? != 0),
+        6 => Rep::Err(r.str()?),
+        _ => return Err(WireError::Malformed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(body: Body) -> Frame {
+        let f = Frame {
+            from: NodeId(2),
+            core: ShardId(1),
+            id: 77,
+            body,
+        };
+        let bytes = encode(&f);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "prefix {cut} decoded");
+        }
+        decode(&bytes).unwrap()
+    }
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let f = round(Body::Req(Req::PubUser {
+            to: "u".into(),
+            from: "op".into(),
+            body: "héllo".into(),
+            ttl: 60,
+        }));
+        assert_eq!((f.from, f.core, f.id), (NodeId(2), ShardId(1), 77));
+        assert!(
+            matches!(f.body, Body::Req(Req::PubUser { ref body, ttl: 60, .. }) if body == "héllo")
+        );
+        let msg = ClientMessage {
+            y: Some(MsgType::Channel),
+            c: Some("ch".into()),
+            b: Some("x".into()),
+            ..Default::default()
+        };
+        let f = round(Body::Req(Req::Client {
+            uid: "a".into(),
+            msg: msg.clone(),
+        }));
+        assert!(matches!(f.body, Body::Req(Req::Client { msg: ref m, .. }) if *m == msg));
+        let f = round(Body::Rep(Rep::Msgs(vec!["a\n".into(), "b\n".into()])));
+        assert!(matches!(f.body, Body::Rep(Rep::Msgs(ref l)) if l.len() == 2));
+        assert!(matches!(
+            round(Body::Rep(Rep::Seq(Some(9)))).body,
+            Body::Rep(Rep::Seq(Some(9)))
+        ));
+        assert!(matches!(round(Body::Ping).body, Body::Ping));
+    }
+
+    #[test]
+    fn foreign_and_damaged_frames_are_refused() {
+        assert_eq!(
+            decode(b"hello world, not ours").unwrap_err(),
+            WireError::Magic
+        );
+        let mut f = encode(&Frame {
+            from: NodeId(0),
+            core: ShardId(0),
+            id: 1,
+            body: Body::Ping,
+        });
+        f[3] = 9;
+        assert_eq!(decode(&f).unwrap_err(), WireError::Version(9));
+        f[3] = VERSION;
+        f.push(0);
+        assert_eq!(
+            decode(&f).unwrap_err(),
+            WireError::Malformed,
+            "trailing bytes"
+        );
+        let mut huge = encode(&Frame {
+            from: NodeId(0),
+            core: ShardId(0),
+            id: 1,
+            body: Body::Rep(Rep::Msgs(vec![])),
+        });
+        let n = huge.len();
+        huge[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode(&huge).unwrap_err(), WireError::Malformed);
+    }
+}

@@ -1,0 +1,68 @@
+//! Acts on one message a client sent, on the client's own core: from a stream (chunked,
+//! WebSocket) or from `POST /send` (SSE clients). `f` is always the authenticated uid.
+
+use std::rc::Rc;
+
+use crate::protocol::{ClientMessage, MsgType};
+use crate::shard::conn::{Conn, Out};
+use crate::shard::ids::ShardId;
+use crate::shard::msg::Req;
+use crate::shard::{Shard, DEFAULT_TTL};
+use crate::storage::StorageError;
+
+/// `conn` is the stream the message came on (None for `/send`): heartbeats are answered there.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    uid: &str,
+    conn: Option<&Conn>,
+    m: ClientMessage,
+) -> Result<(), StorageError> {
+    let stats = &shard.stats;
+    match m.y {
+        Some(MsgType::Heartbeat) => {
+            shard.bump(&stats.recv_hb);
+            if let Some(conn) = conn {
+                shard.push(conn, Out::Heartbeat);
+            }
+            Ok(())
+        }
+        Some(MsgType::Subscribe) => {
+            shard.bump(&stats.recv_sub);
+            shard.subscribe(uid, &m.c.unwrap_or_default(), true).await
+        }
+        Some(MsgType::Unsubscribe) => {
+            shard.bump(&stats.recv_unsub);
+            shard.subscribe(uid, &m.c.unwrap_or_default(), false).await
+        }
+        Some(MsgType::User) => {
+            shard.bump(&stats.recv_msg);
+            let to = m.t.unwrap_or_default();
+            let req = Req::PubUser {
+                to: to.clone(),
+                from: uid.to_string(),
+                body: m.b.unwrap_or_default(),
+                ttl: DEFAULT_TTL,
+            };
+            shard.cast(shard.owner(&to), req).await;
+            Ok(())
+        }
+        Some(MsgType::Channel) => {
+            shard.bump(&stats.recv_cmsg);
+            let req = Req::PubChannel {
+                channel: m.c.unwrap_or_default(),
+                from: uid.to_string(),
+                body: m.b.unwrap_or_default(),
+                ttl: DEFAULT_TTL,
+            };
+            for core in 0..shard.cores {
+                shard.cast(ShardId(core), req.clone()).await;
+            }
+            Ok(())
+        }
+        Some(MsgType::Ack) => {
+            shard.bump(&stats.recv_ack);
+            shard.ack(uid, m.s.unwrap_or(0)).await
+        }
+        None => Ok(()),
+    }
+}

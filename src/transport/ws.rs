@@ -1,0 +1,235 @@
+//! WebSocket (RFC 6455) for the client port: handshake checks and frame decoding/encoding on
+//! top of tungstenite's frame primitives. Pure code, no I/O; runs on the stream's core.
+//!
+//! The stream task owns the bytes: frames are parsed (and unmasked in place) straight from
+//! what was read, and only a fragmented message is copied into a buffer of its own.
+
+use std::io::Cursor;
+
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use crate::http::head::RequestHead;
+
+/// Close codes we send (RFC 6455 §7.4.1).
+pub const NORMAL: u16 = 1000;
+pub const GOING_AWAY: u16 = 1001;
+pub const PROTOCOL_ERROR: u16 = 1002;
+pub const INVALID_DATA: u16 = 1007;
+pub const POLICY: u16 = 1008;
+pub const TOO_BIG: u16 = 1009;
+
+/// Why a handshake is refused, as (status, reason).
+pub fn check_handshake(head: &RequestHead) -> Result<String, (u16, &'static str)> {
+    if head.websocket_version.as_deref() != Some("13") {
+        return Err((426, "websocket version 13 required"));
+    }
+    match head.websocket_key.as_deref() {
+        Some(k) if k.len() == 24 => Ok(tungstenite::handshake::derive_accept_key(k.as_bytes())),
+        _ => Err((400, "bad Sec-WebSocket-Key")),
+    }
+}
+
+/// The 101 answer to an accepted handshake.
+pub fn write_upgrade(out: &mut Vec<u8>, accept: &str) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsError {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+const fn err(code: u16, reason: &'static str) -> WsError {
+    WsError { code, reason }
+}
+
+/// One frame, its payload unmasked in place.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub opcode: OpCode,
+    pub fin: bool,
+    /// Payload range in the parsed buffer.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Unmasks a client payload in place (tungstenite keeps its own masking private).
+fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = buf.chunks_exact_mut(4);
+    for c in &mut chunks {
+        let v = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) ^ word;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i];
+    }
+}
+
+/// Parses the frame at the start of `buf`: Ok(None) = need more bytes. A frame whose
+/// declared size is over `max` is refused as soon as its header is complete.
+pub fn parse_frame(buf: &mut [u8], max: usize) -> Result<Option<Frame>, WsError> {
+    let mut cur = Cursor::new(&*buf);
+    let (hdr, len) = match FrameHeader::parse(&mut cur) {
+        Ok(Some(x)) => x,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(err(PROTOCOL_ERROR, "bad frame header")),
+    };
+    let start = cur.position() as usize;
+    if hdr.rsv1 || hdr.rsv2 || hdr.rsv3 {
+        return Err(err(PROTOCOL_ERROR, "reserved bits set"));
+    }
+    let Some(mask) = hdr.mask else {
+        return Err(err(PROTOCOL_ERROR, "client frames must be masked"));
+    };
+    match hdr.opcode {
+        OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+            return Err(err(PROTOCOL_ERROR, "reserved opcode"))
+        }
+        OpCode::Control(_) if len > 125 || !hdr.is_final => {
+            return Err(err(PROTOCOL_ERROR, "bad control frame"))
+        }
+        _ => {}
+    }
+    if len > max as u64 {
+        return Err(err(TOO_BIG, "message too large"));
+    }
+    let end = start + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    apply_mask(&mut buf[start..end], mask);
+    Ok(Some(Frame {
+        opcode: hdr.opcode,
+        fin: hdr.is_final,
+        start,
+        end,
+    }))
+}
+
+/// Appends a server frame (unmasked, final).
+pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let hdr = FrameHeader {
+        is_final: true,
+        opcode,
+        ..FrameHeader::default()
+    };
+    hdr.format(payload.len() as u64, out)
+        .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(payload);
+}
+
+pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let mut p = Vec::with_capacity(2 + reason.len());
+    p.extend_from_slice(&code.to_be_bytes());
+    // A close reason is at most 123 bytes; cut at a char boundary.
+    let mut n = reason.len().min(123);
+    while !reason.is_char_boundary(n) {
+        n -= 1;
+    }
+    p.extend_from_slice(&reason.as_bytes()[..n]);
+    encode_frame(out, OpCode::Control(Control::Close), &p);
+}
+
+pub const TEXT: OpCode = OpCode::Data(Data::Text);
+pub const BINARY: OpCode = OpCode::Data(Data::Binary);
+pub const PONG: OpCode = OpCode::Control(Control::Pong);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame.
+    fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        if payload.len() < 126 {
+            out.push(0x80 | payload.len() as u8);
+        } else {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[test]
+    fn parses_masked_text_split_at_every_byte() {
+        let full = client_frame(0x1, true, br#"{"y":0}"#);
+        for cut in 0..full.len() {
+            let mut part = full[..cut].to_vec();
+            assert_eq!(parse_frame(&mut part, 1024), Ok(None), "cut {cut}");
+        }
+        let mut buf = full.clone();
+        let f = parse_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!((f.opcode, f.fin), (TEXT, true));
+        assert_eq!(&buf[f.start..f.end], br#"{"y":0}"#);
+        assert_eq!(f.end, full.len());
+    }
+
+    #[test]
+    fn refuses_bad_frames() {
+        let mut unmasked = vec![0x81, 0x02, b'h', b'i'];
+        assert_eq!(
+            parse_frame(&mut unmasked, 1024).unwrap_err().code,
+            PROTOCOL_ERROR
+        );
+        let big = client_frame(0x2, true, &[0u8; 300]);
+        assert_eq!(
+            parse_frame(&mut big[..8].to_vec(), 100).unwrap_err().code,
+            TOO_BIG
+        );
+        let mut rsv = client_frame(0x1, true, b"x");
+        rsv[0] |= 0x40;
+        assert_eq!(
+            parse_frame(&mut rsv, 1024).unwrap_err().code,
+            PROTOCOL_ERROR
+        );
+        let mut frag_ping = client_frame(0x9, false, b"x");
+        assert_eq!(
+            parse_frame(&mut frag_ping, 1024).unwrap_err().code,
+            PROTOCOL_ERROR
+        );
+        let mut reserved = client_frame(0x3, true, b"x");
+        assert_eq!(
+            parse_frame(&mut reserved, 1024).unwrap_err().code,
+            PROTOCOL_ERROR
+        );
+    }
+
+    #[test]
+    fn encodes_server_frames() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, TEXT, b"hi");
+        assert_eq!(out, [0x81, 0x02, b'h', b'i']);
+        let mut out = Vec::new();
+        encode_frame(&mut out, BINARY, &[7u8; 200]);
+        assert_eq!(&out[..4], &[0x82, 126, 0, 200]);
+        let mut out = Vec::new();
+        encode_close(&mut out, 1000, "bye");
+        assert_eq!(out, [0x88, 0x05, 0x03, 0xe8, b'b', b'y', b'e']);
+    }
+
+    #[test]
+    fn accept_key_of_the_rfc_example() {
+        let head = RequestHead {
+            websocket_version: Some("13".into()),
+            websocket_key: Some("dGhlIHNhbXBsZSBub25jZQ==".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_handshake(&head).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let old = RequestHead {
+            websocket_version: Some("8".into()),
+            ..head
+        };
+        assert_eq!(check_handshake(&old).unwrap_err().0, 426);
+    }
+}
