@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Server memory per idle /connect stream: start one ipush_server (memory
-# storage) on free ports, hold N chunked streams with `loadtest hold`, read the
+# storage) on free ports, hold N streams with `loadtest hold`, read the
 # server's RSS before and after from /proc, stop the server, summarise.
 #
 # Environment:
 #   N=19000        streams to hold (the per-process fd cap here is 20,000)
 #   HOLD=20        seconds to hold them once all are open
 #   RATE=5000      new connections per second
+#   TRANSPORT=chunked   stream transport: chunked, ws (WebSocket) or sse (loadtest --transport)
+#   CODEC=json     message codec: json or msgpack (chunked and ws only; loadtest --codec)
 #   OUT=perf/results/idle-memory.json   where the loadtest JSON report goes
 #                  (the server's log is kept beside it as *.server.log)
 #   SRC=127.0.0.2-127.0.0.9   local source addresses for loadtest --src ("" = none). One
@@ -24,6 +26,8 @@ cd "$ROOT"
 N=${N:-19000}
 HOLD=${HOLD:-20}
 RATE=${RATE:-5000}
+TRANSPORT=${TRANSPORT:-chunked}
+CODEC=${CODEC:-json}
 SRC=${SRC-127.0.0.2-127.0.0.9}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 IPUSH_SERVER=${IPUSH_SERVER:-$TARGET_DIR/release/ipush_server}
@@ -103,10 +107,11 @@ if [[ $healthy != 1 ]]; then
     log "server not healthy after 10 s:"; tail -n 50 "$TMP/server.log" >&2; exit 1
 fi
 
-log "holding $N streams for $HOLD s"
+log "holding $N $TRANSPORT/$CODEC streams for $HOLD s"
 LT_RC=0
 timeout $((N / RATE + HOLD + 120)) "$LOADTEST" hold --target "127.0.0.1:$PORT" --conns "$N" \
-    --rate "$RATE" --hold-secs "$HOLD" --pids "$SERVER_PID" ${SRC:+--src "$SRC"} --json >"$OUT" \
+    --rate "$RATE" --hold-secs "$HOLD" --transport "$TRANSPORT" --codec "$CODEC" \
+    --pids "$SERVER_PID" ${SRC:+--src "$SRC"} --json >"$OUT" \
     || LT_RC=$?
 
 log "stopping server"
@@ -146,7 +151,7 @@ CPS=$(field connects_per_sec)
 P99=$(sed -n '/"connect_latency_us"/,/}/s/^ *"p99": \([0-9]*\).*/\1/p' "$OUT")
 
 echo "Idle-stream memory on $(nproc) cores, Linux $(uname -r), commit ${COMMIT}${DIRTY}:" \
-     "ipush_server (--storage=memory) held ${HELD} of ${N} /connect streams for ${HOLD} s;" \
+     "ipush_server (--storage=memory) held ${HELD} of ${N} ${TRANSPORT}/${CODEC} /connect streams for ${HOLD} s;" \
      "server RSS went from ${BEFORE} to ${AFTER} bytes, i.e. ${PER} bytes per stream" \
      "(${PD} bytes private dirty per stream; target <= 1536);" \
      "at the end of the hold RSS was ${END} bytes, ${PER_END} bytes per stream (${PD_END} private dirty)." \

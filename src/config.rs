@@ -252,6 +252,10 @@ pub struct Config {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_connections: usize,
 
+    /// Time to wait for another node's answer before a request fails with 503, in ms (100-60000)
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub cluster_timeout_ms: u64,
+
     /// Messages queued to one stream before it is closed as a slow reader (16-1000000)
     #[arg(long, default_value_t = 1024)]
     pub send_queue_max: usize,
@@ -289,6 +293,7 @@ impl fmt::Debug for Config {
             .field("storage", &self.storage)
             .field("data_dir", &self.data_dir)
             .field("fsync", &self.fsync)
+            .field("cluster_timeout_ms", &self.cluster_timeout_ms)
             .field("scylla_nodes", &self.scylla_nodes)
             .field("scylla_keyspace", &self.scylla_keyspace)
             .field("scylla_consistency", &self.scylla_consistency)

@@ -24,13 +24,6 @@ fn main() {
     if cfg.auth == AuthMode::None {
         tracing::warn!("--auth=none: any non-empty password is accepted (development only)");
     }
-    if cfg.nodes.len() > 1 {
-        eprintln!(
-            "ipush_server: --nodes lists {} nodes, but cluster routing is not available in this build yet; run one node",
-            cfg.nodes.len()
-        );
-        std::process::exit(2);
-    }
     raise_fd_limit();
 
     let stop = Arc::new(AtomicBool::new(false));

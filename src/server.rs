@@ -113,6 +113,15 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
     }
 
     let cfg = Arc::new(cfg);
+    // The cluster bus (NNG) runs on threads of its own; each core gets its end of it.
+    let members = Arc::new(crate::cluster::Membership::from_config(&cfg));
+    let (bridge, mut links) = if members.is_cluster() {
+        let (b, l) = crate::cluster::bridge::start(members.clone(), cores, stop.clone())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        (Some(b), l.into_iter().map(Some).collect())
+    } else {
+        (None, (0..cores).map(|_| None).collect::<Vec<_>>())
+    };
     let go = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let started_us = std::time::SystemTime::now()
@@ -125,6 +134,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
         .enumerate()
     {
         let (cfg, stop, go, ready_tx) = (cfg.clone(), stop.clone(), go.clone(), ready_tx.clone());
+        let link = links[i].take();
         let client = client.into_raw_fd();
         let admin = admin.into_raw_fd();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
@@ -145,7 +155,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
                     go,
                     ready: ready_tx,
                 };
-                core_main(core, client, admin, tx, rx).await
+                core_main(core, client, admin, tx, rx, link).await
             })
             .map_err(|e| anyhow::anyhow!("cannot start the executor of core {i}: {e}"))?;
         handles.push(h);
@@ -189,6 +199,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
             tracing::error!(core = i, "core stopped abnormally");
             failed = true;
         }
+    }
+    if let Some(b) = bridge {
+        // Every core has stopped, so `stop` is set and the bus threads end within a poll.
+        stop.store(true, Ordering::SeqCst);
+        b.join();
     }
     if let Some(e) = startup_error {
         bail!("{e}");
@@ -289,6 +304,7 @@ async fn core_main(
     admin: glommio::net::TcpListener,
     senders: Vec<Option<SharedSender<ShardMsg>>>,
     inbox: Vec<(usize, SharedReceiver<ShardMsg>)>,
+    bus: Option<crate::cluster::bridge::CoreLink>,
 ) {
     let id = core.id;
     // Every channel end connects at once: each connect waits for its peer core.
@@ -337,6 +353,10 @@ async fn core_main(
         ..
     } = core;
     let shard = Rc::new(Shard::new(id, cfg, store, peers, started_us));
+    if let Some(link) = bus {
+        shard.attach_bus(link);
+        glommio::spawn_local(shard.clone().bus_pump()).detach();
+    }
     for (_from, rx) in receivers {
         let shard = shard.clone();
         glommio::spawn_local(async move {

@@ -1,9 +1,10 @@
-//! `loadtest hold`: open N chunked streams at a ramp rate on one thread with
-//! non-blocking sockets (mio), hold them, report.
+//! `loadtest hold`: open N streams (chunked, WebSocket or SSE) at a ramp rate on
+//! one thread with non-blocking sockets (mio), hold them, report.
 
-use crate::http::{self, ChunkCounter, ChunkStatus, Counts};
+use crate::http::{self, Counts, StreamStatus};
 use crate::report::HoldReport;
 use crate::sys;
+use crate::transport::{self, Codec, Counter, Transport};
 use anyhow::{bail, Context, Result};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -24,6 +25,8 @@ pub struct HoldOpts {
     pub uid_prefix: String,
     pub uid_offset: u64,
     pub password: String,
+    pub transport: Transport,
+    pub codec: Codec,
     pub src: Vec<Ipv4Addr>,
     pub pids: Vec<u32>,
     pub connect_timeout: Duration,
@@ -52,7 +55,7 @@ struct Conn {
     started: Instant,
     state: State,
     written: u16,
-    counter: ChunkCounter,
+    counter: Counter,
     /// Bytes of the response head so far; freed once the head is parsed.
     head: Vec<u8>,
     redirect: Option<Box<Redirect>>,
@@ -149,6 +152,10 @@ struct Runner {
     /// Connections in Connecting/Writing/Head.
     pending: u64,
     held: u64,
+    /// Heartbeat payload in the run's codec.
+    hb: &'static [u8],
+    /// Seed of the connections' `Sec-WebSocket-Key`s.
+    ws_seed: u64,
 }
 
 pub fn run(opts: HoldOpts) -> Result<HoldReport> {
@@ -157,6 +164,9 @@ pub fn run(opts: HoldOpts) -> Result<HoldReport> {
     }
     if opts.rate == 0 {
         bail!("--rate must be > 0");
+    }
+    if opts.transport == Transport::Sse && opts.codec == Codec::Msgpack {
+        bail!("--codec msgpack is not available with --transport sse (a text-only transport)");
     }
     let limit = sys::raise_nofile()?;
     if opts.conns + FD_MARGIN > limit {
@@ -180,14 +190,22 @@ pub fn run(opts: HoldOpts) -> Result<HoldReport> {
             );
         }
     }
+    let mut report = HoldReport::new(
+        opts.target.clone(),
+        opts.conns,
+        opts.rate,
+        opts.hold_secs,
+        opts.pids.clone(),
+    );
+    report.transport = opts.transport.name();
+    report.codec = opts.codec.name();
+    let ws_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (std::process::id() as u64) << 32;
     let mut r = Runner {
-        report: HoldReport::new(
-            opts.target.clone(),
-            opts.conns,
-            opts.rate,
-            opts.hold_secs,
-            opts.pids.clone(),
-        ),
+        report,
         addr,
         poll: Poll::new().context("epoll")?,
         conns: Vec::with_capacity(opts.conns as usize),
@@ -195,6 +213,8 @@ pub fn run(opts: HoldOpts) -> Result<HoldReport> {
         counts: Counts::default(),
         pending: 0,
         held: 0,
+        hb: opts.codec.heartbeat(),
+        ws_seed,
         opts,
     };
     if !r.opts.pids.is_empty() {
@@ -329,6 +349,7 @@ impl Runner {
         self.report.opening_at_end = self.pending;
         self.report.messages = self.counts.messages;
         self.report.heartbeats = self.counts.heartbeats;
+        self.report.closes = self.counts.closes;
         self.report.elapsed_secs = t0.elapsed().as_secs_f64();
         if settled_at.is_none() {
             self.report.ramp_secs = self.report.elapsed_secs;
@@ -351,7 +372,7 @@ impl Runner {
             started: Instant::now(),
             state: State::Connecting,
             written: 0,
-            counter: ChunkCounter::new(),
+            counter: Counter::new(self.opts.transport),
             head: Vec::new(),
             redirect: None,
         });
@@ -415,20 +436,30 @@ impl Runner {
 
     fn request_for(&self, i: usize) -> Vec<u8> {
         let c = &self.conns[i];
+        let t = self.opts.transport;
+        // Rebuilt on every writable event: the key must not change between calls.
+        let key = match t {
+            Transport::Ws => transport::ws_key(self.ws_seed, i as u64),
+            _ => String::new(),
+        };
         match &c.redirect {
-            Some(r) => http::connect_request(&r.path, &r.host),
+            Some(r) => transport::connect_request(&r.path, &r.host, t, &key),
             None => {
                 let uid = format!(
                     "{}{}",
                     self.opts.uid_prefix,
                     self.opts.uid_offset + i as u64
                 );
-                let path = format!(
+                let mut path = format!(
                     "/connect?uid={}&password={}",
                     http::query_escape(&uid),
                     http::query_escape(&self.opts.password)
                 );
-                http::connect_request(&path, &self.opts.target)
+                if self.opts.codec != Codec::Json {
+                    path.push_str("&codec=");
+                    path.push_str(self.opts.codec.name());
+                }
+                transport::connect_request(&path, &self.opts.target, t, &key)
             }
         }
     }
@@ -520,11 +551,11 @@ impl Runner {
                     }
                 }
             } else {
-                let st = c.counter.feed(&self.buf[..k], &mut self.counts);
+                let st = c.counter.feed(&self.buf[..k], self.hb, &mut self.counts);
                 match st {
-                    ChunkStatus::Open => {}
-                    ChunkStatus::Ended => return self.fail(i, Fail::ClosedWhileHeld),
-                    ChunkStatus::Bad => return self.fail(i, Fail::BadResponse),
+                    StreamStatus::Open => {}
+                    StreamStatus::Ended => return self.fail(i, Fail::ClosedWhileHeld),
+                    StreamStatus::Bad => return self.fail(i, Fail::BadResponse),
                 }
             }
         }
@@ -532,9 +563,28 @@ impl Runner {
 
     /// Act on a parsed head. Returns whether to keep reading this socket.
     fn on_head(&mut self, i: usize, h: http::Head) -> bool {
+        let held_status = match self.opts.transport {
+            Transport::Ws => 101,
+            Transport::Chunked | Transport::Sse => 200,
+        };
         match h.status {
-            200 => {
-                if !h.chunked {
+            s if s == held_status => {
+                let framing_ok = match self.opts.transport {
+                    Transport::Chunked => h.chunked,
+                    Transport::Ws => h.upgrade_websocket,
+                    // The body runs until close: no chunked framing.
+                    Transport::Sse => {
+                        !h.chunked
+                            && h.content_type.as_deref().is_some_and(|ct| {
+                                ct.split(';')
+                                    .next()
+                                    .unwrap_or("")
+                                    .trim()
+                                    .eq_ignore_ascii_case("text/event-stream")
+                            })
+                    }
+                };
+                if !framing_ok {
                     self.fail(i, Fail::BadResponse);
                     return false;
                 }
@@ -547,14 +597,14 @@ impl Runner {
                 c.state = State::Held;
                 c.redirect = None;
                 let head = std::mem::take(&mut c.head);
-                let st = c.counter.feed(&head[h.len..], &mut self.counts);
+                let st = c.counter.feed(&head[h.len..], self.hb, &mut self.counts);
                 match st {
-                    ChunkStatus::Open => true,
-                    ChunkStatus::Ended => {
+                    StreamStatus::Open => true,
+                    StreamStatus::Ended => {
                         self.fail(i, Fail::ClosedWhileHeld);
                         false
                     }
-                    ChunkStatus::Bad => {
+                    StreamStatus::Bad => {
                         self.fail(i, Fail::BadResponse);
                         false
                     }

@@ -1,5 +1,6 @@
 //! Pure protocol pieces: HTTP response-head parsing, redirect `Location`
-//! parsing and an incremental chunked-transfer decoder that counts messages.
+//! parsing and an incremental chunked-transfer decoder that counts messages
+//! (the WebSocket and SSE counters are in [`crate::transport`]).
 //! Nothing here touches sockets, so all of it is unit tested byte by byte.
 
 /// Largest response head we accept before calling it an error.
@@ -11,6 +12,10 @@ pub struct Head {
     pub status: u16,
     pub location: Option<String>,
     pub chunked: bool,
+    /// `Content-Type` value, if any.
+    pub content_type: Option<String>,
+    /// `Upgrade: websocket` (token match, any case).
+    pub upgrade_websocket: bool,
     /// Bytes of the buffer taken by the head (including the blank line).
     pub len: usize,
 }
@@ -53,6 +58,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     let status: u16 = code.parse().map_err(|_| HeadError::Malformed)?;
     let mut location = None;
     let mut chunked = false;
+    let mut content_type = None;
+    let mut upgrade_websocket = false;
     for line in lines {
         let (name, value) = line.split_once(':').ok_or(HeadError::Malformed)?;
         let value = value.trim();
@@ -62,12 +69,20 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             chunked = value
                 .split(',')
                 .any(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket = value
+                .split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("websocket"));
         }
     }
     Ok(Some(Head {
         status,
         location,
         chunked,
+        content_type,
+        upgrade_websocket,
         len: end + 4,
     }))
 }
@@ -102,11 +117,6 @@ pub fn parse_location(loc: &str) -> Option<(String, String)> {
     Some((authority, path.to_string()))
 }
 
-/// The request line + head that opens a stream.
-pub fn connect_request(path_and_query: &str, host: &str) -> Vec<u8> {
-    format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
-}
-
 /// Percent-encode a query value (RFC 3986 unreserved kept as is).
 pub fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -120,6 +130,8 @@ pub fn query_escape(s: &str) -> String {
     out
 }
 
+/// The JSON heartbeat, for the tests' `feed`.
+#[cfg(test)]
 const HEARTBEAT: &[u8] = b"{\"y\":0}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,16 +169,18 @@ pub struct ChunkCounter {
 pub struct Counts {
     /// Complete non-empty chunks (messages), heartbeats included.
     pub messages: u64,
-    /// Of those, exactly `{"y":0}`.
+    /// Of those, exactly the heartbeat (`{"y":0}` in the stream's codec).
     pub heartbeats: u64,
+    /// WebSocket close frames (at most one per stream).
+    pub closes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkStatus {
+pub enum StreamStatus {
     Open,
-    /// Zero-size chunk seen: the server ended the stream.
+    /// Zero-size chunk (or WebSocket close frame) seen: the server ended the stream.
     Ended,
-    /// Bytes that are not chunked framing.
+    /// Bytes that are not valid framing for the transport.
     Bad,
 }
 
@@ -186,16 +200,23 @@ impl ChunkCounter {
         }
     }
 
-    pub fn status(&self) -> ChunkStatus {
+    pub fn status(&self) -> StreamStatus {
         match self.st {
-            St::End => ChunkStatus::Ended,
-            St::Bad => ChunkStatus::Bad,
-            _ => ChunkStatus::Open,
+            St::End => StreamStatus::Ended,
+            St::Bad => StreamStatus::Bad,
+            _ => StreamStatus::Open,
         }
     }
 
-    /// Feed bytes; complete chunks are added to `counts`.
-    pub fn feed(&mut self, mut buf: &[u8], counts: &mut Counts) -> ChunkStatus {
+    /// Feed bytes of a JSON stream; complete chunks are added to `counts`.
+    #[cfg(test)]
+    pub fn feed(&mut self, buf: &[u8], counts: &mut Counts) -> StreamStatus {
+        self.feed_with(buf, HEARTBEAT, counts)
+    }
+
+    /// Feed bytes; complete chunks are added to `counts`, chunks equal to `hb` also
+    /// count as heartbeats.
+    pub fn feed_with(&mut self, mut buf: &[u8], hb: &[u8], counts: &mut Counts) -> StreamStatus {
         while !buf.is_empty() {
             match self.st {
                 St::End | St::Bad => break,
@@ -232,7 +253,7 @@ impl ChunkCounter {
                     } else if self.remaining == 0 {
                         self.st = St::End;
                     } else {
-                        self.hb = if self.remaining == HEARTBEAT.len() as u64 {
+                        self.hb = if self.remaining == hb.len() as u64 {
                             0
                         } else {
                             0xff
@@ -244,7 +265,7 @@ impl ChunkCounter {
                     let n = (self.remaining.min(buf.len() as u64)) as usize;
                     if self.hb != 0xff {
                         for &b in &buf[..n] {
-                            if HEARTBEAT[self.hb as usize] == b {
+                            if hb.get(self.hb as usize) == Some(&b) {
                                 self.hb += 1;
                             } else {
                                 self.hb = 0xff;
@@ -268,7 +289,7 @@ impl ChunkCounter {
                     buf = &buf[1..];
                     if b == b'\n' {
                         counts.messages += 1;
-                        if self.hb as usize == HEARTBEAT.len() {
+                        if self.hb != 0xff && self.hb as usize == hb.len() {
                             counts.heartbeats += 1;
                         }
                         self.size_digits = 0;
@@ -296,6 +317,32 @@ mod tests {
         assert!(h.chunked);
         assert_eq!(h.location, None);
         assert_eq!(&raw[h.len..], b"7\r\n{\"y\":0}\r\n");
+    }
+
+    #[test]
+    fn head_101_and_event_stream() {
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x07{\"y\":0}";
+        let h = parse_head(raw).unwrap().unwrap();
+        assert_eq!(h.status, 101);
+        assert!(h.upgrade_websocket);
+        assert!(!h.chunked);
+        assert_eq!(&raw[h.len..], b"\x81\x07{\"y\":0}");
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
+        let h = parse_head(raw).unwrap().unwrap();
+        assert_eq!(h.content_type.as_deref(), Some("text/event-stream"));
+        assert!(!h.upgrade_websocket && !h.chunked);
+    }
+
+    #[test]
+    fn chunks_msgpack_heartbeat() {
+        let hb = [0x81, 0xa1, b'y', 0x00];
+        let mut s = b"4\r\n".to_vec();
+        s.extend_from_slice(&hb);
+        s.extend_from_slice(b"\r\n4\r\n\x81\xa1y\x01\r\n");
+        let mut c = ChunkCounter::new();
+        let mut n = Counts::default();
+        assert_eq!(c.feed_with(&s, &hb, &mut n), StreamStatus::Open);
+        assert_eq!((n.messages, n.heartbeats), (2, 1));
     }
 
     #[test]
@@ -382,15 +429,16 @@ mod tests {
     fn chunks_whole() {
         let mut c = ChunkCounter::new();
         let mut n = Counts::default();
-        assert_eq!(c.feed(&stream(), &mut n), ChunkStatus::Open);
+        assert_eq!(c.feed(&stream(), &mut n), StreamStatus::Open);
         assert_eq!(
             n,
             Counts {
                 messages: 5,
-                heartbeats: 2
+                heartbeats: 2,
+                closes: 0
             }
         );
-        assert_eq!(c.feed(b"0\r\n\r\n", &mut n), ChunkStatus::Ended);
+        assert_eq!(c.feed(b"0\r\n\r\n", &mut n), StreamStatus::Ended);
         assert_eq!(n.messages, 5);
     }
 
@@ -403,12 +451,13 @@ mod tests {
                 let mut n = Counts::default();
                 c.feed(&s[..i], &mut n);
                 c.feed(&s[i..j], &mut n);
-                assert_eq!(c.feed(&s[j..], &mut n), ChunkStatus::Open);
+                assert_eq!(c.feed(&s[j..], &mut n), StreamStatus::Open);
                 assert_eq!(
                     n,
                     Counts {
                         messages: 5,
-                        heartbeats: 2
+                        heartbeats: 2,
+                        closes: 0
                     },
                     "split at {i},{j}"
                 );
@@ -444,7 +493,7 @@ mod tests {
         ] {
             let mut c = ChunkCounter::new();
             let mut n = Counts::default();
-            assert_eq!(c.feed(bad, &mut n), ChunkStatus::Bad, "{bad:?}");
+            assert_eq!(c.feed(bad, &mut n), StreamStatus::Bad, "{bad:?}");
             assert_eq!(n.messages, 0);
         }
     }

@@ -1,7 +1,8 @@
 //! `loadtest`: the bundled load generator of ipush.
 //!
-//! Subcommands so far: `hold` (open N chunked streams at a ramp rate, hold
-//! them, report connect latency, failures and the server's memory per stream).
+//! Subcommands so far: `hold` (open N streams — chunked, WebSocket or SSE — at a
+//! ramp rate, hold them, report connect latency, failures and the server's memory
+//! per stream).
 
 #![recursion_limit = "256"]
 
@@ -9,6 +10,7 @@ mod hold;
 mod http;
 mod report;
 mod sys;
+mod transport;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +53,13 @@ struct HoldArgs {
     uid_offset: u64,
     #[arg(long, default_value = "pw")]
     password: String,
+    /// Stream transport: chunked (200 + chunked), ws (101 + WebSocket frames) or
+    /// sse (200 + text/event-stream).
+    #[arg(long, value_enum, default_value_t = transport::Transport::Chunked)]
+    transport: transport::Transport,
+    /// Message codec (`&codec=msgpack`; chunked and ws only).
+    #[arg(long, value_enum, default_value_t = transport::Codec::Json)]
+    codec: transport::Codec,
     /// Local source addresses to bind, round-robin: `127.0.0.2-127.0.0.20`,
     /// or a comma list of addresses and ranges.
     #[arg(long)]
@@ -59,7 +68,7 @@ struct HoldArgs {
     /// sampled before connecting, when every connect finished, and at the end.
     #[arg(long)]
     pids: Option<String>,
-    /// Connect start -> 200 head deadline per stream, in ms.
+    /// Connect start -> stream head (200, 101 for ws) deadline per stream, in ms.
     #[arg(long, default_value_t = 10_000)]
     connect_timeout_ms: u64,
     /// Hard bound on the whole run [default: conns/rate + hold + connect timeout + 30 s].
@@ -110,6 +119,8 @@ fn run_hold(a: HoldArgs) -> Result<i32> {
         uid_prefix: a.uid_prefix,
         uid_offset: a.uid_offset,
         password: a.password,
+        transport: a.transport,
+        codec: a.codec,
         src,
         pids,
         connect_timeout,

@@ -16,15 +16,17 @@ pub fn new_histogram() -> Histogram<u64> {
 pub struct Failures {
     /// ECONNREFUSED (at connect or on the pending socket).
     pub refused: u64,
-    /// No `200` head within `--connect-timeout-ms` of the connect start.
+    /// No stream head (`200`, `101` for WebSocket) within `--connect-timeout-ms` of the connect start.
     pub timeout: u64,
-    /// A head with a status other than 200 (or a 303 that could not be followed).
+    /// A head with another status than the transport's (or a 303 that could not be followed).
     pub status: u64,
-    /// A stream that had its 200 and then ended (EOF, reset, terminating chunk).
+    /// A stream that had its head and then ended (EOF, reset, terminating chunk,
+    /// WebSocket close frame).
     pub closed_while_held: u64,
     /// EOF or reset before a complete head.
     pub closed_before_head: u64,
-    /// Unparseable head, or bytes that are not chunked framing.
+    /// Unparseable head, a head without the transport's framing (chunked, `Upgrade:
+    /// websocket`, `text/event-stream`), or bytes that are not valid framing.
     pub bad_response: u64,
     /// Anything else (EADDRNOTAVAIL, EMFILE, ...); see `errors`.
     pub other: u64,
@@ -48,9 +50,13 @@ pub struct HoldReport {
     pub conns: u64,
     pub rate: u64,
     pub hold_secs: f64,
+    /// `chunked`, `ws` or `sse`.
+    pub transport: &'static str,
+    /// `json` or `msgpack`.
+    pub codec: &'static str,
     /// Connects started (first attempts, not redirects).
     pub attempted: u64,
-    /// 200 heads received.
+    /// Stream heads received (200, or 101 for WebSocket).
     pub connected: u64,
     pub redirects: u64,
     /// Streams open when the ramp settled (every connect done) / at the end.
@@ -68,6 +74,8 @@ pub struct HoldReport {
     pub elapsed_secs: f64,
     pub messages: u64,
     pub heartbeats: u64,
+    /// WebSocket close frames received (each also a `closed_while_held`).
+    pub closes: u64,
     pub bytes: u64,
     pub pids: Vec<u32>,
     pub mem_before: Option<Mem>,
@@ -90,6 +98,8 @@ impl HoldReport {
             conns,
             rate,
             hold_secs,
+            transport: "chunked",
+            codec: "json",
             attempted: 0,
             connected: 0,
             redirects: 0,
@@ -104,6 +114,7 @@ impl HoldReport {
             elapsed_secs: 0.0,
             messages: 0,
             heartbeats: 0,
+            closes: 0,
             bytes: 0,
             pids,
             mem_before: None,
@@ -208,6 +219,8 @@ impl HoldReport {
             "conns": self.conns,
             "rate": self.rate,
             "hold_secs": self.hold_secs,
+            "transport": self.transport,
+            "codec": self.codec,
             "attempted": self.attempted,
             "connected": self.connected,
             "redirects": self.redirects,
@@ -232,6 +245,7 @@ impl HoldReport {
             "elapsed_secs": (self.elapsed_secs * 1000.0).round() / 1000.0,
             "messages_received": self.messages,
             "heartbeats_received": self.heartbeats,
+            "close_frames_received": self.closes,
             "bytes_received": self.bytes,
             "server_pids": self.pids,
             "server_rss_bytes_before": self.mem_before.map(|m| m.rss),
@@ -263,8 +277,10 @@ impl HoldReport {
         let f = &self.failures;
         let _ = writeln!(
             s,
-            "hold {}: conns={} rate={}/s hold={}s -> {}",
+            "hold {} ({}/{}): conns={} rate={}/s hold={}s -> {}",
             self.target,
+            self.transport,
+            self.codec,
             self.conns,
             self.rate,
             self.hold_secs,
@@ -321,8 +337,8 @@ impl HoldReport {
         }
         let _ = writeln!(
             s,
-            "  received {} messages ({} heartbeats), {} bytes",
-            self.messages, self.heartbeats, self.bytes
+            "  received {} messages ({} heartbeats), {} close frames, {} bytes",
+            self.messages, self.heartbeats, self.closes, self.bytes
         );
         if let (Some(b), Some(a)) = (self.mem_before, self.mem_after) {
             let _ = writeln!(
@@ -447,6 +463,9 @@ mod tests {
         assert_eq!(j["connects_per_sec"], 6.0);
         assert_eq!(j["messages_received"], 7);
         assert_eq!(j["heartbeats_received"], 2);
+        assert_eq!(j["close_frames_received"], 0);
+        assert_eq!(j["transport"], "chunked");
+        assert_eq!(j["codec"], "json");
         assert_eq!(j["server_rss_bytes_before"], 1_000_000);
         assert_eq!(j["server_rss_bytes_after"], 1_003_000);
         assert_eq!(j["server_rss_bytes_per_stream"], 1000.0);

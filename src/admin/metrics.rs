@@ -74,7 +74,7 @@ pub fn stats_json(shard: &Shard, per_core: &[(ShardId, Snapshot)], rates: &Rates
 }
 
 /// Prometheus text exposition: every counter per core (`shard` label), node maxima unlabelled.
-pub fn prometheus(per_core: &[(ShardId, Snapshot)], rates: &Rates) -> String {
+pub fn prometheus(per_core: &[(ShardId, Snapshot)], rates: &Rates, extra: &str) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let values: Vec<(ShardId, Vec<u64>)> =
         per_core.iter().map(|(id, s)| (*id, s.values())).collect();
@@ -119,6 +119,48 @@ pub fn prometheus(per_core: &[(ShardId, Snapshot)], rates: &Rates) -> String {
             "# HELP ipush_{name} node-wide per-second maximum since start\n# TYPE ipush_{name} gauge\nipush_{name} {v}"
         );
     }
+    out.push_str(extra);
+    out
+}
+
+/// The cluster bus: each peer's state and the bus's traffic counters (empty on one node).
+pub fn bus_lines(shard: &Shard) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(bus) = shard.bus() else {
+        return String::new();
+    };
+    let mut out = String::from("# HELP ipush_peer_up 1 when the peer node was heard from within 2 s\n# TYPE ipush_peer_up gauge\n");
+    for n in shard.members.peers() {
+        let _ = writeln!(
+            out,
+            "ipush_peer_up{{peer=\"{}\"}} {}",
+            shard.node_name(n),
+            u8::from(bus.state.is_up(n))
+        );
+    }
+    for (name, help, v) in [
+        ("bus_sent", "bus frames sent", bus.state.sent.load(Relaxed)),
+        (
+            "bus_received",
+            "bus frames received",
+            bus.state.received.load(Relaxed),
+        ),
+        (
+            "bus_malformed",
+            "bus frames dropped because they did not decode",
+            bus.state.malformed.load(Relaxed),
+        ),
+        (
+            "bus_send_failed",
+            "bus frames NNG would not take",
+            bus.state.send_failed.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP ipush_{name} {help}\n# TYPE ipush_{name} counter\nipush_{name} {v}"
+        );
+    }
     out
 }
 
@@ -135,6 +177,7 @@ mod tests {
         let text = prometheus(
             &[(ShardId(0), a.clone()), (ShardId(1), a)],
             &Rates::default(),
+            "",
         );
         assert!(text.contains("ipush_recv_ack{shard=\"0\"} 3\n"));
         assert!(text.contains("ipush_recv_ack{shard=\"1\"} 3\n"));

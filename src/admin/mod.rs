@@ -15,7 +15,6 @@ use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
 use crate::http::response::write_response;
 use crate::protocol::valid_id;
-use crate::shard::ids::ShardId;
 use crate::shard::msg::{Rep, Req};
 use crate::shard::{Shard, DEFAULT_TTL};
 use crate::transport::{read_head, HeadRead};
@@ -144,6 +143,7 @@ fn method_is(head: &RequestHead, allowed: &[Method]) -> Result<(), Reply> {
 fn answer(rep: Rep) -> Reply {
     match rep {
         Rep::Err(e) => Reply::err(500, e),
+        Rep::Unavailable(e) => Reply::err(503, e),
         Rep::Msgs(list) => Reply::ok(json!(list)),
         _ => Reply::ok(json!("ok")),
     }
@@ -173,10 +173,19 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
         "/stats" => stats_reply(shard, head).await,
         "/metrics" => metrics_reply(shard, head).await,
         "/health" => method_is(head, &[Method::Get, Method::Head]).map(|_| {
+            let mut peers = serde_json::Map::new();
+            if let Some(bus) = shard.bus() {
+                for n in shard.members.peers() {
+                    let state = if bus.state.is_up(n) { "up" } else { "down" };
+                    peers.insert(shard.node_name(n).to_string(), json!(state));
+                }
+            }
             Reply::ok(json!({
                 "status": "ok",
                 "cores": shard.cores,
                 "uptime_s": shard.uptime_secs(),
+                "node": shard.node_name(shard.members.me()),
+                "peers": peers,
             }))
         }),
         "/disconnect" => disconnect(shard, head).await,
@@ -218,20 +227,14 @@ async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Result
             if !valid_id(&to) {
                 return Err(Reply::err(400, "invalid to"));
             }
-            let owner = shard.owner(&to);
-            Ok(answer(
-                shard
-                    .call(
-                        owner,
-                        Req::PubUser {
-                            to,
-                            from,
-                            body,
-                            ttl,
-                        },
-                    )
-                    .await,
-            ))
+            let key = to.clone();
+            let req = Req::PubUser {
+                to,
+                from,
+                body,
+                ttl,
+            };
+            Ok(answer(shard.call_user(&key, req).await))
         }
         (None, Some(channel)) => {
             if !valid_id(&channel) {
@@ -243,23 +246,9 @@ async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Result
                 body,
                 ttl,
             };
-            // Every core delivers to its own members; answer once all have stored theirs.
-            let calls: Vec<_> = (0..shard.cores)
-                .map(|c| {
-                    let (shard, req) = (shard.clone(), req.clone());
-                    glommio::spawn_local(async move { shard.call(ShardId(c), req).await })
-                })
-                .collect();
-            let mut failure = None;
-            for call in calls {
-                if let Rep::Err(e) = call.await {
-                    failure = Some(e);
-                }
-            }
-            Ok(match failure {
-                Some(e) => Reply::err(500, e),
-                None => Reply::ok(json!("ok")),
-            })
+            // Every core of every node delivers to its own members; answer once all have
+            // stored theirs.
+            Ok(answer(shard.publish_channel_cluster(req).await))
         }
     }
 }
@@ -268,33 +257,39 @@ async fn subscription(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Re
     method_is(head, &[Method::Get, Method::Post])?;
     let uid = id_param(head, "uid")?;
     let cid = id_param(head, "cid")?;
-    let owner = shard.owner(&uid);
+    let key = uid.clone();
     let req = if head.path == "/sub" {
         Req::Sub { uid, cid }
     } else {
         Req::Unsub { uid, cid }
     };
-    Ok(answer(shard.call(owner, req).await))
+    Ok(answer(shard.call_user(&key, req).await))
 }
 
 async fn offline(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Reply> {
     method_is(head, &[Method::Get])?;
     let uid = id_param(head, "uid")?;
-    let owner = shard.owner(&uid);
-    Ok(answer(shard.call(owner, Req::Msg { uid }).await))
+    let key = uid.clone();
+    Ok(answer(shard.call_user(&key, Req::Msg { uid }).await))
 }
 
 fn where_is(shard: &Shard, head: &RequestHead) -> Result<Reply, Reply> {
     method_is(head, &[Method::Get])?;
-    id_param(head, "uid")?;
-    Ok(Reply::ok(json!(shard.cfg.advertise_addr())))
+    let uid = id_param(head, "uid")?;
+    let node = shard.members.owner(&uid);
+    let addr = if shard.members.is_cluster() {
+        shard.members.node(node).client_addr()
+    } else {
+        shard.cfg.advertise_addr()
+    };
+    Ok(Reply::ok(json!(addr)))
 }
 
 async fn disconnect(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Reply> {
     method_is(head, &[Method::Post])?;
     let uid = id_param(head, "uid")?;
-    let owner = shard.owner(&uid);
-    match shard.call(owner, Req::Disconnect { uid }).await {
+    let key = uid.clone();
+    match shard.call_user(&key, Req::Disconnect { uid }).await {
         Rep::Found(true) => Ok(Reply::ok(json!("ok"))),
         Rep::Found(false) => Err(Reply::err(404, "user not connected")),
         other => Ok(answer(other)),
@@ -313,6 +308,6 @@ async fn metrics_reply(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, R
     Ok(Reply {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
-        body: metrics::prometheus(&per_core, &rates).into_bytes(),
+        body: metrics::prometheus(&per_core, &rates, &metrics::bus_lines(shard)).into_bytes(),
     })
 }

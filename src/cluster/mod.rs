@@ -2,6 +2,7 @@
 //! names, so adding a node moves only about 1/N of the users) and which core on it. Pure;
 //! built once at start-up and read by every core.
 
+pub mod bridge;
 pub mod wire;
 
 use crate::config::{Config, NodeSpec};

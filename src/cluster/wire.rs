@@ -195,6 +195,10 @@ fn encode_rep(w: &mut W, r: &Rep) {
             w.u8(6);
             w.str("stats are not served across nodes");
         }
+        Rep::Unavailable(e) => {
+            w.u8(7);
+            w.str(e);
+        }
     }
 }
 
@@ -336,6 +340,7 @@ fn decode_rep(r: &mut R<'_>) -> Result<Rep, WireError> {
         }
         5 => Rep::Found(r.u8()? != 0),
         6 => Rep::Err(r.str()?),
+        7 => Rep::Unavailable(r.str()?),
         _ => return Err(WireError::Malformed),
     })
 }

@@ -19,6 +19,9 @@ use glommio::channels::shared_channel::ConnectedSender;
 use glommio::{GlommioError, ResourceType};
 
 use crate::auth::Authenticator;
+use crate::cluster::bridge::{CoreLink, Outbound};
+use crate::cluster::wire::{self, Body, Frame};
+use crate::cluster::{Membership, NodeId};
 use crate::config::Config;
 use crate::protocol::MsgType;
 use crate::stats::{Counters, Rates, Sampler, Snapshot};
@@ -92,6 +95,17 @@ pub struct Shard {
     next_req: Cell<u64>,
     pub sampler: RefCell<Sampler>,
     closing: Cell<bool>,
+    /// Which node owns a uid; one node when there is no cluster.
+    pub members: Arc<Membership>,
+    /// This core's end of the cluster bus (set at start-up when there is a cluster).
+    bus: std::cell::OnceCell<CoreLink>,
+}
+
+/// Where a uid's work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Core(ShardId),
+    Node(NodeId),
 }
 
 impl Shard {
@@ -103,6 +117,7 @@ impl Shard {
         started_unix_us: u64,
     ) -> Self {
         let cores = peers.len().max(1);
+        let cfg_for_members = cfg.clone();
         Shard {
             id,
             cores,
@@ -123,7 +138,18 @@ impl Shard {
             next_req: Cell::new(1),
             sampler: RefCell::default(),
             closing: Cell::new(false),
+            members: Arc::new(Membership::from_config(&cfg_for_members)),
+            bus: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Connects this core to the cluster bus.
+    pub fn attach_bus(&self, link: CoreLink) {
+        let _ = self.bus.set(link);
+    }
+
+    pub fn bus(&self) -> Option<&CoreLink> {
+        self.bus.get()
     }
 
     /// Seconds since this core started (the clock of heartbeats).
@@ -135,8 +161,19 @@ impl Shard {
         self.started.elapsed().as_secs()
     }
 
+    /// The core of this node that owns `uid` (whichever node owns it).
     pub fn owner(&self, uid: &str) -> ShardId {
         shard_of(uid, self.cores)
+    }
+
+    /// Where `uid`'s work runs: a core here, or another node.
+    pub fn route(&self, uid: &str) -> Route {
+        let node = self.members.owner(uid);
+        if node == self.members.me() {
+            Route::Core(self.owner(uid))
+        } else {
+            Route::Node(node)
+        }
     }
 
     pub fn is_closing(&self) -> bool {
@@ -701,12 +738,10 @@ impl Shard {
                 from,
                 body,
                 ttl,
-            } => {
-                debug_assert_eq!(self.owner(&to), self.id);
-                self.publish_user(&to, &from, &body, ttl)
-                    .await
-                    .map_or_else(storage, Rep::Seq)
-            }
+            } => self
+                .publish_user(&to, &from, &body, ttl)
+                .await
+                .map_or_else(storage, Rep::Seq),
             Req::PubChannel {
                 channel,
                 from,
@@ -744,6 +779,174 @@ impl Shard {
             Req::Stats => {
                 let rates = (self.id.0 == 0).then(|| self.sampler.borrow().rates.clone());
                 Rep::Stats(Box::new((self.id, self.stats.snapshot(), rates)))
+            }
+        }
+    }
+
+    /// Runs `req` wherever `uid` lives and returns the answer.
+    pub async fn call_user(self: &Rc<Self>, uid: &str, req: Req) -> Rep {
+        match self.route(uid) {
+            Route::Core(c) => self.call(c, req).await,
+            Route::Node(n) => self.call_node(n, req).await,
+        }
+    }
+
+    /// Runs `req` wherever `uid` lives, without an answer.
+    pub async fn cast_user(self: &Rc<Self>, uid: &str, req: Req) {
+        match self.route(uid) {
+            Route::Core(c) => self.cast(c, req).await,
+            Route::Node(n) => self.send_node(Some(n), 0, req),
+        }
+    }
+
+    pub fn node_name(&self, n: NodeId) -> &str {
+        &self.members.node(n).name
+    }
+
+    fn unavailable(&self, n: NodeId) -> Rep {
+        Rep::Unavailable(format!("node {} unavailable", self.node_name(n)))
+    }
+
+    /// Sends `req` to one node (or, with None, to every peer) over the bus.
+    fn send_node(&self, to: Option<NodeId>, id: u64, req: Req) {
+        let Some(bus) = self.bus.get() else { return };
+        let bytes = wire::encode(&Frame {
+            from: self.members.me(),
+            core: self.id,
+            id,
+            body: Body::Req(req),
+        });
+        let _ = bus.out.send(match to {
+            Some(n) => Outbound::To(n, bytes),
+            None => Outbound::All(bytes),
+        });
+    }
+
+    /// Runs `req` on another node and waits (at most `--cluster_timeout_ms`) for its answer.
+    pub async fn call_node(self: &Rc<Self>, node: NodeId, req: Req) -> Rep {
+        let Some(bus) = self.bus.get() else {
+            return self.unavailable(node);
+        };
+        if !bus.state.is_up(node) {
+            return self.unavailable(node);
+        }
+        let id = self.next_req.get();
+        self.next_req.set(id + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(id, tx);
+        self.send_node(Some(node), id, req);
+        let limit = std::time::Duration::from_millis(self.cfg.cluster_timeout_ms);
+        let got = glommio::timer::timeout(limit, async { Ok(rx.recv().await) }).await;
+        self.pending.borrow_mut().remove(&id);
+        match got {
+            Ok(Some(rep)) => rep,
+            _ => self.unavailable(node),
+        }
+    }
+
+    /// A channel message for this node's members: every core delivers to its own.
+    pub async fn publish_channel_node(self: &Rc<Self>, req: Req) -> Rep {
+        let calls: Vec<_> = (0..self.cores)
+            .map(|c| {
+                let (me, req) = (self.clone(), req.clone());
+                glommio::spawn_local(async move { me.call(ShardId(c), req).await })
+            })
+            .collect();
+        let mut total = 0;
+        let mut failure = None;
+        for call in calls {
+            match call.await {
+                Rep::Count(n) => total += n,
+                Rep::Err(e) => failure = Some(e),
+                _ => {}
+            }
+        }
+        failure.map_or(Rep::Count(total), Rep::Err)
+    }
+
+    /// A channel message for the whole cluster: this node's members and every peer's. An
+    /// unreachable peer makes the answer 503 (its members did not get it).
+    pub async fn publish_channel_cluster(self: &Rc<Self>, req: Req) -> Rep {
+        let remote: Vec<_> = self
+            .members
+            .peers()
+            .map(|n| {
+                let (me, req) = (self.clone(), req.clone());
+                glommio::spawn_local(async move { (n, me.call_node(n, req).await) })
+            })
+            .collect();
+        let local = self.publish_channel_node(req).await;
+        let mut out = local;
+        for task in remote {
+            let (_, rep) = task.await;
+            match rep {
+                Rep::Count(n) => {
+                    if let Rep::Count(t) = &mut out {
+                        *t += n;
+                    }
+                }
+                other @ (Rep::Unavailable(_) | Rep::Err(_)) => out = other,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A client's channel message: this node's cores and every peer, no answer.
+    pub async fn cast_channel_cluster(self: &Rc<Self>, req: Req) {
+        if self.members.is_cluster() {
+            self.send_node(None, 0, req.clone());
+        }
+        for core in 0..self.cores {
+            self.cast(ShardId(core), req.clone()).await;
+        }
+    }
+
+    /// Acts on frames the bus delivered to this core: requests from other nodes (answered
+    /// over the bus) and answers to this core's own requests. One task per core.
+    pub async fn bus_pump(self: Rc<Self>) {
+        let Some(bus) = self.bus.get() else { return };
+        loop {
+            poll_fn(|cx| {
+                bus.wake.register(cx.waker());
+                if bus.inbox.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            while let Ok(frame) = bus.inbox.try_recv() {
+                match frame.body {
+                    Body::Rep(rep) => {
+                        if let Some(tx) = self.pending.borrow_mut().remove(&frame.id) {
+                            let _ = tx.try_send(rep);
+                        }
+                    }
+                    Body::Req(req) => {
+                        let me = self.clone();
+                        glommio::spawn_local(async move {
+                            let rep = match req {
+                                Req::PubChannel { .. } => me.publish_channel_node(req).await,
+                                Req::Stats => Rep::Err("stats are per node".into()),
+                                req => me.handle_req(req).await,
+                            };
+                            if frame.id != 0 {
+                                if let Some(bus) = me.bus.get() {
+                                    let bytes = wire::encode(&Frame {
+                                        from: me.members.me(),
+                                        core: frame.core,
+                                        id: frame.id,
+                                        body: Body::Rep(rep),
+                                    });
+                                    let _ = bus.out.send(Outbound::To(frame.from, bytes));
+                                }
+                            }
+                        })
+                        .detach();
+                    }
+                    Body::Ping => {}
+                }
             }
         }
     }

@@ -90,6 +90,8 @@ pub enum Rep {
     Found(bool),
     Stats(Box<(ShardId, Snapshot, Option<Rates>)>),
     Err(String),
+    /// The owner node could not be reached in time (answered 503).
+    Unavailable(String),
 }
 
 pub enum ShardMsg {

@@ -13,7 +13,7 @@ use super::stream::{Codec, Mode, NewStream, Opening, Transport};
 use super::{read_body, read_head, ws, HeadRead};
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::{write_error, write_response};
+use crate::http::response::{write_error, write_redirect, write_response};
 use crate::protocol::{msgpack, valid_id};
 use crate::shard::msg::{Handoff, Rep, Req, ShardMsg};
 use crate::shard::Shard;
@@ -78,6 +78,15 @@ fn codec(shard: &Shard, head: &RequestHead) -> Result<Codec, Refusal> {
     }
 }
 
+/// The uid of a `/connect` that another node owns.
+fn remote_user(shard: &Shard, head: &RequestHead) -> Option<String> {
+    if !shard.members.is_cluster() {
+        return None;
+    }
+    let uid = query_param(&head.query, "uid").ok()??;
+    (valid_id(&uid) && shard.members.owner(&uid) != shard.members.me()).then_some(uid)
+}
+
 /// What a `/connect` asks for: transport, codec and the rest of its opening.
 fn opening(shard: &Shard, head: &RequestHead, leftover: Vec<u8>) -> Result<Opening, Refusal> {
     if head.method != Method::Get {
@@ -140,6 +149,20 @@ async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
     match head.path.as_str() {
         "/connect" => {
             shard.bump(&shard.stats.req_connect);
+            if let Some(uid) = remote_user(&shard, &head) {
+                // Another node serves this user: send the client there, same query.
+                let node = shard.members.owner(&uid);
+                let location = format!(
+                    "http://{}/connect?{}",
+                    shard.members.node(node).client_addr(),
+                    head.query
+                );
+                shard.bump(&shard.stats.redirect);
+                let mut out = Vec::with_capacity(256);
+                write_redirect(&mut out, &location);
+                let _ = stream.write_all(&out).await;
+                return super::linger_close(&mut stream).await;
+            }
             match opening(&shard, &head, leftover) {
                 Ok(o) => start(shard, stream, o).await,
                 Err((status, reason)) => respond(stream, status, &reason).await,
@@ -224,9 +247,10 @@ async fn send(shard: Rc<Shard>, mut stream: TcpStream, head: RequestHead, leftov
             Codec::MsgPack => msgpack::decode_client_message(&body),
         }
         .map_err(|e| bad(&shard, 400, e.to_string()))?;
-        let owner = shard.owner(&uid);
-        match shard.call(owner, Req::Client { uid, msg }).await {
+        let key = uid.clone();
+        match shard.call_user(&key, Req::Client { uid, msg }).await {
             Rep::Err(e) => Err((500, e)),
+            Rep::Unavailable(e) => Err((503, e)),
             _ => Ok(()),
         }
     }

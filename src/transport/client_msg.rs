@@ -5,7 +5,6 @@ use std::rc::Rc;
 
 use crate::protocol::{ClientMessage, MsgType};
 use crate::shard::conn::{Conn, Out};
-use crate::shard::ids::ShardId;
 use crate::shard::msg::Req;
 use crate::shard::{Shard, DEFAULT_TTL};
 use crate::storage::StorageError;
@@ -43,7 +42,7 @@ pub async fn handle(
                 body: m.b.unwrap_or_default(),
                 ttl: DEFAULT_TTL,
             };
-            shard.cast(shard.owner(&to), req).await;
+            shard.cast_user(&to, req).await;
             Ok(())
         }
         Some(MsgType::Channel) => {
@@ -54,9 +53,7 @@ pub async fn handle(
                 body: m.b.unwrap_or_default(),
                 ttl: DEFAULT_TTL,
             };
-            for core in 0..shard.cores {
-                shard.cast(ShardId(core), req.clone()).await;
-            }
+            shard.cast_channel_cluster(req).await;
             Ok(())
         }
         Some(MsgType::Ack) => {

@@ -1,0 +1,385 @@
+//! Three real nodes on 127.0.0.1, 127.0.0.2 and 127.0.0.3: ownership, redirects, routing of
+//! admin requests and client messages over the NNG bus, channel broadcast, failure and healing.
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Node {
+    name: String,
+    ip: String,
+    client: u16,
+    admin: u16,
+    bus: u16,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    spec: String,
+    dir: std::path::PathBuf,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+fn port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Clusters of this file run one at a time: three servers each are plenty for two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| {
+                let ip = format!("127.0.0.{}", i + 1);
+                Node {
+                    name: format!("n{}", i + 1),
+                    client: port_on(&ip),
+                    admin: port_on(&ip),
+                    bus: port_on(&ip),
+                    ip,
+                    child: None,
+                }
+            })
+            .collect();
+        let spec = nodes
+            .iter()
+            .map(|n| format!("{}={}:{}:{}:{}", n.name, n.ip, n.client, n.admin, n.bus))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dir = std::env::temp_dir().join(format!(
+            "ipush-cluster-{}-{}",
+            std::process::id(),
+            nodes[0].client
+        ));
+        let mut c = Cluster {
+            nodes,
+            spec,
+            dir,
+            _serial: guard,
+        };
+        for i in 0..n {
+            c.launch(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c.wait_all_peers_up();
+        c
+    }
+
+    fn launch(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+            .args([
+                format!("--node={}", n.name),
+                format!("--nodes={}", self.spec),
+                format!("--client_host={}", n.ip),
+                format!("--admin_host={}", n.ip),
+                format!(
+                    "--pid_file={}",
+                    self.dir.join(format!("{}.pid", n.name)).display()
+                ),
+                format!("--data_dir={}", self.dir.join(&n.name).display()),
+                "--storage=memory".into(),
+                "--cores=1".into(),
+                "--log_level=warn".into(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        std::fs::create_dir_all(&self.dir).unwrap();
+        self.nodes[i].child = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        wait_until(Duration::from_secs(40), "node healthy", || {
+            matches!(self.try_get(i, "/health"), Ok((200, _)))
+        });
+    }
+
+    fn wait_all_peers_up(&self) {
+        wait_until(
+            Duration::from_secs(15),
+            "every peer up on every node",
+            || {
+                (0..self.nodes.len()).all(|i| {
+                self.nodes[i].child.is_none()
+                    || matches!(self.try_get(i, "/health"), Ok((200, v)) if v["result"]["peers"]
+                        .as_object()
+                        .is_some_and(|p| p.iter().all(|(name, st)| {
+                            st == "up" || self.nodes.iter().any(|n| &n.name == name && n.child.is_none())
+                        })))
+            })
+            },
+        );
+    }
+
+    fn try_get(&self, i: usize, path: &str) -> std::io::Result<(u16, Value)> {
+        self.request(i, "GET", path, "")
+    }
+
+    fn request(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, Value)> {
+        let n = &self.nodes[i];
+        let mut s = TcpStream::connect((n.ip.as_str(), n.admin))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        let (st, b) = parse_response(&out);
+        Ok((st, serde_json::from_str(&b).unwrap_or(Value::String(b))))
+    }
+
+    fn get(&self, i: usize, path: &str) -> (u16, Value) {
+        self.try_get(i, path).unwrap()
+    }
+
+    fn post(&self, i: usize, path: &str, body: &str) -> (u16, Value) {
+        self.request(i, "POST", path, body).unwrap()
+    }
+
+    /// Index of the node that owns `uid`, asked of node 0.
+    fn owner(&self, uid: &str) -> usize {
+        let (_, v) = self.get(0, &format!("/shard?uid={uid}"));
+        let addr = v["result"].as_str().unwrap().to_string();
+        self.nodes
+            .iter()
+            .position(|n| format!("{}:{}", n.ip, n.client) == addr)
+            .unwrap()
+    }
+
+    /// A uid owned by node `i`.
+    fn uid_on(&self, i: usize, prefix: &str) -> String {
+        (0..1000)
+            .map(|k| format!("{prefix}{k}"))
+            .find(|u| self.owner(u) == i)
+            .unwrap()
+    }
+
+    fn connect(&self, uid: &str) -> Client {
+        let i = self.owner(uid);
+        let n = &self.nodes[i];
+        let c = Client::connect(&format!("{}:{}", n.ip, n.client), uid, "pw").unwrap();
+        assert_eq!(c.status, 200, "{}", c.head);
+        c
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn ownership_agrees_spreads_and_redirects() {
+    let c = Cluster::start(3);
+    let mut per_node = [0usize; 3];
+    for k in 0..150 {
+        let uid = format!("user{k}");
+        let answers: Vec<Value> = (0..3)
+            .map(|i| c.get(i, &format!("/shard?uid={uid}")).1)
+            .collect();
+        assert!(
+            answers.iter().all(|a| a == &answers[0]),
+            "{uid}: {answers:?}"
+        );
+        per_node[c.owner(&uid)] += 1;
+    }
+    assert!(
+        per_node.iter().all(|&n| n >= 25),
+        "users spread over all nodes: {per_node:?}"
+    );
+    // A connect on the wrong node is sent to the owner, with the same query.
+    let uid = c.uid_on(1, "r");
+    let n0 = &c.nodes[0];
+    let r = Client::connect(&format!("{}:{}", n0.ip, n0.client), &uid, "pw").unwrap();
+    assert_eq!(r.status, 303, "{}", r.head);
+    let n1 = &c.nodes[1];
+    let want = format!(
+        "Location: http://{}:{}/connect?uid={uid}&password=pw\r\n",
+        n1.ip, n1.client
+    );
+    assert!(r.head.contains(&want), "{}", r.head);
+    assert_eq!(c.get(0, "/stats").1["result"]["redirect_number"], 1);
+}
+
+#[test]
+fn admin_requests_and_client_messages_cross_nodes() {
+    let c = Cluster::start(3);
+    let a = c.uid_on(0, "a");
+    let b = c.uid_on(1, "b");
+    let off = c.uid_on(2, "off");
+    // Publish through a node that does not own the user.
+    let (st, v) = c.post(0, &format!("/pub?to={off}&from=op"), "via n1");
+    assert_eq!((st, v), (200, json!({"result":"ok"})));
+    let (st, v) = c.get(1, &format!("/msg?uid={off}"));
+    assert_eq!(st, 200);
+    let list = v["result"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].as_str().unwrap().contains("\"b\":\"via n1\""));
+    // Client to client across nodes.
+    let mut ca = c.connect(&a);
+    let mut cb = c.connect(&b);
+    ca.send(&format!(r#"{{"y":3,"t":"{b}","b":"hello from n1"}}"#));
+    let m = cb.recv();
+    assert_eq!(
+        (m["f"].as_str(), m["b"].as_str(), m["s"].as_u64()),
+        (Some(a.as_str()), Some("hello from n1"), Some(1))
+    );
+    // Subscribe and disconnect through a non-owner.
+    assert_eq!(c.get(2, &format!("/sub?uid={b}&cid=x")).0, 200);
+    assert_eq!(c.post(2, &format!("/disconnect?uid={b}"), "").0, 200);
+    assert!(cb.ends_within(Duration::from_secs(5)));
+}
+
+#[test]
+fn channel_members_on_every_node_get_each_message_once() {
+    let c = Cluster::start(3);
+    let members: Vec<String> = (0..3).map(|i| c.uid_on(i, &format!("m{i}-"))).collect();
+    let mut clients: Vec<Client> = members.iter().map(|u| c.connect(u)).collect();
+    for (i, u) in members.iter().enumerate() {
+        // Subscribe through different nodes, by admin and by client message.
+        if i == 0 {
+            clients[0].send(r#"{"y":1,"c":"everywhere"}"#);
+        } else {
+            assert_eq!(
+                c.get((i + 1) % 3, &format!("/sub?uid={u}&cid=everywhere"))
+                    .0,
+                200
+            );
+        }
+    }
+    wait_until(Duration::from_secs(5), "client subscribe stored", || {
+        c.get(0, "/stats").1["result"]["recv_type"]["sub"] == 1
+    });
+    // One message published by admin on node 3, one sent by a client on node 2.
+    assert_eq!(c.post(2, "/pub?channel=everywhere&from=op", "one").0, 200);
+    clients[1].send(r#"{"y":4,"c":"everywhere","b":"two"}"#);
+    for cl in clients.iter_mut() {
+        let m1 = cl.recv();
+        let m2 = cl.recv();
+        let mut got = [
+            (
+                m1["b"].as_str().unwrap().to_string(),
+                m1["s"].as_u64().unwrap(),
+            ),
+            (
+                m2["b"].as_str().unwrap().to_string(),
+                m2["s"].as_u64().unwrap(),
+            ),
+        ];
+        got.sort();
+        assert_eq!(
+            got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+        let mut seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
+        seqs.sort();
+        assert_eq!(seqs, [1, 2], "per-member seqs");
+        // Exactly once: nothing else arrives.
+        cl.send(r#"{"y":0}"#);
+        assert_eq!(cl.recv(), json!({"y":0}));
+    }
+}
+
+#[test]
+fn a_dead_node_gives_503_for_its_users_and_heals() {
+    let mut c = Cluster::start(3);
+    let on1 = c.uid_on(1, "d");
+    let on2 = c.uid_on(2, "e");
+    c.kill(1);
+    let t = Instant::now();
+    let (st, v) = c.post(0, &format!("/pub?to={on1}&from=op"), "lost?");
+    assert_eq!((st, v), (503, json!({"error":"node n2 unavailable"})));
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "503 came after {:?}",
+        t.elapsed()
+    );
+    // The others keep working.
+    assert_eq!(c.post(0, &format!("/pub?to={on2}&from=op"), "fine").0, 200);
+    let (st, v) = c.post(0, "/pub?channel=any&from=op", "x");
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (503, Some("node n2 unavailable"))
+    );
+    let (_, metrics) = {
+        let n = &c.nodes[0];
+        let mut s = TcpStream::connect((n.ip.as_str(), n.admin)).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        parse_response(&out)
+    };
+    assert!(
+        metrics.contains("ipush_peer_up{peer=\"n2\"} 0"),
+        "{metrics}"
+    );
+    // Restart: the cluster heals by itself.
+    c.launch(1);
+    c.wait_healthy(1);
+    wait_until(
+        Duration::from_secs(15),
+        "publish to n2's user works again",
+        || c.post(0, &format!("/pub?to={on1}&from=op"), "back").0 == 200,
+    );
+}
+
+#[test]
+fn foreign_bus_frames_are_counted_and_dropped() {
+    let c = Cluster::start(2);
+    let n = &c.nodes[0];
+    let s = nng::Socket::new(nng::Protocol::Bus0).unwrap();
+    s.dial(&format!("tcp://{}:{}", n.ip, n.bus)).unwrap();
+    for junk in [&b"hello"[..], b"IPB\x09 wrong version.......", &[0u8; 64]] {
+        s.send(nng::Message::from(junk)).unwrap();
+    }
+    wait_until(Duration::from_secs(5), "malformed frames counted", || {
+        let (_, body) = {
+            let mut t = TcpStream::connect((n.ip.as_str(), n.admin)).unwrap();
+            write!(t, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = Vec::new();
+            t.read_to_end(&mut out).unwrap();
+            parse_response(&out)
+        };
+        body.contains("ipush_bus_malformed 3")
+    });
+    let u = c.uid_on(1, "z");
+    assert_eq!(
+        c.post(0, &format!("/pub?to={u}&from=op"), "still fine").0,
+        200
+    );
+}
