@@ -21,7 +21,10 @@
 //! stream and send queue live there and are touched without locks. A connection accepted on
 //! another core is handed over (fd + bytes already read) before it streams. An admin request
 //! arriving on any core is sent to the owner core as a typed `Req` and answered with a `Rep`.
-//! A channel message goes to every core; each delivers to, and persists for, its own members.
+//! A channel message goes to every core of every node; each delivers to, and persists for, its
+//! own members. Another node is reached over NNG bus sockets (`cluster`), whose threads hand
+//! frames to the owner core through a channel and a waker; a uid of another node connecting
+//! here is redirected (303).
 //!
 //! Message flow of `POST /pub?to=U`: admin task (any core) → `Req::PubUser` → owner core:
 //! next seq, queue to U's stream if online, append to storage → `Rep::Seq` → `{"result":"ok"}`.
@@ -29,11 +32,13 @@
 //! # Modules
 //! - [`config`]: flags and flagfiles.  - [`server`]: start-up, per-core life cycle, shutdown.
 //! - [`shard`]: the per-core world (users, streams, channels, cross-core messages).
-//! - [`transport`]: client port: accept, hand-off, the chunked stream.
+//! - [`transport`]: client port: accept, hand-off, chunked / WebSocket / SSE streams, `/send`.
+//! - [`cluster`]: membership (rendezvous hashing), bus frames, the NNG bridge threads.
 //! - [`admin`]: the admin HTTP API, /stats and /metrics.
 //! - [`http`]: request heads, responses, chunk framing (pure).
 //! - [`protocol`]: the message model and JSON codecs (pure).
-//! - [`storage`]: the `Storage` trait and its backends.  - [`auth`]: none / HS256 JWT.
+//! - [`storage`]: the `Storage` trait, memory / embedded (log + I/O thread) / scylla backends,
+//!   and the conformance suite every backend passes.  - [`auth`]: none / HS256 JWT.
 //! - [`stats`]: per-core counters and their merged snapshots.
 
 pub mod admin;
