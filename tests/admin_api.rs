@@ -61,12 +61,13 @@ fn pub_to_channel_gives_each_member_its_own_seq() {
 #[test]
 fn ttl_expiry_and_ttl_zero() {
     let s = Server::start(&[]);
-    s.post("/pub?to=u1&from=op&ttl=1", "short lived");
+    // Expiry has one-second granularity: ttl=3 lives at least two seconds.
+    s.post("/pub?to=u1&from=op&ttl=3", "short lived");
     s.post("/pub?to=u1&from=op", "kept");
     assert_eq!(s.offline("u1").len(), 2);
     wait_until(
-        Duration::from_secs(5),
-        "the ttl=1 message to expire",
+        Duration::from_secs(10),
+        "the ttl=3 message to expire",
         || s.offline("u1").len() == 1,
     );
     assert_eq!(s.offline("u1")[0]["b"], "kept");
