@@ -8,9 +8,18 @@
 
 mod hold;
 mod http;
+mod latency;
 mod report;
+mod scenario;
+mod scenario_cli;
+mod scenario_wire;
 mod sys;
 mod transport;
+// ramp / worker / coordinator (C10M-style connection runs)
+mod engine;
+mod owner;
+mod ramp;
+mod worker;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +39,22 @@ enum Cmd {
     /// Exit status: 0 every stream held to the end; 2 the run finished with
     /// failures; 3 stopped by --timeout-secs; 1 could not run.
     Hold(HoldArgs),
+    /// Keep opening streams at a rate until a target count or the first failures,
+    /// printing connections vs. server memory and connect latency per step (--csv).
+    ///
+    /// Exit status: 0 target reached and held with no failure; 2 failures; 3 timed out.
+    Ramp(ramp::RampArgs),
+    /// Run jobs (hold/ramp shares) sent by a coordinator over TCP as JSON lines.
+    Worker(worker::WorkerArgs),
+    /// N subscribers of one channel, M channel publishes (admin API); checks every
+    /// delivery (once, in order, per-member seqs) and reports msgs/s and latency.
+    ///
+    /// Exit status: 0 clean; 2 loss, duplicates, disorder or failures; 3 timed out; 1 could not run.
+    Fanout(scenario_cli::FanoutArgs),
+    /// N users, M admin publishes to random users (reproducible with --seed); same checks.
+    Unicast(scenario_cli::UsersArgs),
+    /// N users sending each other user messages on their own streams; same checks.
+    Chat(scenario_cli::UsersArgs),
 }
 
 #[derive(Args, Debug)]
@@ -83,9 +108,42 @@ struct HoldArgs {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Split the streams over N local worker processes (each at most 19,000 sockets)
+    /// started together; their reports (histograms too) are merged.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Use running workers (`loadtest worker --listen`), `HOST:PORT,...`.
+    #[arg(long)]
+    worker_addrs: Option<String>,
 }
 
 fn run_hold(a: HoldArgs) -> Result<i32> {
+    if a.workers > 0 || a.worker_addrs.is_some() {
+        let r = ramp::RampArgs {
+            target: a.target,
+            cluster: None,
+            conns: a.conns,
+            rate: a.rate,
+            max_failures: 0,
+            hold_secs: a.hold_secs,
+            uid_prefix: a.uid_prefix,
+            uid_offset: a.uid_offset,
+            password: a.password,
+            transport: a.transport,
+            codec: a.codec,
+            src: a.src,
+            pids: a.pids,
+            step_secs: 1.0,
+            csv: None,
+            workers: a.workers,
+            worker_addrs: a.worker_addrs,
+            connect_timeout_ms: a.connect_timeout_ms,
+            timeout_secs: a.timeout_secs,
+            json: a.json,
+            hist_out: a.hist_out,
+        };
+        return ramp::run(r, "hold");
+    }
     let src = match &a.src {
         Some(s) => sys::parse_src(s)?,
         None => Vec::new(),
@@ -151,6 +209,11 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Hold(a) => run_hold(a),
+        Cmd::Ramp(a) => ramp::run(a, "ramp"),
+        Cmd::Worker(a) => worker::run_worker(a),
+        Cmd::Fanout(a) => scenario_cli::run_fanout(a),
+        Cmd::Unicast(a) => scenario_cli::run_unicast(a),
+        Cmd::Chat(a) => scenario_cli::run_chat(a),
     };
     match code {
         Ok(c) => std::process::exit(c),

@@ -1,0 +1,610 @@
+//! The connection engine shared by `ramp` and by `worker` jobs: one thread, non-blocking
+//! sockets (mio), opens streams at a rate from an explicit uid list (which may be the uids
+//! one cluster node owns, so each connect goes straight to its owner), reports a snapshot
+//! every tick, stops opening at a target count, after `max_failures` failures, or when told
+//! to, then holds what it has for `hold_secs`.
+
+use crate::http::{self, Counts, StreamStatus};
+use crate::report::{new_histogram, Failures};
+use crate::transport::{self, Codec, Counter, Transport};
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct EngineOpts {
+    /// `HOST:PORT` of the client port; connection i goes to the one of its uid's owner
+    /// (all connections go to `target` when the uid list is not owner-filtered).
+    pub target: String,
+    /// Uids to connect, in order; at most `uids.len()` streams are opened.
+    pub uids: Vec<String>,
+    pub password: String,
+    pub transport: Transport,
+    pub codec: Codec,
+    pub src: Vec<Ipv4Addr>,
+    /// New connections started per second.
+    pub rate: u64,
+    /// Stop opening after this many failures (0 = never).
+    pub max_failures: u64,
+    pub hold_secs: f64,
+    pub connect_timeout: Duration,
+    /// Hard bound on the whole run.
+    pub timeout: Duration,
+    pub tick: Duration,
+}
+
+/// Cumulative counters at one tick, plus the connect latencies recorded since the last tick.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub t_secs: f64,
+    pub attempted: u64,
+    pub connected: u64,
+    pub held: u64,
+    pub opening: u64,
+    pub failed: u64,
+    pub interval_us: Histogram<u64>,
+    /// The last snapshot of the run, taken before the sockets are closed.
+    pub done: bool,
+}
+
+/// The result of one engine run (one process's share of a run).
+#[derive(Debug, Clone)]
+pub struct EngineReport {
+    pub attempted: u64,
+    pub connected: u64,
+    pub redirects: u64,
+    pub held_at_settle: u64,
+    pub held_at_end: u64,
+    pub opening_at_end: u64,
+    pub failures: Failures,
+    pub status_codes: BTreeMap<u16, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub latency_us: Histogram<u64>,
+    pub ramp_secs: f64,
+    pub elapsed_secs: f64,
+    pub messages: u64,
+    pub heartbeats: u64,
+    pub bytes: u64,
+    /// Opening stopped early (failures or a stop request) rather than at the target.
+    pub stopped_early: bool,
+    /// The ramp settled and the hold ran its full time.
+    pub completed: bool,
+    pub timed_out: bool,
+}
+
+impl EngineReport {
+    pub fn new() -> Self {
+        EngineReport {
+            attempted: 0,
+            connected: 0,
+            redirects: 0,
+            held_at_settle: 0,
+            held_at_end: 0,
+            opening_at_end: 0,
+            failures: Failures::default(),
+            status_codes: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            latency_us: new_histogram(),
+            ramp_secs: 0.0,
+            elapsed_secs: 0.0,
+            messages: 0,
+            heartbeats: 0,
+            bytes: 0,
+            stopped_early: false,
+            completed: false,
+            timed_out: false,
+        }
+    }
+}
+
+impl Default for EngineReport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Writing,
+    Head,
+    Held,
+    Done,
+}
+
+struct Conn {
+    sock: Option<TcpStream>,
+    started: Instant,
+    state: State,
+    written: u16,
+    counter: Counter,
+    head: Vec<u8>,
+    /// `(addr, host, path)` after a redirect.
+    redirect: Option<Box<(SocketAddr, String, String)>>,
+}
+
+enum Fail {
+    Refused,
+    Timeout,
+    Status(u16),
+    ClosedWhileHeld,
+    ClosedBeforeHead,
+    BadResponse,
+    Other(String),
+}
+
+fn classify(e: &io::Error) -> Fail {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Fail::Refused,
+        ErrorKind::TimedOut => Fail::Timeout,
+        _ => match e.raw_os_error() {
+            Some(libc::ETIMEDOUT) => Fail::Timeout,
+            Some(libc::EADDRNOTAVAIL) => Fail::Other("EADDRNOTAVAIL (local ports)".into()),
+            Some(libc::EMFILE) => Fail::Other("EMFILE (fd limit)".into()),
+            Some(libc::ENFILE) => Fail::Other("ENFILE (file-max)".into()),
+            Some(libc::ENOBUFS) => Fail::Other("ENOBUFS".into()),
+            Some(code) => Fail::Other(format!("os error {code}")),
+            None => Fail::Other(e.kind().to_string()),
+        },
+    }
+}
+
+pub fn resolve(target: &str) -> Result<SocketAddr> {
+    target
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {target}"))?
+        .next()
+        .with_context(|| format!("{target} resolves to nothing"))
+}
+
+fn open_socket(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    if let Some(ip) = src {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own with a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        sock.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into())?;
+    }
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+}
+
+struct Runner<'a> {
+    o: &'a EngineOpts,
+    addr: SocketAddr,
+    poll: Poll,
+    conns: Vec<Conn>,
+    buf: Vec<u8>,
+    r: EngineReport,
+    counts: Counts,
+    interval: Histogram<u64>,
+    pending: u64,
+    held: u64,
+    hb: &'static [u8],
+}
+
+/// Run the engine. `stop` (checked every loop) ends opening early; `on_tick` gets a
+/// snapshot every `opts.tick` and once at the end.
+pub fn run(
+    opts: &EngineOpts,
+    stop: &AtomicBool,
+    on_tick: &mut dyn FnMut(&Snapshot),
+) -> Result<EngineReport> {
+    if opts.rate == 0 {
+        bail!("rate must be > 0");
+    }
+    let limit = crate::sys::raise_nofile()?;
+    let n = opts.uids.len() as u64;
+    if n + crate::hold::FD_MARGIN > limit {
+        bail!(
+            "{} connections do not fit the open-file limit {} of one process; use workers",
+            n,
+            limit
+        );
+    }
+    let addr = resolve(&opts.target)?;
+    let mut r = Runner {
+        o: opts,
+        addr,
+        poll: Poll::new().context("epoll")?,
+        conns: Vec::with_capacity(n as usize),
+        buf: vec![0u8; 64 * 1024],
+        r: EngineReport::new(),
+        counts: Counts::default(),
+        interval: new_histogram(),
+        pending: 0,
+        held: 0,
+        hb: opts.codec.heartbeat(),
+    };
+    r.run_loop(stop, on_tick);
+    r.conns.clear();
+    Ok(r.r)
+}
+
+impl Runner<'_> {
+    fn snapshot(&mut self, t0: Instant, done: bool) -> Snapshot {
+        let s = Snapshot {
+            t_secs: t0.elapsed().as_secs_f64(),
+            attempted: self.r.attempted,
+            connected: self.r.connected,
+            held: self.held,
+            opening: self.pending,
+            failed: self.r.failures.total(),
+            interval_us: self.interval.clone(),
+            done,
+        };
+        self.interval.reset();
+        s
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool, on_tick: &mut dyn FnMut(&Snapshot)) {
+        let t0 = Instant::now();
+        let hard_deadline = t0 + self.o.timeout;
+        let mut events = Events::with_capacity(4096);
+        let mut n = self.o.uids.len() as u64;
+        let mut settled_at: Option<Instant> = None;
+        let mut next_tick = t0 + self.o.tick;
+        let mut next_scan = t0;
+        loop {
+            let now = Instant::now();
+            if now >= hard_deadline {
+                self.r.timed_out = true;
+                break;
+            }
+            let started = self.conns.len() as u64;
+            if started < n {
+                let failed = self.r.failures.total();
+                if stop.load(Ordering::Relaxed)
+                    || (self.o.max_failures > 0 && failed >= self.o.max_failures)
+                {
+                    n = started;
+                    self.r.stopped_early = true;
+                } else {
+                    let due = ((now - t0).as_secs_f64() * self.o.rate as f64) as u64 + 1;
+                    for _ in started..due.min(n) {
+                        self.start_conn();
+                    }
+                }
+            }
+            if now >= next_scan && self.pending > 0 {
+                next_scan = now + Duration::from_millis(20);
+                let ct = self.o.connect_timeout;
+                for i in 0..self.conns.len() {
+                    let c = &self.conns[i];
+                    if matches!(c.state, State::Connecting | State::Writing | State::Head)
+                        && now.duration_since(c.started) >= ct
+                    {
+                        self.fail(i, Fail::Timeout);
+                    }
+                }
+            }
+            if settled_at.is_none() && self.conns.len() as u64 == n && self.pending == 0 {
+                settled_at = Some(now);
+                self.r.ramp_secs = now.duration_since(t0).as_secs_f64();
+                self.r.held_at_settle = self.held;
+            }
+            if let Some(s) = settled_at {
+                if now.duration_since(s).as_secs_f64() >= self.o.hold_secs {
+                    self.r.completed = true;
+                    break;
+                }
+            }
+            if now >= next_tick {
+                next_tick += self.o.tick;
+                if next_tick < now {
+                    next_tick = now + self.o.tick;
+                }
+                let s = self.snapshot(t0, false);
+                on_tick(&s);
+            }
+            let wait = if (self.conns.len() as u64) < n {
+                Duration::from_millis(1)
+            } else if self.pending > 0 {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    *self.r.errors.entry(format!("poll: {e}")).or_insert(0) += 1;
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                self.on_event(ev.token().0);
+            }
+        }
+        let s = self.snapshot(t0, true);
+        on_tick(&s);
+        self.r.held_at_end = self.held;
+        self.r.opening_at_end = self.pending;
+        self.r.messages = self.counts.messages;
+        self.r.heartbeats = self.counts.heartbeats;
+        self.r.elapsed_secs = t0.elapsed().as_secs_f64();
+        if settled_at.is_none() {
+            self.r.ramp_secs = self.r.elapsed_secs;
+            self.r.held_at_settle = self.held;
+        }
+    }
+
+    fn start_conn(&mut self) {
+        let i = self.conns.len();
+        self.conns.push(Conn {
+            sock: None,
+            started: Instant::now(),
+            state: State::Connecting,
+            written: 0,
+            counter: Counter::new(self.o.transport),
+            head: Vec::new(),
+            redirect: None,
+        });
+        self.r.attempted += 1;
+        self.pending += 1;
+        let addr = self.addr;
+        self.open(i, addr);
+    }
+
+    fn open(&mut self, i: usize, addr: SocketAddr) {
+        let src = if self.o.src.is_empty() {
+            None
+        } else {
+            Some(self.o.src[i % self.o.src.len()])
+        };
+        match open_socket(addr, src) {
+            Ok(mut s) => {
+                if let Err(e) = self.poll.registry().register(
+                    &mut s,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    return self.fail(i, classify(&e));
+                }
+                let c = &mut self.conns[i];
+                c.sock = Some(s);
+                c.state = State::Connecting;
+                c.written = 0;
+            }
+            Err(e) => self.fail(i, classify(&e)),
+        }
+    }
+
+    fn fail(&mut self, i: usize, why: Fail) {
+        let c = &mut self.conns[i];
+        match c.state {
+            State::Done => return,
+            State::Held => self.held -= 1,
+            _ => self.pending -= 1,
+        }
+        c.state = State::Done;
+        if let Some(mut s) = c.sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        c.head = Vec::new();
+        c.redirect = None;
+        let f = &mut self.r.failures;
+        match why {
+            Fail::Refused => f.refused += 1,
+            Fail::Timeout => f.timeout += 1,
+            Fail::Status(code) => {
+                f.status += 1;
+                *self.r.status_codes.entry(code).or_insert(0) += 1;
+            }
+            Fail::ClosedWhileHeld => f.closed_while_held += 1,
+            Fail::ClosedBeforeHead => f.closed_before_head += 1,
+            Fail::BadResponse => f.bad_response += 1,
+            Fail::Other(msg) => {
+                f.other += 1;
+                *self.r.errors.entry(msg).or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn request_for(&self, i: usize) -> Vec<u8> {
+        let c = &self.conns[i];
+        let t = self.o.transport;
+        let key = match t {
+            Transport::Ws => transport::ws_key(0x1c10_6d00 ^ std::process::id() as u64, i as u64),
+            _ => String::new(),
+        };
+        match &c.redirect {
+            Some(r) => transport::connect_request(&r.2, &r.1, t, &key),
+            None => {
+                let mut path = format!(
+                    "/connect?uid={}&password={}",
+                    http::query_escape(&self.o.uids[i]),
+                    http::query_escape(&self.o.password)
+                );
+                if self.o.codec != Codec::Json {
+                    path.push_str("&codec=");
+                    path.push_str(self.o.codec.name());
+                }
+                transport::connect_request(&path, &self.o.target, t, &key)
+            }
+        }
+    }
+
+    fn on_event(&mut self, i: usize) {
+        if i >= self.conns.len() {
+            return;
+        }
+        if self.conns[i].state == State::Connecting {
+            let Some(s) = self.conns[i].sock.as_ref() else {
+                return;
+            };
+            match s.take_error() {
+                Ok(Some(e)) | Err(e) => return self.fail(i, classify(&e)),
+                Ok(None) => {}
+            }
+            match s.peer_addr() {
+                Ok(_) => self.conns[i].state = State::Writing,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(i, classify(&e)),
+            }
+        }
+        if self.conns[i].state == State::Writing {
+            let req = self.request_for(i);
+            let c = &mut self.conns[i];
+            let s = c.sock.as_mut().expect("socket while writing");
+            loop {
+                let off = c.written as usize;
+                if off >= req.len() {
+                    c.state = State::Head;
+                    break;
+                }
+                match s.write(&req[off..]) {
+                    Ok(0) => return self.fail(i, Fail::ClosedBeforeHead),
+                    Ok(k) => c.written += k as u16,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return self.fail(i, classify(&e)),
+                }
+            }
+        }
+        if matches!(self.conns[i].state, State::Head | State::Held) {
+            self.read_all(i);
+        }
+    }
+
+    fn read_all(&mut self, i: usize) {
+        loop {
+            let c = &mut self.conns[i];
+            let Some(s) = c.sock.as_mut() else { return };
+            let k = match s.read(&mut self.buf) {
+                Ok(0) => {
+                    let why = if c.state == State::Held {
+                        Fail::ClosedWhileHeld
+                    } else {
+                        Fail::ClosedBeforeHead
+                    };
+                    return self.fail(i, why);
+                }
+                Ok(k) => k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let why = if c.state == State::Held {
+                        Fail::ClosedWhileHeld
+                    } else if e.kind() == ErrorKind::ConnectionReset {
+                        Fail::ClosedBeforeHead
+                    } else {
+                        classify(&e)
+                    };
+                    return self.fail(i, why);
+                }
+            };
+            self.r.bytes += k as u64;
+            if c.state == State::Head {
+                c.head.extend_from_slice(&self.buf[..k]);
+                match http::parse_head(&c.head) {
+                    Ok(None) => continue,
+                    Err(_) => return self.fail(i, Fail::BadResponse),
+                    Ok(Some(h)) => {
+                        if !self.on_head(i, h) {
+                            return;
+                        }
+                    }
+                }
+            } else {
+                match c.counter.feed(&self.buf[..k], self.hb, &mut self.counts) {
+                    StreamStatus::Open => {}
+                    StreamStatus::Ended => return self.fail(i, Fail::ClosedWhileHeld),
+                    StreamStatus::Bad => return self.fail(i, Fail::BadResponse),
+                }
+            }
+        }
+    }
+
+    fn on_head(&mut self, i: usize, h: http::Head) -> bool {
+        let held_status = match self.o.transport {
+            Transport::Ws => 101,
+            Transport::Chunked | Transport::Sse => 200,
+        };
+        match h.status {
+            s if s == held_status => {
+                let ok = match self.o.transport {
+                    Transport::Chunked => h.chunked,
+                    Transport::Ws => h.upgrade_websocket,
+                    Transport::Sse => !h.chunked,
+                };
+                if !ok {
+                    self.fail(i, Fail::BadResponse);
+                    return false;
+                }
+                let c = &mut self.conns[i];
+                let us = c.started.elapsed().as_micros().max(1) as u64;
+                let us = us.min(3_600_000_000);
+                let _ = self.r.latency_us.record(us);
+                let _ = self.interval.record(us);
+                self.r.connected += 1;
+                self.pending -= 1;
+                self.held += 1;
+                c.state = State::Held;
+                c.redirect = None;
+                let head = std::mem::take(&mut c.head);
+                match c.counter.feed(&head[h.len..], self.hb, &mut self.counts) {
+                    StreamStatus::Open => true,
+                    StreamStatus::Ended => {
+                        self.fail(i, Fail::ClosedWhileHeld);
+                        false
+                    }
+                    StreamStatus::Bad => {
+                        self.fail(i, Fail::BadResponse);
+                        false
+                    }
+                }
+            }
+            301 | 302 | 303 | 307 | 308 if self.conns[i].redirect.is_none() => {
+                let target = h
+                    .location
+                    .as_deref()
+                    .and_then(http::parse_location)
+                    .and_then(|(host, path)| Some((resolve(&host).ok()?, host, path)));
+                match target {
+                    Some(t) => {
+                        self.r.redirects += 1;
+                        let c = &mut self.conns[i];
+                        if let Some(mut s) = c.sock.take() {
+                            let _ = self.poll.registry().deregister(&mut s);
+                        }
+                        c.head = Vec::new();
+                        let addr = t.0;
+                        c.redirect = Some(Box::new(t));
+                        self.open(i, addr);
+                    }
+                    None => self.fail(i, Fail::Status(h.status)),
+                }
+                false
+            }
+            code => {
+                self.fail(i, Fail::Status(code));
+                false
+            }
+        }
+    }
+}
+
+/// A stop flag nobody sets.
+pub fn never() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}

@@ -1,0 +1,1303 @@
+//! `loadtest fanout | unicast | chat`: message scenarios on one thread with mio.
+//!
+//! Streams are opened like `hold` does (303s followed), subscribed to a channel through
+//! the admin API (fanout), then messages are published through a few keep-alive admin
+//! connections (fanout, unicast) or sent by the clients on their own streams (chat).
+//! Each body is `lt:<n>:<unix_nanos>`; every subscriber checks what it gets (right
+//! recipient, per-member seqs consecutive, each message once, in order) and records
+//! publish→receive latency. Every phase is bounded in time; the run stops by itself.
+
+use crate::http::{self, query_escape};
+use crate::latency::ScenarioReport;
+use crate::scenario_wire::{
+    client_frame, make_body, parse_body, parse_response, scan_msg, Decoder, Framing, Rng,
+    UrlTemplate,
+};
+use crate::sys;
+use crate::transport::{self, Transport};
+use anyhow::{bail, Context, Result};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Fanout,
+    Unicast,
+    Chat,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Fanout => "fanout",
+            Kind::Unicast => "unicast",
+            Kind::Chat => "chat",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub kind: Kind,
+    pub target: String,
+    pub admin: String,
+    pub streams: u64,
+    pub channel: String,
+    pub messages: u64,
+    /// Messages per second; None = as fast as the window allows.
+    pub rate: Option<f64>,
+    pub body_bytes: usize,
+    pub src: Vec<Ipv4Addr>,
+    pub uid_prefix: String,
+    pub password: String,
+    pub transport: Transport,
+    pub connect_rate: u64,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub drain: Duration,
+    pub hold_secs: f64,
+    pub pub_conns: usize,
+    /// Messages in flight (published, not yet delivered everywhere).
+    pub window: u64,
+    pub seed: u64,
+    pub sub_tpl: Option<UrlTemplate>,
+    pub pub_tpl: Option<UrlTemplate>,
+    pub pids: Vec<u32>,
+    pub progress: bool,
+    /// Admin request (subscribe, publish) deadline.
+    pub request_timeout: Duration,
+}
+
+const FD_MARGIN: u64 = 64;
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn resolve(target: &str) -> Result<SocketAddr> {
+    target
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {target}"))?
+        .next()
+        .with_context(|| format!("{target} resolves to nothing"))
+}
+
+fn open_socket(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    sock.set_nodelay(true)?;
+    if let Some(ip) = src {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own with a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        sock.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into())?;
+    }
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SState {
+    Idle,
+    Connecting,
+    Writing,
+    Head,
+    Open,
+    Done,
+}
+
+struct Stream {
+    sock: Option<TcpStream>,
+    state: SState,
+    started: Instant,
+    req: Vec<u8>,
+    written: usize,
+    head: Vec<u8>,
+    dec: Option<Decoder>,
+    redirected: bool,
+    /// Bytes to send (chat), and how much of it went out.
+    out: Vec<u8>,
+    out_off: usize,
+    last_s: u64,
+    max_n: Option<u64>,
+    /// Chat: last message number per sender.
+    last_from: HashMap<u32, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Sub(u32),
+    Pub(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AState {
+    Down,
+    Connecting,
+    Idle,
+    Busy,
+}
+
+struct Admin {
+    sock: Option<TcpStream>,
+    state: AState,
+    req: Vec<u8>,
+    off: usize,
+    resp: Vec<u8>,
+    job: Option<Job>,
+    sent_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connect,
+    Subscribe,
+    Hold,
+    Publish,
+    Drain,
+}
+
+struct Runner {
+    o: Opts,
+    poll: Poll,
+    stream_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    admin_host: String,
+    stream_host: String,
+    framing: Framing,
+    streams: Vec<Stream>,
+    admins: Vec<Admin>,
+    jobs: VecDeque<Job>,
+    r: ScenarioReport,
+    buf: Vec<u8>,
+    phase: Phase,
+    pending: u64,
+    open: u64,
+    ws_seed: u64,
+    rng: Rng,
+    // Per-message state.
+    send_ev: Vec<u64>,
+    ack_ev: Vec<u64>,
+    acked: Vec<bool>,
+    dest: Vec<u32>,
+    from: Vec<u32>,
+    /// Fanout: bit per (stream, message); unicast/chat: bit per message.
+    seen: Vec<u64>,
+    ev: u64,
+    issued: u64,
+    sub_done: u64,
+    pub_done: u64,
+    first_pub: Option<Instant>,
+    last_ack: Option<Instant>,
+    last_delivery: Option<Instant>,
+    /// Streams open when publishing started (fanout expectations).
+    open_at_pub: u64,
+    /// Reused buffers of decoded payloads.
+    payloads: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+pub fn run(o: Opts) -> Result<ScenarioReport> {
+    if o.streams == 0 {
+        bail!("need at least one stream");
+    }
+    if o.kind == Kind::Chat && o.streams < 2 && o.messages > 0 {
+        bail!("chat needs at least 2 users");
+    }
+    if o.sub_tpl.is_some() != o.pub_tpl.is_some() {
+        bail!("--sub-url-template and --pub-url-template go together");
+    }
+    if o.sub_tpl.is_some() && o.kind == Kind::Chat {
+        bail!("chat has no generic (URL template) mode");
+    }
+    if o.transport == Transport::Sse {
+        bail!("--transport sse is not supported by the message scenarios (use chunked or ws)");
+    }
+    let limit = sys::raise_nofile()?;
+    let need = o.streams + o.pub_conns as u64 + FD_MARGIN;
+    if need > limit {
+        bail!(
+            "{} streams + {} admin connections do not fit the open-file limit {limit} (margin {FD_MARGIN})",
+            o.streams,
+            o.pub_conns
+        );
+    }
+    let generic = o.sub_tpl.is_some();
+    let (stream_host, admin_host) = match (&o.sub_tpl, &o.pub_tpl) {
+        (Some(s), Some(p)) => (s.authority.clone(), p.authority.clone()),
+        _ => (o.target.clone(), o.admin.clone()),
+    };
+    let stream_addr = resolve(&stream_host)?;
+    let admin_addr = if o.messages > 0 || (o.kind == Kind::Fanout && !generic) {
+        resolve(&admin_host)?
+    } else {
+        stream_addr
+    };
+    let framing = if generic {
+        Framing::Lines
+    } else if o.transport == Transport::Ws {
+        Framing::Ws
+    } else {
+        Framing::Chunked
+    };
+    let mut r = ScenarioReport::new(o.kind.name());
+    r.target = if generic {
+        format!(
+            "http://{}{} / http://{}{}",
+            stream_host,
+            o.sub_tpl.as_ref().map(|t| t.path.as_str()).unwrap_or(""),
+            admin_host,
+            o.pub_tpl.as_ref().map(|t| t.path.as_str()).unwrap_or("")
+        )
+    } else {
+        format!("{} (admin {})", o.target, o.admin)
+    };
+    r.transport = if generic {
+        "raw-lines"
+    } else {
+        o.transport.name()
+    };
+    r.mode = if generic { "generic" } else { "ipush" };
+    r.streams = o.streams;
+    r.messages = o.messages;
+    r.rate = o.rate;
+    r.seed = o.seed;
+    r.hold_secs = o.hold_secs;
+    let m = o.messages as usize;
+    let seen_bits = if o.kind == Kind::Fanout {
+        o.streams as usize * m
+    } else {
+        m
+    };
+    let ws_seed = (now_nanos() as u64) ^ ((std::process::id() as u64) << 32);
+    let mut run = Runner {
+        poll: Poll::new().context("epoll")?,
+        stream_addr,
+        admin_addr,
+        admin_host,
+        stream_host,
+        framing,
+        streams: Vec::with_capacity(o.streams as usize),
+        admins: Vec::new(),
+        jobs: VecDeque::new(),
+        r,
+        buf: vec![0u8; 256 * 1024],
+        phase: Phase::Connect,
+        pending: 0,
+        open: 0,
+        ws_seed,
+        rng: Rng::new(o.seed),
+        send_ev: vec![0; m],
+        ack_ev: vec![u64::MAX; m],
+        acked: vec![false; m],
+        dest: vec![u32::MAX; m],
+        from: vec![u32::MAX; if o.kind == Kind::Chat { m } else { 0 }],
+        seen: vec![0; seen_bits.div_ceil(64)],
+        ev: 0,
+        issued: 0,
+        sub_done: 0,
+        pub_done: 0,
+        first_pub: None,
+        last_ack: None,
+        last_delivery: None,
+        open_at_pub: 0,
+        payloads: Vec::new(),
+        spans: Vec::new(),
+        o,
+    };
+    for _ in 0..run.o.pub_conns.max(1) {
+        run.admins.push(Admin {
+            sock: None,
+            state: AState::Down,
+            req: Vec::new(),
+            off: 0,
+            resp: Vec::new(),
+            job: None,
+            sent_at: Instant::now(),
+        });
+    }
+    if !run.o.pids.is_empty() {
+        run.r.mem_before = Some(sys::read_mem(&run.o.pids)?);
+    }
+    run.run_loop();
+    if !run.o.pids.is_empty() {
+        run.r.mem_end = sys::read_mem(&run.o.pids).ok();
+    }
+    run.finish();
+    run.streams.clear();
+    run.admins.clear();
+    Ok(run.r)
+}
+
+impl Runner {
+    fn uid(&self, i: usize) -> String {
+        format!("{}{}", self.o.uid_prefix, i)
+    }
+
+    fn is_generic(&self) -> bool {
+        self.o.sub_tpl.is_some()
+    }
+
+    /// Deliveries expected per published message, for the window.
+    fn per_msg(&self) -> u64 {
+        match self.o.kind {
+            Kind::Fanout => self.open_at_pub.max(1),
+            _ => 1,
+        }
+    }
+
+    fn run_loop(&mut self) {
+        let t0 = Instant::now();
+        let deadline = t0 + self.o.timeout;
+        let mut events = Events::with_capacity(4096);
+        let mut next_progress = t0 + Duration::from_secs(1);
+        let mut next_scan = t0;
+        let mut phase_start = t0;
+        let mut drain_deadline = None;
+        let mut last_recv = 0u64;
+        let mut last_progress = (0u64, 0u64, 0u64);
+        let mut stalled_since = t0;
+        let is_tty = unsafe { libc::isatty(2) } == 1;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                self.r.timed_out = true;
+                break;
+            }
+            match self.phase {
+                Phase::Connect => {
+                    let started = self.streams.len() as u64;
+                    if started < self.o.streams {
+                        let due =
+                            ((now - t0).as_secs_f64() * self.o.connect_rate as f64) as u64 + 1;
+                        for _ in started..due.min(self.o.streams) {
+                            self.start_stream();
+                        }
+                    } else if self.pending == 0 {
+                        self.r.connect_secs = now.duration_since(t0).as_secs_f64();
+                        if !self.o.pids.is_empty() {
+                            self.r.mem_connected = sys::read_mem(&self.o.pids).ok();
+                        }
+                        phase_start = now;
+                        if self.o.kind == Kind::Fanout && !self.is_generic() {
+                            self.phase = Phase::Subscribe;
+                            for i in 0..self.o.streams {
+                                self.jobs.push_back(Job::Sub(i as u32));
+                            }
+                        } else {
+                            self.phase = Phase::Hold;
+                        }
+                        self.note(is_tty, &format!("connected {} streams", self.open));
+                    }
+                }
+                Phase::Subscribe => {
+                    if self.sub_done == self.o.streams {
+                        self.r.subscribe_secs = now.duration_since(phase_start).as_secs_f64();
+                        self.phase = Phase::Hold;
+                        phase_start = now;
+                        self.note(is_tty, &format!("subscribed {}", self.r.subscribed));
+                    }
+                }
+                Phase::Hold => {
+                    if now.duration_since(phase_start).as_secs_f64() >= self.o.hold_secs {
+                        self.phase = Phase::Publish;
+                        self.open_at_pub = self.open;
+                        phase_start = now;
+                    }
+                }
+                Phase::Publish => {
+                    let progress = (self.r.received, self.pub_done, self.issued);
+                    if progress != last_progress {
+                        last_progress = progress;
+                        stalled_since = now;
+                    } else if now.duration_since(stalled_since)
+                        >= self.o.drain + self.o.request_timeout
+                    {
+                        // Nothing moves (lost messages hold the window): stop publishing.
+                        self.r.drain_timed_out = true;
+                        break;
+                    }
+                    self.issue(now, phase_start);
+                    let all_done = match self.o.kind {
+                        Kind::Chat => self.issued == self.o.messages,
+                        _ => self.pub_done == self.o.messages,
+                    };
+                    if all_done {
+                        let t = self.first_pub.unwrap_or(phase_start);
+                        self.r.publish_secs = now.duration_since(t).as_secs_f64();
+                        self.phase = Phase::Drain;
+                        drain_deadline = Some(now + self.o.drain);
+                    }
+                }
+                Phase::Drain => {
+                    let expected = self.expected();
+                    if self.r.unique + self.r.unacked_delivered >= expected || self.open == 0 {
+                        break;
+                    }
+                    if self.r.received != last_recv {
+                        // Progress: restart the drain wait.
+                        drain_deadline = Some(now + self.o.drain);
+                    }
+                    if drain_deadline.is_some_and(|d| now >= d) {
+                        self.r.drain_timed_out = true;
+                        break;
+                    }
+                }
+            }
+            if self.phase == Phase::Drain {
+                last_recv = self.r.received;
+            }
+            self.dispatch_jobs(now);
+            if now >= next_scan {
+                next_scan = now + Duration::from_millis(20);
+                self.scan_timeouts(now);
+            }
+            if now >= next_progress {
+                next_progress = now + Duration::from_secs(1);
+                if self.o.progress {
+                    let line = format!(
+                        "[{:6.1}s] {:?} open={} opening={} failed={} subscribed={} published={}/{} received={}/{} closed={}",
+                        now.duration_since(t0).as_secs_f64(),
+                        self.phase,
+                        self.open,
+                        self.pending,
+                        self.r.connect_failed,
+                        self.r.subscribed,
+                        self.r.published,
+                        self.o.messages,
+                        self.r.received,
+                        self.expected(),
+                        self.r.closed_unexpectedly
+                    );
+                    if is_tty {
+                        eprint!("\r\x1b[K{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+            let wait = match self.phase {
+                Phase::Connect | Phase::Publish => Duration::from_millis(1),
+                _ => Duration::from_millis(5),
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    *self.r.failures.entry(format!("poll: {e}")).or_insert(0) += 1;
+                    break;
+                }
+            }
+            let n = self.o.streams as usize;
+            let toks: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+            for t in toks {
+                if t < n {
+                    if t < self.streams.len() {
+                        self.on_stream(t);
+                    }
+                } else {
+                    self.on_admin(t - n);
+                }
+            }
+        }
+        if self.o.progress && is_tty {
+            eprintln!();
+        }
+        self.r.elapsed_secs = t0.elapsed().as_secs_f64();
+        if self.phase == Phase::Connect {
+            self.r.connect_secs = self.r.elapsed_secs;
+        }
+    }
+
+    fn note(&self, is_tty: bool, s: &str) {
+        if self.o.progress {
+            eprintln!("{}{s}", if is_tty { "\r\x1b[K" } else { "" });
+        }
+    }
+
+    fn expected(&self) -> u64 {
+        match self.o.kind {
+            Kind::Fanout => self.r.published * self.open_at_pub,
+            Kind::Unicast => self.r.published,
+            Kind::Chat => self.issued - self.r.send_skipped,
+        }
+    }
+
+    fn finish(&mut self) {
+        // Deliveries of messages whose publish failed are not expected; set them apart.
+        if self.o.kind != Kind::Chat {
+            let m = self.o.messages as usize;
+            let streams = match self.o.kind {
+                Kind::Fanout => self.streams.len(),
+                _ => 1,
+            };
+            let mut extra = 0u64;
+            for n in (0..m).filter(|&n| !self.acked[n]) {
+                for i in 0..streams {
+                    let bit = if self.o.kind == Kind::Fanout {
+                        i * m + n
+                    } else {
+                        n
+                    };
+                    if self.seen[bit / 64] & (1u64 << (bit % 64)) != 0 {
+                        extra += 1;
+                    }
+                }
+            }
+            self.r.unacked_delivered = extra;
+            self.r.unique -= extra;
+        }
+        if self.o.kind == Kind::Chat {
+            self.r.published = self.issued - self.r.send_skipped;
+        }
+        self.r.expected = self.expected();
+        self.r.lost = self.r.expected.saturating_sub(self.r.unique);
+        if self.r.publish_secs == 0.0 {
+            if let (Some(a), Some(b)) = (self.first_pub, self.last_ack) {
+                self.r.publish_secs = b.duration_since(a).as_secs_f64();
+            }
+        }
+        self.r.delivery_secs = match (self.first_pub, self.last_delivery) {
+            (Some(a), Some(b)) if b > a => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        self.r.connect_failed = self.r.failures.values().sum();
+    }
+
+    // ---- streams ----
+
+    fn start_stream(&mut self) {
+        let i = self.streams.len();
+        let path = match &self.o.sub_tpl {
+            Some(t) => {
+                let ch = match self.o.kind {
+                    Kind::Fanout => self.o.channel.clone(),
+                    _ => self.uid(i),
+                };
+                t.expand(&ch, &self.uid(i))
+            }
+            None => format!(
+                "/connect?uid={}&password={}",
+                query_escape(&self.uid(i)),
+                query_escape(&self.o.password)
+            ),
+        };
+        let key = transport::ws_key(self.ws_seed, i as u64);
+        let t = if self.is_generic() {
+            Transport::Chunked
+        } else {
+            self.o.transport
+        };
+        let req = transport::connect_request(&path, &self.stream_host, t, &key);
+        self.streams.push(Stream {
+            sock: None,
+            state: SState::Idle,
+            started: Instant::now(),
+            req,
+            written: 0,
+            head: Vec::new(),
+            dec: None,
+            redirected: false,
+            out: Vec::new(),
+            out_off: 0,
+            last_s: 0,
+            max_n: None,
+            last_from: HashMap::new(),
+        });
+        self.pending += 1;
+        let addr = self.stream_addr;
+        self.open_stream(i, addr);
+    }
+
+    fn open_stream(&mut self, i: usize, addr: SocketAddr) {
+        let src = if self.o.src.is_empty() {
+            None
+        } else {
+            Some(self.o.src[i % self.o.src.len()])
+        };
+        match open_socket(addr, src) {
+            Ok(mut s) => {
+                if let Err(e) = self.poll.registry().register(
+                    &mut s,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    return self.stream_fail(i, &format!("register: {e}"));
+                }
+                let st = &mut self.streams[i];
+                st.sock = Some(s);
+                st.state = SState::Connecting;
+                st.written = 0;
+            }
+            Err(e) => self.stream_fail(i, &format!("connect: {}", e.kind())),
+        }
+    }
+
+    /// A stream failed before its head (a connect failure) or ended after it.
+    fn stream_fail(&mut self, i: usize, why: &str) {
+        let st = &mut self.streams[i];
+        match st.state {
+            SState::Done => return,
+            SState::Open => {
+                self.open -= 1;
+                self.r.closed_unexpectedly += 1;
+            }
+            _ => {
+                self.pending -= 1;
+                *self.r.failures.entry(why.to_string()).or_insert(0) += 1;
+            }
+        }
+        st.state = SState::Done;
+        if let Some(mut s) = st.sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        st.head = Vec::new();
+        st.out = Vec::new();
+        st.dec = None;
+    }
+
+    fn on_stream(&mut self, i: usize) {
+        if self.streams[i].state == SState::Connecting {
+            let s = match self.streams[i].sock.as_ref() {
+                Some(s) => s,
+                None => return,
+            };
+            match s.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    return self.stream_fail(i, &format!("connect: {}", e.kind()))
+                }
+                Ok(None) => {}
+            }
+            match s.peer_addr() {
+                Ok(_) => self.streams[i].state = SState::Writing,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => return self.stream_fail(i, &format!("connect: {}", e.kind())),
+            }
+        }
+        if self.streams[i].state == SState::Writing {
+            let st = &mut self.streams[i];
+            let s = st.sock.as_mut().expect("socket");
+            while st.written < st.req.len() {
+                match s.write(&st.req[st.written..]) {
+                    Ok(0) => return self.stream_fail(i, "closed before head"),
+                    Ok(k) => st.written += k,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return self.stream_fail(i, &format!("write: {}", e.kind())),
+                }
+            }
+            st.state = SState::Head;
+        }
+        if self.streams[i].state == SState::Open
+            && self.streams[i].out_off < self.streams[i].out.len()
+        {
+            self.flush_out(i);
+        }
+        if matches!(self.streams[i].state, SState::Head | SState::Open) {
+            self.read_stream(i);
+        }
+    }
+
+    fn flush_out(&mut self, i: usize) {
+        let st = &mut self.streams[i];
+        let Some(s) = st.sock.as_mut() else { return };
+        while st.out_off < st.out.len() {
+            match s.write(&st.out[st.out_off..]) {
+                Ok(0) => break,
+                Ok(k) => st.out_off += k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.stream_fail(i, "write"),
+            }
+        }
+        if st.out_off == st.out.len() {
+            st.out.clear();
+            st.out_off = 0;
+        }
+    }
+
+    fn read_stream(&mut self, i: usize) {
+        loop {
+            let st = &mut self.streams[i];
+            let Some(s) = st.sock.as_mut() else { return };
+            let k = match s.read(&mut self.buf) {
+                Ok(0) => return self.stream_fail(i, "closed before head"),
+                Ok(k) => k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.stream_fail(i, &format!("read: {}", e.kind())),
+            };
+            if st.state == SState::Head {
+                st.head.extend_from_slice(&self.buf[..k]);
+                match http::parse_head(&st.head) {
+                    Ok(None) => continue,
+                    Err(_) => return self.stream_fail(i, "bad response head"),
+                    Ok(Some(h)) => {
+                        if !self.on_head(i, h) {
+                            return;
+                        }
+                    }
+                }
+            } else {
+                let data = std::mem::take(&mut self.buf);
+                let ok = self.feed(i, &data[..k]);
+                self.buf = data;
+                if !ok {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns whether to keep reading.
+    fn on_head(&mut self, i: usize, h: http::Head) -> bool {
+        let generic = self.is_generic();
+        let want = if !generic && self.o.transport == Transport::Ws {
+            101
+        } else {
+            200
+        };
+        let st = &mut self.streams[i];
+        if h.status == want {
+            let framing_ok = generic
+                || match self.o.transport {
+                    Transport::Ws => h.upgrade_websocket,
+                    _ => h.chunked,
+                };
+            if !framing_ok {
+                self.stream_fail(i, "stream head without the transport's framing");
+                return false;
+            }
+            let us = st.started.elapsed().as_micros().max(1) as u64;
+            let _ = self.r.connect_latency_us.record(us.min(3_600_000_000));
+            self.r.connected += 1;
+            self.pending -= 1;
+            self.open += 1;
+            st.state = SState::Open;
+            st.dec = Some(Decoder::new(self.framing, h.chunked));
+            let head = std::mem::take(&mut st.head);
+            return self.feed(i, &head[h.len..]);
+        }
+        if matches!(h.status, 301 | 302 | 303 | 307 | 308) && !st.redirected {
+            let target = h.location.as_deref().and_then(http::parse_location);
+            if let Some((host, path)) = target {
+                if let Ok(addr) = resolve(&host) {
+                    self.r.redirects += 1;
+                    let key = transport::ws_key(self.ws_seed, i as u64);
+                    let t = if generic {
+                        Transport::Chunked
+                    } else {
+                        self.o.transport
+                    };
+                    st.req = transport::connect_request(&path, &host, t, &key);
+                    st.redirected = true;
+                    st.head = Vec::new();
+                    if let Some(mut s) = st.sock.take() {
+                        let _ = self.poll.registry().deregister(&mut s);
+                    }
+                    self.open_stream(i, addr);
+                    return false;
+                }
+            }
+        }
+        self.stream_fail(i, &format!("status {}", h.status));
+        false
+    }
+
+    /// Decode and check received bytes. Returns whether the stream is still open.
+    fn feed(&mut self, i: usize, data: &[u8]) -> bool {
+        let mut dec = match self.streams[i].dec.take() {
+            Some(d) => d,
+            None => return false,
+        };
+        let mut payloads = std::mem::take(&mut self.payloads);
+        let mut spans = std::mem::take(&mut self.spans);
+        payloads.clear();
+        spans.clear();
+        let res = dec.feed(data, &mut |p: &[u8]| {
+            spans.push((payloads.len(), p.len()));
+            payloads.extend_from_slice(p);
+        });
+        if !spans.is_empty() {
+            let now = Instant::now();
+            let nanos = now_nanos();
+            for &(at, len) in &spans {
+                self.on_message(i, &payloads[at..at + len], now, nanos);
+            }
+        }
+        self.payloads = payloads;
+        self.spans = spans;
+        match res {
+            Ok(false) => {
+                self.streams[i].dec = Some(dec);
+                true
+            }
+            Ok(true) => {
+                self.stream_fail(i, "ended");
+                false
+            }
+            Err(e) => {
+                *self
+                    .r
+                    .stream_errors
+                    .entry(format!("framing: {e:?}"))
+                    .or_insert(0) += 1;
+                self.stream_fail(i, "bad framing");
+                false
+            }
+        }
+    }
+
+    fn on_message(&mut self, i: usize, p: &[u8], now: Instant, nanos: u128) {
+        let m = self.o.messages;
+        let body_n;
+        let body_t;
+        if self.is_generic() {
+            match parse_body(p) {
+                Some((n, t)) => {
+                    body_n = n;
+                    body_t = t;
+                }
+                None => {
+                    self.r.unparsed += 1;
+                    return;
+                }
+            }
+        } else {
+            let Some(msg) = scan_msg(p) else {
+                self.r.unparsed += 1;
+                return;
+            };
+            if let Some(e) = &msg.error {
+                *self.r.stream_errors.entry(e.to_string()).or_insert(0) += 1;
+                return;
+            }
+            if msg.y == Some(0) {
+                self.r.heartbeats += 1;
+                return;
+            }
+            let Some((n, t)) = msg.b.as_deref().and_then(|b| parse_body(b.as_bytes())) else {
+                self.r.unparsed += 1;
+                return;
+            };
+            body_n = n;
+            body_t = t;
+            // Right recipient and type.
+            let want_y = if self.o.kind == Kind::Fanout { 4 } else { 3 };
+            let uid = self.uid(i);
+            let mut wrong = msg.y != Some(want_y) || msg.t.as_deref() != Some(uid.as_str());
+            if self.o.kind == Kind::Fanout && msg.c.as_deref() != Some(self.o.channel.as_str()) {
+                wrong = true;
+            }
+            if self.o.kind == Kind::Chat && (body_n as usize) < self.from.len() {
+                let sender = self.from[body_n as usize];
+                if sender != u32::MAX {
+                    let su = self.uid(sender as usize);
+                    if msg.f.as_deref() != Some(su.as_str()) {
+                        wrong = true;
+                    }
+                }
+            }
+            if wrong {
+                self.r.misdelivered += 1;
+            }
+            // Per-member seq.
+            match msg.s {
+                Some(s) => {
+                    let st = &mut self.streams[i];
+                    if st.last_s != 0 && s != st.last_s + 1 {
+                        self.r.seq_errors += 1;
+                    }
+                    st.last_s = s;
+                }
+                None => self.r.seq_errors += 1,
+            }
+        }
+        self.r.received += 1;
+        self.last_delivery = Some(now);
+        let lat_us = (nanos.saturating_sub(body_t) / 1000).max(1) as u64;
+        let _ = self.r.latency_us.record(lat_us.min(3_600_000_000));
+        if body_n >= m {
+            self.r.misdelivered += 1;
+            return;
+        }
+        let n = body_n as usize;
+        if self.o.kind != Kind::Fanout && self.dest[n] != i as u32 {
+            self.r.misdelivered += 1;
+            return;
+        }
+        let bit = match self.o.kind {
+            Kind::Fanout => i * m as usize + n,
+            _ => n,
+        };
+        let (w, b) = (bit / 64, 1u64 << (bit % 64));
+        if self.seen[w] & b != 0 {
+            self.r.duplicated += 1;
+            return;
+        }
+        self.seen[w] |= b;
+        self.r.unique += 1;
+        // Order.
+        match self.o.kind {
+            Kind::Chat => {
+                let sender = self.from[n];
+                let st = &mut self.streams[i];
+                let last = st.last_from.entry(sender).or_insert(0);
+                if *last > body_n + 1 {
+                    self.r.out_of_order += 1;
+                } else {
+                    *last = body_n + 1;
+                }
+            }
+            _ => {
+                let st = &mut self.streams[i];
+                match st.max_n {
+                    Some(mx) if body_n < mx => {
+                        // Out of order only if n's publish was answered before mx's was sent.
+                        if self.ack_ev[n] < self.send_ev[mx as usize] {
+                            self.r.out_of_order += 1;
+                        }
+                    }
+                    _ => st.max_n = Some(body_n),
+                }
+            }
+        }
+    }
+
+    // ---- publishing ----
+
+    fn issue(&mut self, now: Instant, phase_start: Instant) {
+        let m = self.o.messages;
+        let due = match self.o.rate {
+            Some(r) => (((now - phase_start).as_secs_f64() * r) as u64 + 1).min(m),
+            None => m,
+        };
+        let per = self.per_msg();
+        while self.issued < due {
+            let delivered_msgs =
+                (self.r.unique + self.r.send_skipped) / per + self.r.publish_failed;
+            if self.issued >= delivered_msgs + self.o.window {
+                break;
+            }
+            let n = self.issued as usize;
+            match self.o.kind {
+                Kind::Chat => {
+                    let users = self.o.streams;
+                    let a = self.rng.below(users) as usize;
+                    let mut b = self.rng.below(users - 1) as usize;
+                    if b >= a {
+                        b += 1;
+                    }
+                    self.dest[n] = b as u32;
+                    self.from[n] = a as u32;
+                    self.issued += 1;
+                    if self.first_pub.is_none() {
+                        self.first_pub = Some(now);
+                    }
+                    if self.streams[a].state != SState::Open {
+                        self.r.send_skipped += 1;
+                        continue;
+                    }
+                    let body = make_body(n as u64, now_nanos(), self.o.body_bytes);
+                    let msg = format!(
+                        "{{\"y\":3,\"f\":\"{}\",\"t\":\"{}\",\"b\":\"{}\"}}",
+                        self.uid(a),
+                        self.uid(b),
+                        body
+                    );
+                    let mask = (self.rng.next_u64() as u32).to_le_bytes();
+                    let frame = client_frame(self.framing, msg.as_bytes(), mask);
+                    self.streams[a].out.extend_from_slice(&frame);
+                    self.flush_out(a);
+                }
+                _ => {
+                    if self.o.kind == Kind::Unicast {
+                        self.dest[n] = self.rng.below(self.o.streams) as u32;
+                    }
+                    self.jobs.push_back(Job::Pub(n as u32));
+                    self.issued += 1;
+                }
+            }
+        }
+    }
+
+    fn admin_request(&self, job: Job) -> Vec<u8> {
+        let host = &self.admin_host;
+        match job {
+            Job::Sub(i) => {
+                let path = format!(
+                    "/sub?uid={}&cid={}",
+                    query_escape(&self.uid(i as usize)),
+                    query_escape(&self.o.channel)
+                );
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+            }
+            Job::Pub(n) => {
+                let body = make_body(n as u64, now_nanos(), self.o.body_bytes);
+                let path = match (&self.o.pub_tpl, self.o.kind) {
+                    (Some(t), Kind::Fanout) => t.expand(&self.o.channel, ""),
+                    (Some(t), _) => {
+                        let u = self.uid(self.dest[n as usize] as usize);
+                        t.expand(&u, &u)
+                    }
+                    (None, Kind::Fanout) => {
+                        format!("/pub?channel={}&from=lt", query_escape(&self.o.channel))
+                    }
+                    (None, _) => format!(
+                        "/pub?to={}&from=lt",
+                        query_escape(&self.uid(self.dest[n as usize] as usize))
+                    ),
+                };
+                let mut v = format!(
+                    "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                v.extend_from_slice(body.as_bytes());
+                v
+            }
+        }
+    }
+
+    fn dispatch_jobs(&mut self, now: Instant) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        for j in 0..self.admins.len() {
+            if self.jobs.is_empty() {
+                return;
+            }
+            match self.admins[j].state {
+                AState::Down => self.admin_connect(j),
+                AState::Idle => {
+                    let job = self.jobs.pop_front().expect("job");
+                    let req = self.admin_request(job);
+                    if let Job::Pub(n) = job {
+                        self.ev += 1;
+                        self.send_ev[n as usize] = self.ev;
+                        if self.first_pub.is_none() {
+                            self.first_pub = Some(now);
+                        }
+                    }
+                    let a = &mut self.admins[j];
+                    a.req = req;
+                    a.off = 0;
+                    a.job = Some(job);
+                    a.sent_at = Instant::now();
+                    a.state = AState::Busy;
+                    self.admin_write(j);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn admin_token(&self, j: usize) -> Token {
+        Token(self.o.streams as usize + j)
+    }
+
+    fn admin_connect(&mut self, j: usize) {
+        match open_socket(self.admin_addr, None) {
+            Ok(mut s) => {
+                let tok = self.admin_token(j);
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut s, tok, Interest::READABLE | Interest::WRITABLE)
+                    .is_err()
+                {
+                    return;
+                }
+                let a = &mut self.admins[j];
+                a.sock = Some(s);
+                a.state = AState::Connecting;
+                a.sent_at = Instant::now();
+                a.resp.clear();
+            }
+            Err(e) => {
+                *self
+                    .r
+                    .stream_errors
+                    .entry(format!("admin connect: {}", e.kind()))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn admin_down(&mut self, j: usize, why: &str) {
+        let a = &mut self.admins[j];
+        if let Some(mut s) = a.sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        a.state = AState::Down;
+        a.resp.clear();
+        if let Some(job) = a.job.take() {
+            self.job_failed(job, why);
+        }
+    }
+
+    fn job_failed(&mut self, job: Job, why: &str) {
+        match job {
+            Job::Sub(_) => {
+                self.r.subscribe_failed += 1;
+                self.sub_done += 1;
+            }
+            Job::Pub(_) => {
+                self.r.publish_failed += 1;
+                self.pub_done += 1;
+            }
+        }
+        *self
+            .r
+            .stream_errors
+            .entry(format!("admin: {why}"))
+            .or_insert(0) += 1;
+    }
+
+    fn admin_write(&mut self, j: usize) {
+        let a = &mut self.admins[j];
+        let Some(s) = a.sock.as_mut() else { return };
+        while a.off < a.req.len() {
+            match s.write(&a.req[a.off..]) {
+                Ok(0) => return self.admin_down(j, "closed"),
+                Ok(k) => a.off += k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return self.admin_down(j, &format!("write {}", e.kind())),
+            }
+        }
+    }
+
+    fn on_admin(&mut self, j: usize) {
+        if j >= self.admins.len() {
+            return;
+        }
+        if self.admins[j].state == AState::Connecting {
+            let Some(s) = self.admins[j].sock.as_ref() else {
+                return;
+            };
+            match s.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    let why = format!("connect {}", e.kind());
+                    return self.admin_down(j, &why);
+                }
+                Ok(None) => {}
+            }
+            match s.peer_addr() {
+                Ok(_) => self.admins[j].state = AState::Idle,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(_) => return self.admin_down(j, "connect"),
+            }
+        }
+        if self.admins[j].state == AState::Busy {
+            self.admin_write(j);
+        }
+        loop {
+            let a = &mut self.admins[j];
+            let Some(s) = a.sock.as_mut() else { return };
+            let k = match s.read(&mut self.buf) {
+                Ok(0) => return self.admin_down(j, "closed"),
+                Ok(k) => k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.admin_down(j, &format!("read {}", e.kind())),
+            };
+            a.resp.extend_from_slice(&self.buf[..k]);
+        }
+        let a = &mut self.admins[j];
+        if a.resp.is_empty() {
+            return;
+        }
+        match parse_response(&a.resp) {
+            Ok(None) => {}
+            Err(e) => self.admin_down(j, &e),
+            Ok(Some(resp)) => {
+                a.resp.drain(..resp.len);
+                let job = a.job.take();
+                let rtt = a.sent_at.elapsed();
+                a.state = AState::Idle;
+                if resp.close {
+                    self.admin_down(j, "close");
+                }
+                let Some(job) = job else { return };
+                let ok = (200..300).contains(&resp.status);
+                match job {
+                    Job::Sub(_) => {
+                        self.sub_done += 1;
+                        if ok {
+                            self.r.subscribed += 1;
+                        } else {
+                            self.r.subscribe_failed += 1;
+                        }
+                    }
+                    Job::Pub(n) => {
+                        self.pub_done += 1;
+                        *self.r.publish_statuses.entry(resp.status).or_insert(0) += 1;
+                        let _ = self
+                            .r
+                            .publish_latency_us
+                            .record((rtt.as_micros() as u64).clamp(1, 3_600_000_000));
+                        if ok {
+                            self.last_ack = Some(Instant::now());
+                            self.r.published += 1;
+                            self.ev += 1;
+                            self.ack_ev[n as usize] = self.ev;
+                            self.acked[n as usize] = true;
+                        } else {
+                            self.r.publish_failed += 1;
+                            let body = String::from_utf8_lossy(&resp.body);
+                            let body: String = body.chars().take(80).collect();
+                            *self
+                                .r
+                                .stream_errors
+                                .entry(format!("publish {}: {body}", resp.status))
+                                .or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn scan_timeouts(&mut self, now: Instant) {
+        if self.pending > 0 {
+            let ct = self.o.connect_timeout;
+            for i in 0..self.streams.len() {
+                let st = &self.streams[i];
+                if matches!(
+                    st.state,
+                    SState::Connecting | SState::Writing | SState::Head
+                ) && now.duration_since(st.started) >= ct
+                {
+                    self.stream_fail(i, "connect timeout");
+                }
+            }
+        }
+        for j in 0..self.admins.len() {
+            let a = &self.admins[j];
+            if matches!(a.state, AState::Busy | AState::Connecting)
+                && now.duration_since(a.sent_at) >= self.o.request_timeout
+            {
+                self.admin_down(j, "timeout");
+            }
+        }
+    }
+}
