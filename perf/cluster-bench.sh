@@ -5,6 +5,7 @@
 #   unicast  USERS streams connected through node 1 (303s followed to each owner), UNICAST_MSGS
 #            admin publishes through node 1 to random users: ~2/3 of them cross the NNG bus.
 #   unicast½ the same at half the max publish rate measured just before (latency).
+#   fanout½  M/5 publishes at half the max rate measured just before (latency).
 #   fanout   N subscribers spread over the 3 nodes (by ownership), subscribed through node 1,
 #            M channel publishes through node 1: each broadcast over the bus, each node delivering
 #            to its own members.
@@ -94,7 +95,7 @@ URATE=$(jq_ "$OUT/unicast.json" 'max(1.0, d["publish"]["per_sec"]/2)')
 run unicast-half unicast --users "$USERS" --messages "$UNICAST_MSGS" --seed 1 --window 256 --pub-conns "$PUB_CONNS" --rate "$URATE"
 run fanout fanout --subscribers "$N" --messages "$M" --window 64 --pub-conns 4
 FRATE=$(jq_ "$OUT/fanout.json" 'max(1.0, d["publish"]["per_sec"]/2)')
-run fanout-half fanout --subscribers "$N" --messages "$M" --window 64 --pub-conns 4 --rate "$FRATE"
+run fanout-half fanout --subscribers "$N" --messages "$(( M / 5 ))" --window 64 --pub-conns 4 --rate "$FRATE"
 
 for i in 1 2 3; do
     curl -s "http://127.0.0.$i:${A[$i]}/stats" >"$OUT/n$i.stats.json" || true

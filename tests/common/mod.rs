@@ -19,6 +19,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Two free ports that differ (bind(0) twice may hand out the same one).
+pub fn distinct_ports() -> (u16, u16) {
+    loop {
+        let (a, b) = (free_port(), free_port());
+        if a != b {
+            return (a, b);
+        }
+    }
+}
+
 /// Waits for `cond` up to `limit`, polling every 20 ms; panics with `what` on timeout.
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
@@ -534,11 +544,18 @@ impl Client {
 
 /// The arguments `Server::start` uses, for a given directory and ports, then `extra`.
 fn server_args(dir: &std::path::Path, client: u16, admin: u16, extra: &[&str]) -> Vec<String> {
+    // The three ports must differ (the server refuses otherwise).
+    let bus = loop {
+        let p = free_port();
+        if p != client && p != admin {
+            break p;
+        }
+    };
     let mut args: Vec<String> = vec![
         "--client_host=127.0.0.1".into(),
         format!("--client_port={client}"),
         format!("--admin_port={admin}"),
-        format!("--bus_port={}", free_port()),
+        format!("--bus_port={bus}"),
         format!("--pid_file={}", dir.join("ipush.pid").display()),
         format!("--data_dir={}", dir.join("data").display()),
         "--storage=memory".into(),
@@ -587,8 +604,7 @@ impl Server {
         for attempt in 0..6 {
             if attempt >= 3 {
                 // The old ports were taken meanwhile: the data dir is what matters.
-                self.client_port = free_port();
-                self.admin_port = free_port();
+                (self.client_port, self.admin_port) = distinct_ports();
             }
             let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
             let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
@@ -623,7 +639,8 @@ impl Server {
     /// to `limit` for it to exit, captures stderr. Panics if it becomes healthy or runs on.
     pub fn start_expect_failure(&self, extra: &[&str], limit: Duration) -> FailedStart {
         assert!(self.child.is_none(), "stop or kill the server first");
-        let args = server_args(&self.dir, free_port(), free_port(), extra);
+        let (client, admin) = distinct_ports();
+        let args = server_args(&self.dir, client, admin, extra);
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
             .args(&args)
