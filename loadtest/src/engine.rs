@@ -5,16 +5,16 @@
 //! to, then holds what it has for `hold_secs`.
 
 use crate::http::{self, Counts, StreamStatus};
+use crate::net::{classify, open_socket, resolve, Fail};
 use crate::report::{new_histogram, Failures};
 use crate::transport::{self, Codec, Counter, Transport};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,65 +129,6 @@ struct Conn {
     head: Vec<u8>,
     /// `(addr, host, path)` after a redirect.
     redirect: Option<Box<(SocketAddr, String, String)>>,
-}
-
-enum Fail {
-    Refused,
-    Timeout,
-    Status(u16),
-    ClosedWhileHeld,
-    ClosedBeforeHead,
-    BadResponse,
-    Other(String),
-}
-
-fn classify(e: &io::Error) -> Fail {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => Fail::Refused,
-        ErrorKind::TimedOut => Fail::Timeout,
-        _ => match e.raw_os_error() {
-            Some(libc::ETIMEDOUT) => Fail::Timeout,
-            Some(libc::EADDRNOTAVAIL) => Fail::Other("EADDRNOTAVAIL (local ports)".into()),
-            Some(libc::EMFILE) => Fail::Other("EMFILE (fd limit)".into()),
-            Some(libc::ENFILE) => Fail::Other("ENFILE (file-max)".into()),
-            Some(libc::ENOBUFS) => Fail::Other("ENOBUFS".into()),
-            Some(code) => Fail::Other(format!("os error {code}")),
-            None => Fail::Other(e.kind().to_string()),
-        },
-    }
-}
-
-pub fn resolve(target: &str) -> Result<SocketAddr> {
-    target
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {target}"))?
-        .next()
-        .with_context(|| format!("{target} resolves to nothing"))
-}
-
-fn open_socket(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_nonblocking(true)?;
-    if let Some(ip) = src {
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a socket we own with a c_int option value.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        sock.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into())?;
-    }
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
 }
 
 struct Runner<'a> {
@@ -371,7 +312,7 @@ impl Runner<'_> {
         } else {
             Some(self.o.src[i % self.o.src.len()])
         };
-        match open_socket(addr, src) {
+        match open_socket(addr, src, false) {
             Ok(mut s) => {
                 if let Err(e) = self.poll.registry().register(
                     &mut s,

@@ -2,15 +2,15 @@
 //! one thread with non-blocking sockets (mio), hold them, report.
 
 use crate::http::{self, Counts, StreamStatus};
+use crate::net::{classify, open_socket, resolve, Fail};
 use crate::report::HoldReport;
 use crate::sys;
 use crate::transport::{self, Codec, Counter, Transport};
 use anyhow::{bail, Context, Result};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// fds kept free for stdio, epoll, /proc reads.
@@ -61,84 +61,12 @@ struct Conn {
     redirect: Option<Box<Redirect>>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Fail {
-    Refused,
-    Timeout,
-    Status(u16),
-    ClosedWhileHeld,
-    ClosedBeforeHead,
-    BadResponse,
-    Other(String),
-}
-
-fn classify(e: &io::Error) -> Fail {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => Fail::Refused,
-        ErrorKind::TimedOut => Fail::Timeout,
-        _ => match e.raw_os_error() {
-            Some(libc::ETIMEDOUT) => Fail::Timeout,
-            Some(code) => Fail::Other(format!("os error {code}: {}", errno_name(code))),
-            None => Fail::Other(e.kind().to_string()),
-        },
-    }
-}
-
-fn errno_name(code: i32) -> &'static str {
-    match code {
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL (out of local ports? use --src)",
-        libc::EMFILE => "EMFILE (fd limit)",
-        libc::ENFILE => "ENFILE",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::EADDRINUSE => "EADDRINUSE",
-        _ => "",
-    }
-}
-
-fn resolve(target: &str) -> Result<SocketAddr> {
-    target
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {target}"))?
-        .next()
-        .with_context(|| format!("{target} resolves to nothing"))
-}
-
 /// Size of the local ephemeral port range.
 fn port_range_size() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
     let (lo, hi) = (it.next()??, it.next()??);
     Some(hi.saturating_sub(lo) + 1)
-}
-
-fn open_socket(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_nonblocking(true)?;
-    if let Some(ip) = src {
-        // Defer the port choice to connect() so the 4-tuple, not the source
-        // address alone, has to be unique.
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a socket we own with a c_int option value.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        sock.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into())?;
-    }
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
 }
 
 struct Runner {
@@ -384,7 +312,7 @@ impl Runner {
 
     fn open(&mut self, i: usize, addr: SocketAddr) {
         let src = self.src_for(i);
-        match open_socket(addr, src) {
+        match open_socket(addr, src, false) {
             Ok(mut s) => {
                 if let Err(e) = self.poll.registry().register(
                     &mut s,

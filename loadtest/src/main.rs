@@ -9,6 +9,7 @@
 mod hold;
 mod http;
 mod latency;
+mod net;
 mod report;
 mod scenario;
 mod scenario_cli;

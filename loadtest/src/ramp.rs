@@ -392,8 +392,11 @@ pub fn run(a: RampArgs, kind: &str) -> Result<i32> {
     };
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(p) = &a.hist_out {
-        std::fs::write(p, percentiles(&report.latency_us))
-            .with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(
+            p,
+            crate::latency::percentile_distribution(&report.latency_us),
+        )
+        .with_context(|| format!("writing {}", p.display()))?;
     }
     let mut j = summary_json(&report, &a, kind, elapsed);
     j["memory"] = stepper.summary();
@@ -573,17 +576,6 @@ fn sum_snapshots(latest: &[Option<Snapshot>], step: &Histogram<u64>) -> Snapshot
     t
 }
 
-fn lat_json(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return json!({"count": 0});
-    }
-    json!({
-        "count": h.len(), "min": h.min(), "mean": (h.mean() * 10.0).round() / 10.0,
-        "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9),
-        "p99": h.value_at_quantile(0.99), "p99_9": h.value_at_quantile(0.999), "max": h.max(),
-    })
-}
-
 fn summary_json(r: &EngineReport, a: &RampArgs, kind: &str, elapsed: f64) -> Value {
     let f = &r.failures;
     json!({
@@ -602,7 +594,7 @@ fn summary_json(r: &EngineReport, a: &RampArgs, kind: &str, elapsed: f64) -> Val
         },
         "status_codes": r.status_codes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "errors": r.errors.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "connect_latency_us": lat_json(&r.latency_us),
+        "connect_latency_us": crate::latency::hist_json(&r.latency_us),
         "ramp_secs": r.ramp_secs,
         "connects_per_sec": if r.ramp_secs > 0.0 { (r.connected as f64 / r.ramp_secs).round() } else { 0.0 },
         "elapsed_secs": elapsed,
@@ -634,21 +626,4 @@ fn summary_text(j: &Value) -> String {
         g("/memory/peak/kernel_slab_per_conn_bytes"),
         g("/memory/first_failure"),
     )
-}
-
-/// HdrHistogram-style percentile distribution (value µs, percentile, count).
-pub fn percentiles(h: &Histogram<u64>) -> String {
-    let mut s = String::from("       Value   Percentile   TotalCount\n");
-    if h.is_empty() {
-        return s;
-    }
-    for v in h.iter_quantiles(2) {
-        s.push_str(&format!(
-            "{:12} {:12.6} {:12}\n",
-            v.value_iterated_to(),
-            v.quantile_iterated_to(),
-            v.count_since_last_iteration()
-        ));
-    }
-    s
 }

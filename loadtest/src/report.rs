@@ -170,20 +170,7 @@ impl HoldReport {
     }
 
     pub fn latency_json(&self) -> Value {
-        let h = &self.latency_us;
-        if h.is_empty() {
-            return json!({ "count": 0 });
-        }
-        json!({
-            "count": h.len(),
-            "min": h.min(),
-            "mean": (h.mean() * 10.0).round() / 10.0,
-            "p50": h.value_at_quantile(0.50),
-            "p90": h.value_at_quantile(0.90),
-            "p99": h.value_at_quantile(0.99),
-            "p99_9": h.value_at_quantile(0.999),
-            "max": h.max(),
-        })
+        crate::latency::hist_json(&self.latency_us)
     }
 
     pub fn to_json(&self) -> Value {
@@ -377,36 +364,7 @@ impl HoldReport {
 
     /// HdrHistogram-style percentile distribution (microseconds), for plotting.
     pub fn percentile_distribution(&self) -> String {
-        let mut s = String::from("       Value_us   Percentile   TotalCount 1/(1-Percentile)\n\n");
-        let h = &self.latency_us;
-        if h.is_empty() {
-            return s;
-        }
-        for v in h.iter_quantiles(1) {
-            let q = v.quantile_iterated_to();
-            let inv = if q < 1.0 {
-                format!("{:.2}", 1.0 / (1.0 - q))
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                s,
-                "{:15} {:12.6} {:12} {:>14}",
-                v.value_iterated_to(),
-                q,
-                v.count_since_last_iteration(),
-                inv
-            );
-        }
-        let _ = writeln!(
-            s,
-            "#[Mean = {:.3}, StdDeviation = {:.3}]\n#[Max = {}, Total count = {}]",
-            h.mean(),
-            h.stdev(),
-            h.max(),
-            h.len()
-        );
-        s
+        crate::latency::percentile_distribution(&self.latency_us)
     }
 }
 

@@ -9,6 +9,7 @@
 
 use crate::http::{self, query_escape};
 use crate::latency::ScenarioReport;
+use crate::net::{open_socket, resolve};
 use crate::scenario_wire::{
     client_frame, make_body, parse_body, parse_response, scan_msg, Decoder, Framing, Rng,
     UrlTemplate,
@@ -18,10 +19,9 @@ use crate::transport::{self, Transport};
 use anyhow::{bail, Context, Result};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,40 +80,6 @@ fn now_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
-}
-
-fn resolve(target: &str) -> Result<SocketAddr> {
-    target
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {target}"))?
-        .next()
-        .with_context(|| format!("{target} resolves to nothing"))
-}
-
-fn open_socket(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_nonblocking(true)?;
-    sock.set_nodelay(true)?;
-    if let Some(ip) = src {
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a socket we own with a c_int option value.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        sock.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into())?;
-    }
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -633,7 +599,7 @@ impl Runner {
         } else {
             Some(self.o.src[i % self.o.src.len()])
         };
-        match open_socket(addr, src) {
+        match open_socket(addr, src, true) {
             Ok(mut s) => {
                 if let Err(e) = self.poll.registry().register(
                     &mut s,
@@ -1115,7 +1081,7 @@ impl Runner {
     }
 
     fn admin_connect(&mut self, j: usize) {
-        match open_socket(self.admin_addr, None) {
+        match open_socket(self.admin_addr, None, true) {
             Ok(mut s) => {
                 let tok = self.admin_token(j);
                 if self
