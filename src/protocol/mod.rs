@@ -158,33 +158,59 @@ fn has_lone_high_surrogate(payload: &[u8]) -> bool {
 fn message_from_tape(tape: &Tape<'_>) -> Result<ClientMessage, DecodeError> {
     let root = tape.as_value();
     let obj = root.as_object().ok_or(DecodeError::InvalidJson)?;
-    let mut m = ClientMessage::default();
-    let mut y = None;
+    let mut fields = Fields::default();
     for (key, v) in &obj {
+        fields.set(key, v.as_u64(), || v.as_str().map(str::to_owned))?;
+    }
+    fields.finish()
+}
+
+/// A message's fields as a decoder meets them, whatever the codec.
+#[derive(Default)]
+pub(crate) struct Fields {
+    m: ClientMessage,
+    /// None when absent, Some(None) when present but not a non-negative integer.
+    y: Option<Option<u64>>,
+}
+
+impl Fields {
+    /// Takes the value of `key`: `int` is its integer reading, `string` its string reading.
+    /// Unknown keys are ignored.
+    pub(crate) fn set(
+        &mut self,
+        key: &str,
+        int: Option<u64>,
+        string: impl FnOnce() -> Option<String>,
+    ) -> Result<(), DecodeError> {
+        let m = &mut self.m;
         let (slot, name) = match key {
             "y" => {
-                y = Some(v.as_u64());
-                continue;
+                self.y = Some(int);
+                return Ok(());
             }
             "s" => {
-                m.s = Some(v.as_u64().ok_or(DecodeError::Invalid("s"))?);
-                continue;
+                m.s = Some(int.ok_or(DecodeError::Invalid("s"))?);
+                return Ok(());
             }
             "f" => (&mut m.f, "f"),
             "t" => (&mut m.t, "t"),
             "c" => (&mut m.c, "c"),
             "u" => (&mut m.u, "u"),
             "b" => (&mut m.b, "b"),
-            _ => continue,
+            _ => return Ok(()),
         };
-        *slot = Some(v.as_str().ok_or(DecodeError::Invalid(name))?.to_owned());
+        *slot = Some(string().ok_or(DecodeError::Invalid(name))?);
+        Ok(())
     }
-    validate(m, y)
+
+    pub(crate) fn finish(self) -> Result<ClientMessage, DecodeError> {
+        validate(self.m, self.y)
+    }
 }
 
 /// Checks the type and the fields it requires; shared by the JSON and MessagePack decoders.
 /// `y` is None when absent, Some(None) when present but not a non-negative integer.
-pub(crate) fn validate(
+fn validate(
     mut m: ClientMessage,
     y: Option<Option<u64>>,
 ) -> Result<ClientMessage, DecodeError> {

@@ -3,7 +3,7 @@
 
 use rmpv::Value;
 
-use super::{validate, ClientMessage, DecodeError};
+use super::{ClientMessage, DecodeError, Fields};
 
 /// Decodes one client message; the payload must be exactly one map.
 pub fn decode_client_message(payload: &[u8]) -> Result<ClientMessage, DecodeError> {
@@ -15,32 +15,16 @@ pub fn decode_client_message(payload: &[u8]) -> Result<ClientMessage, DecodeErro
     let Value::Map(pairs) = v else {
         return Err(DecodeError::InvalidMsgPack);
     };
-    let mut m = ClientMessage::default();
-    let mut y = None;
+    let mut fields = Fields::default();
     for (k, v) in pairs {
         let Some(key) = k.as_str() else { continue };
-        let (slot, name) = match key {
-            "y" => {
-                y = Some(v.as_u64());
-                continue;
-            }
-            "s" => {
-                m.s = Some(v.as_u64().ok_or(DecodeError::Invalid("s"))?);
-                continue;
-            }
-            "f" => (&mut m.f, "f"),
-            "t" => (&mut m.t, "t"),
-            "c" => (&mut m.c, "c"),
-            "u" => (&mut m.u, "u"),
-            "b" => (&mut m.b, "b"),
-            _ => continue,
-        };
-        let Value::String(s) = v else {
-            return Err(DecodeError::Invalid(name));
-        };
-        *slot = Some(s.into_str().ok_or(DecodeError::Invalid(name))?);
+        let int = v.as_u64();
+        fields.set(key, int, || match v {
+            Value::String(s) => s.into_str(),
+            _ => None,
+        })?;
     }
-    validate(m, y)
+    fields.finish()
 }
 
 fn key_str(out: &mut Vec<u8>, key: &str, value: &str) {
