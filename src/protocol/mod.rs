@@ -210,10 +210,7 @@ impl Fields {
 
 /// Checks the type and the fields it requires; shared by the JSON and MessagePack decoders.
 /// `y` is None when absent, Some(None) when present but not a non-negative integer.
-fn validate(
-    mut m: ClientMessage,
-    y: Option<Option<u64>>,
-) -> Result<ClientMessage, DecodeError> {
+fn validate(mut m: ClientMessage, y: Option<Option<u64>>) -> Result<ClientMessage, DecodeError> {
     let ty = match y {
         None => return Err(DecodeError::Missing("y")),
         Some(n) => n
