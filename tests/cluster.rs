@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,6 @@ struct Cluster {
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
-fn port_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Clusters of this file run one at a time: three servers each are plenty for two cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -44,9 +36,9 @@ impl Cluster {
                 let ip = format!("127.0.0.{}", i + 1);
                 Node {
                     name: format!("n{}", i + 1),
-                    client: port_on(&ip),
-                    admin: port_on(&ip),
-                    bus: port_on(&ip),
+                    client: free_port_on(&ip),
+                    admin: free_port_on(&ip),
+                    bus: free_port_on(&ip),
                     ip,
                     child: None,
                 }

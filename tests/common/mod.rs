@@ -10,23 +10,33 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A port nobody listens on right now (bind to 0, read it back, release it).
+/// A free port on 127.0.0.1 that this test process has not handed out before.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port_on("127.0.0.1")
 }
 
-/// Two free ports that differ (bind(0) twice may hand out the same one).
-pub fn distinct_ports() -> (u16, u16) {
+/// A free port on `ip` that this test process has not handed out before. bind(0) alone may
+/// return a port just released (even one given to the previous caller), which once made a
+/// node's admin and bus ports equal; remembering every port given out rules that out.
+pub fn free_port_on(ip: &str) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Hold refused listeners open so the kernel cannot offer the same port again.
+    let mut held = Vec::new();
     loop {
-        let (a, b) = (free_port(), free_port());
-        if a != b {
-            return (a, b);
+        let l = TcpListener::bind((ip, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
         }
+        held.push(l);
     }
+}
+
+/// Two free ports that differ.
+pub fn distinct_ports() -> (u16, u16) {
+    (free_port(), free_port())
 }
 
 /// Waits for `cond` up to `limit`, polling every 20 ms; panics with `what` on timeout.
