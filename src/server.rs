@@ -139,6 +139,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
         let admin = admin.into_raw_fd();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
             .name(&format!("ipush-core{i}"))
+            // The kernel sizes io_uring's cancel hash table from the ring (8 buckets at
+            // glommio's default depth of 128, 256 at 4096), and glommio cancels and re-arms its
+            // preemption timer on every reactor turn: with 10,000 sockets armed, each cancel
+            // walked ~1,250 polls (14% of the CPU in a unicast profile).
+            .ring_depth(4096)
             .spawn(move || async move {
                 // SAFETY: the fds come from listeners bound above and are owned from here on.
                 let (client, admin) = unsafe {
@@ -369,6 +374,7 @@ async fn core_main(
     let client = glommio::spawn_local(crate::transport::accept::client_loop(shard.clone(), client));
     let admin = glommio::spawn_local(crate::admin::admin_loop(shard.clone(), admin));
     let house = glommio::spawn_local(housekeeping(shard.clone()));
+    let flusher = glommio::spawn_local(crate::transport::stream::flusher(shard.clone()));
 
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -388,6 +394,7 @@ async fn core_main(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(house);
+    drop(flusher);
     if let Err(e) = shard.store.close().await {
         tracing::error!(core = %id, error = %e, "flushing storage at shutdown failed");
     }

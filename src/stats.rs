@@ -50,6 +50,8 @@ counters! {
     recv_number: "messages received from clients",
     send_bytes: "payload bytes sent to clients",
     send_number: "messages sent to clients",
+    send_writes: "socket writes to client streams (each carries one or more messages)",
+    send_blocked: "writes that found a client's socket full (the rest waits until it drains)",
     user_connect: "streams opened",
     user_disconnect: "streams closed",
     user_reconnect: "streams replaced by a newer connect of the same uid",

@@ -10,5 +10,8 @@ fn idle_stream_state_stays_small() {
     assert!(size <= 200, "stream task state grew to {size} bytes");
     let conn = std::mem::size_of::<ipush::shard::conn::Conn>();
     let user = std::mem::size_of::<ipush::shard::User>();
-    assert!(conn <= 96 && user <= 64, "Conn {conn} B, User {user} B");
+    // Conn grew from 96 to 112 B with what the core's flusher needs to write to the socket
+    // directly (fd, mode, dirty/final flags, the boxed unsent bytes).
+    eprintln!("Conn {conn} B, User {user} B");
+    assert!(conn <= 112 && user <= 64, "Conn {conn} B, User {user} B");
 }

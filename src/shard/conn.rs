@@ -1,13 +1,16 @@
-//! One client stream's shared state: its bounded send queue and close flags; owned by the
-//! user's core, written by publishers on that core and drained by the stream's own task.
+//! One client stream's shared state: its bounded send queue, socket and close flags; owned by
+//! the user's core, written by publishers on that core, drained by the core's flusher (straight
+//! to the socket) and by the stream's own task when the socket is full.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::Waker;
 
 use super::ids::ConnId;
 use crate::storage::MsgBody;
+use crate::transport::stream::{Codec, Mode, Transport};
 
 /// Something queued for a stream, encoded for its transport only when written.
 #[derive(Debug, Clone)]
@@ -41,7 +44,8 @@ pub struct Conn {
     pub id: ConnId,
     pub uid: Rc<str>,
     queue: RefCell<VecDeque<Out>>,
-    waker: RefCell<Option<Waker>>,
+    /// The stream task's waker (a `Cell`: 8 bytes less per stream than a `RefCell`).
+    waker: Cell<Option<Waker>>,
     /// Offline replay still running: live messages wait in the queue behind it.
     replaying: Cell<bool>,
     /// A final item is queued: accept nothing more.
@@ -52,6 +56,16 @@ pub struct Conn {
     pub last_send: Cell<u32>,
     /// Housekeeping ticks seen while ending: a final chunk nobody reads is given up on.
     pub ending_ticks: Cell<u8>,
+    /// In the core's list of streams to flush.
+    pub dirty: Cell<bool>,
+    /// The final item is encoded: nothing more is written after `unsent`.
+    pub final_encoded: Cell<bool>,
+    /// The stream's socket while its task owns it (-1 before and after), for direct writes.
+    fd: Cell<RawFd>,
+    pub mode: Cell<Mode>,
+    /// Encoded bytes the socket did not take; only the stream task writes them, when the
+    /// socket is writable again. None almost always.
+    pub unsent: RefCell<Option<Box<Vec<u8>>>>,
 }
 
 impl Conn {
@@ -60,18 +74,43 @@ impl Conn {
             id,
             uid,
             queue: RefCell::new(VecDeque::new()),
-            waker: RefCell::new(None),
+            waker: Cell::new(None),
             replaying: Cell::new(true),
             ending: Cell::new(false),
             abort: Cell::new(false),
             last_send: Cell::new(now),
             ending_ticks: Cell::new(0),
+            dirty: Cell::new(false),
+            final_encoded: Cell::new(false),
+            fd: Cell::new(-1),
+            mode: Cell::new(Mode {
+                transport: Transport::Chunked,
+                codec: Codec::Json,
+            }),
+            unsent: RefCell::new(None),
         }
     }
 
+    /// The socket to write to, or None when the stream does not stream (yet or any more).
+    pub fn fd(&self) -> Option<RawFd> {
+        let fd = self.fd.get();
+        (fd >= 0).then_some(fd)
+    }
+
+    /// Set once the response head is written; cleared before the socket is closed, so a
+    /// write never reaches a descriptor number the kernel has handed to someone else.
+    pub fn set_fd(&self, fd: Option<RawFd>) {
+        self.fd.set(fd.unwrap_or(-1));
+    }
+
     /// Queues `item`; false when the queue already holds `max` items (the caller closes the
-    /// stream as a slow reader). Final items are always accepted.
+    /// stream as a slow reader). Final items are always accepted. Messages do not wake the
+    /// stream's task: the core's flusher writes them (see `Shard::push`).
     pub fn push(&self, item: Out, max: usize) -> bool {
+        self.enqueue(item, max)
+    }
+
+    fn enqueue(&self, item: Out, max: usize) -> bool {
         if self.ending.get() || self.abort.get() {
             return true;
         }
@@ -83,9 +122,13 @@ impl Conn {
             self.ending.set(true);
         }
         q.push_back(item);
-        drop(q);
-        self.wake();
         true
+    }
+
+    /// Queues a final item and wakes the stream's task, which writes it and closes.
+    fn push_final(&self, item: Out) {
+        self.enqueue(item, usize::MAX);
+        self.wake();
     }
 
     /// Ends the stream after what is queued, with `{"error":reason}` (a normal close) or, with
@@ -95,17 +138,17 @@ impl Conn {
             Some(r) => Out::Error(Rc::from(r), CLOSE_NORMAL),
             None => Out::End(CLOSE_GOING_AWAY),
         };
-        self.push(item, usize::MAX);
+        self.push_final(item);
     }
 
     /// Ends the stream for bad input: `{"error":reason}`, then a WebSocket closes with `code`.
     pub fn fail(&self, reason: &str, code: u16) {
-        self.push(Out::Error(Rc::from(reason), code), usize::MAX);
+        self.push_final(Out::Error(Rc::from(reason), code));
     }
 
     /// Ends the stream without a message (a WebSocket answers the client's close with `code`).
     pub fn end(&self, code: u16) {
-        self.push(Out::End(code), usize::MAX);
+        self.push_final(Out::End(code));
     }
 
     pub fn abort(&self) {
@@ -153,21 +196,37 @@ impl Conn {
     }
 
     pub fn set_waker(&self, w: &Waker) {
-        let mut slot = self.waker.borrow_mut();
-        match &*slot {
-            Some(old) if old.will_wake(w) => {}
-            _ => *slot = Some(w.clone()),
+        let old = self.waker.take();
+        match old {
+            Some(old) if old.will_wake(w) => self.waker.set(Some(old)),
+            _ => self.waker.set(Some(w.clone())),
         }
     }
 
     pub fn clear_waker(&self) {
-        self.waker.borrow_mut().take();
+        self.waker.take();
     }
 
-    fn wake(&self) {
-        if let Some(w) = self.waker.borrow().as_ref() {
+    /// Wakes the stream's task (to write what the flusher could not, or to close).
+    pub fn wake(&self) {
+        let w = self.waker.take();
+        if let Some(w) = &w {
             w.wake_by_ref();
         }
+        self.waker.set(w);
+    }
+
+    /// Bytes wait for the socket to become writable.
+    pub fn has_unsent(&self) -> bool {
+        self.unsent.borrow().is_some()
+    }
+
+    /// Keeps bytes the socket did not take, after any already kept.
+    pub fn keep_unsent(&self, bytes: &[u8]) {
+        self.unsent
+            .borrow_mut()
+            .get_or_insert_with(Box::default)
+            .extend_from_slice(bytes);
     }
 }
 

@@ -99,6 +99,10 @@ pub struct Shard {
     pub members: Arc<Membership>,
     /// This core's end of the cluster bus (set at start-up when there is a cluster).
     bus: std::cell::OnceCell<CoreLink>,
+    /// Streams with queued messages, for the flusher; each appears once (`Conn::dirty`).
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    /// The flusher, parked while `dirty` is empty.
+    flusher: RefCell<Option<Waker>>,
 }
 
 /// Where a uid's work runs.
@@ -140,6 +144,8 @@ impl Shard {
             closing: Cell::new(false),
             members: Arc::new(Membership::from_config(&cfg_for_members)),
             bus: std::cell::OnceCell::new(),
+            dirty: RefCell::default(),
+            flusher: RefCell::default(),
         }
     }
 
@@ -330,13 +336,40 @@ impl Shard {
         }
     }
 
-    /// Queues `item` to `conn`; a full queue closes it (its messages stay stored).
-    pub fn push(&self, conn: &Conn, item: Out) {
+    /// Queues `item` to `conn` for the flusher; a full queue closes it (its messages stay
+    /// stored).
+    pub fn push(&self, conn: &Rc<Conn>, item: Out) {
         if !conn.push(item, self.cfg.send_queue_max) {
             tracing::debug!(uid = %conn.uid, "slow reader: send queue full, closing");
             self.bump(&self.stats.slow_disconnect);
             conn.abort();
+            return;
         }
+        if !conn.dirty.replace(true) {
+            let mut dirty = self.dirty.borrow_mut();
+            dirty.push(conn.clone());
+            if dirty.len() == 1 {
+                if let Some(w) = self.flusher.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// The streams to flush now (waits while there are none); `spare` is an empty list whose
+    /// allocation is reused for the next batch.
+    pub async fn take_dirty(&self, spare: Vec<Rc<Conn>>) -> Vec<Rc<Conn>> {
+        let mut spare = Some(spare);
+        std::future::poll_fn(|cx| {
+            let mut dirty = self.dirty.borrow_mut();
+            if dirty.is_empty() {
+                *self.flusher.borrow_mut() = Some(cx.waker().clone());
+                return std::task::Poll::Pending;
+            }
+            let batch = std::mem::replace(&mut *dirty, spare.take().unwrap_or_default());
+            std::task::Poll::Ready(batch)
+        })
+        .await
     }
 
     pub fn disconnect(&self, uid: &str) -> bool {
@@ -770,7 +803,7 @@ impl Shard {
                 Box::pin(crate::transport::client_msg::handle(
                     self,
                     &uid,
-                    conn.as_deref(),
+                    conn.as_ref(),
                     msg,
                 ))
                 .await

@@ -13,7 +13,7 @@ use crate::storage::StorageError;
 pub async fn handle(
     shard: &Rc<Shard>,
     uid: &str,
-    conn: Option<&Conn>,
+    conn: Option<&Rc<Conn>>,
     m: ClientMessage,
 ) -> Result<(), StorageError> {
     let stats = &shard.stats;

@@ -1,13 +1,22 @@
 //! The stream of one connected user, over its transport (chunked "comet", WebSocket or
-//! Server-Sent Events) and codec (JSON or MessagePack): writes its queue as frames and reads
-//! the client's frames; one task per stream on the user's core.
+//! Server-Sent Events) and codec (JSON or MessagePack): one task per stream on the user's core
+//! reads the client's frames; the core's flusher task writes queued messages as frames.
 //!
 //! Memory per idle stream is the point here: the task holds no read buffer while waiting (it
 //! reads into a per-core scratch buffer only when the socket is readable), no write buffer and
 //! no queue allocation, so an idle stream costs its task, its socket and its `Conn`.
+//!
+//! Writes go through one per-core flusher rather than each stream's task: a publish only queues
+//! and marks the stream dirty, and the flusher, yielding to the executor between streams, sends
+//! everything queued for a stream in one `send`. Under fan-out load, publishes arriving while a
+//! flush pass runs pile up behind it, so each send carries several messages (one syscall and one
+//! loopback segment per stream per pass instead of per delivery); when idle, a message is sent
+//! as soon as the publishing task yields. A socket that takes less than offered leaves the rest
+//! in `Conn::unsent` and the stream's task waits for it to become writable.
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -32,6 +41,8 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
     /// Where one message's JSON is built before it is framed.
     static JSON: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+    /// Where a stream's queued frames are encoded for one `send`.
+    static OUT: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(WRITE_BATCH + 4096));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +100,114 @@ pub async fn run(shard: Rc<Shard>, new: Box<NewStream>) {
     }
 }
 
+/// What `write_queued` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrote {
+    /// Everything queued is written (or the stream does not stream yet).
+    Idle,
+    /// The socket took less than offered: the rest is in `Conn::unsent`.
+    Blocked,
+    /// The final item is written: the stream closes.
+    Finished,
+    /// The socket failed.
+    Failed,
+}
+
+/// Writes what is queued for `conn` straight to its socket, up to `WRITE_BATCH` bytes per
+/// `send`; never waits.
+pub fn write_queued(shard: &Shard, conn: &Conn) -> Wrote {
+    let Some(fd) = conn.fd() else {
+        return Wrote::Idle;
+    };
+    if conn.is_aborted() {
+        return Wrote::Failed;
+    }
+    if conn.has_unsent() {
+        return Wrote::Blocked;
+    }
+    if conn.is_replaying() || conn.final_encoded.get() {
+        return Wrote::Idle;
+    }
+    let mode = conn.mode.get();
+    OUT.with(|out| {
+        let mut out = out.borrow_mut();
+        loop {
+            out.clear();
+            let ending = fill(&mut out, shard, conn, mode);
+            if ending {
+                conn.final_encoded.set(true);
+            }
+            if out.is_empty() {
+                return if ending { Wrote::Finished } else { Wrote::Idle };
+            }
+            shard.bump(&shard.stats.send_writes);
+            match send_now(fd, &out) {
+                Ok(n) => {
+                    conn.last_send.set(shard.clock());
+                    if n < out.len() {
+                        shard.bump(&shard.stats.send_blocked);
+                        conn.keep_unsent(&out[n..]);
+                        return Wrote::Blocked;
+                    }
+                    if ending {
+                        return Wrote::Finished;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    shard.bump(&shard.stats.send_blocked);
+                    conn.keep_unsent(&out);
+                    return Wrote::Blocked;
+                }
+                Err(_) => return Wrote::Failed,
+            }
+        }
+    })
+}
+
+/// One non-blocking `send` (no SIGPIPE), retried only when interrupted.
+fn send_now(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is the stream's open socket
+        // (`Conn::fd` is cleared before the stream's socket is closed).
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// This core's writer: sends what publishes queued, stream by stream, yielding to the
+/// executor between streams so that new publishes (and their deliveries) interleave with a
+/// long pass and get coalesced into the next one.
+pub async fn flusher(shard: Rc<Shard>) {
+    let mut spare = Vec::new();
+    loop {
+        let mut batch = shard.take_dirty(spare).await;
+        for conn in batch.drain(..) {
+            conn.dirty.set(false);
+            match write_queued(&shard, &conn) {
+                Wrote::Idle => {}
+                // The stream's task waits for writability, or closes.
+                Wrote::Blocked | Wrote::Finished => conn.wake(),
+                Wrote::Failed => conn.abort(),
+            }
+            glommio::yield_if_needed().await;
+        }
+        spare = batch;
+    }
+}
+
 /// An open stream's task, written by hand so that its idle state is exactly these fields
 /// (an `async fn` would also keep iterators, closures and await slots).
 pub struct StreamTask {
@@ -127,6 +246,7 @@ impl Future for StreamTask {
                     }));
                 }
                 Poll::Ready(Event::Done) => {
+                    this.conn.set_fd(None);
                     if !this.conn.is_aborted() {
                         // glommio's close is a synchronous shutdown(SHUT_WR): ready at once.
                         let _ = Pin::new(&mut this.stream).poll_close(cx);
@@ -180,11 +300,14 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
             head.extend_from_slice(b"\r\n\r\n");
         }
     }
+    conn.mode.set(opening.mode);
     if stream.write_all(&head).await.is_err() {
         conn.clear_waker();
         shard.detach(&conn);
         return None;
     }
+    // From here on, the flusher writes queued messages (once the replay is in front of them).
+    conn.set_fd(Some(stream.as_raw_fd()));
     shard.replay(&conn, after, upto).await;
     let leftover = opening.leftover;
     let io = StreamIo {
@@ -195,8 +318,6 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
                 ..Bufs::default()
             })
         }),
-        ending: false,
-        mode: opening.mode,
     };
     Some((stream, conn, io))
 }
@@ -206,23 +327,17 @@ enum Event {
     Done,
 }
 
-/// What a stream keeps between polls: 16 bytes while idle.
+/// What a stream's task keeps between polls: 16 bytes while idle.
 struct StreamIo {
-    /// Buffers, allocated only while bytes are in flight.
+    /// Buffers, allocated only while a client frame is incomplete.
     bufs: Option<Box<Bufs>>,
     pending_input: bool,
-    /// The final frame is in `out`: stop after writing it.
-    ending: bool,
-    mode: Mode,
 }
 
 #[derive(Default)]
 struct Bufs {
     /// Bytes of an incomplete frame from the client.
     inbuf: Vec<u8>,
-    /// Encoded frames being written.
-    out: Vec<u8>,
-    written: usize,
     /// A fragmented WebSocket message being reassembled, and whether it is binary.
     frag: Vec<u8>,
     frag_binary: Option<bool>,
@@ -235,9 +350,11 @@ impl StreamIo {
 
     /// Frees the buffers once nothing is in flight, so an idle stream holds none.
     fn release(&mut self) {
-        if self.bufs.as_ref().is_some_and(|b| {
-            b.inbuf.is_empty() && b.written == b.out.len() && b.frag_binary.is_none()
-        }) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.inbuf.is_empty() && b.frag_binary.is_none())
+        {
             self.bufs = None;
         }
     }
@@ -246,40 +363,46 @@ impl StreamIo {
         &mut self,
         cx: &mut Context<'_>,
         shard: &Shard,
-        conn: &Conn,
+        conn: &Rc<Conn>,
         stream: &mut TcpStream,
     ) -> Poll<Event> {
         conn.set_waker(cx.waker());
         if conn.is_aborted() {
             return Poll::Ready(Event::Done);
         }
-        // Write what is queued, coalesced.
+        // Write: first what the socket did not take before (this waits until it is writable),
+        // then anything queued (the flusher usually got there first).
         loop {
-            let flushed = self.bufs.as_ref().is_none_or(|b| b.written == b.out.len());
-            if flushed {
-                if let Some(b) = self.bufs.as_mut() {
-                    b.out = Vec::new();
-                    b.written = 0;
+            {
+                let mut slot = conn.unsent.borrow_mut();
+                if let Some(lo) = slot.as_mut() {
+                    match Pin::new(&mut *stream).poll_write(cx, lo) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(Event::Done)
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            conn.last_send.set(shard.clock());
+                            if n == lo.len() {
+                                *slot = None;
+                            } else {
+                                lo.drain(..n);
+                            }
+                            continue;
+                        }
+                        Poll::Pending => break,
+                    }
                 }
-                if self.ending {
-                    return Poll::Ready(Event::Done);
-                }
-                if conn.is_replaying() || conn.queue_len() == 0 {
-                    break;
-                }
-                self.fill(shard, conn);
             }
-            let b = self.bufs();
-            match Pin::new(&mut *stream).poll_write(cx, &b.out[b.written..]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Done),
-                Poll::Ready(Ok(n)) => {
-                    b.written += n;
-                    conn.last_send.set(shard.clock());
-                }
-                Poll::Pending => break,
+            if conn.final_encoded.get() {
+                return Poll::Ready(Event::Done);
+            }
+            match write_queued(shard, conn) {
+                Wrote::Idle => break,
+                Wrote::Blocked => continue,
+                Wrote::Finished | Wrote::Failed => return Poll::Ready(Event::Done),
             }
         }
-        if self.ending || conn.is_ending() {
+        if conn.final_encoded.get() || conn.is_ending() {
             // Reading stops once the stream is ending; only the final write remains.
             self.release();
             return Poll::Pending;
@@ -323,69 +446,15 @@ impl StreamIo {
         Poll::Pending
     }
 
-    /// Encodes queued items into the write buffer, up to one write batch.
-    fn fill(&mut self, shard: &Shard, conn: &Conn) {
-        let mut ending = false;
-        let mode = self.mode;
-        let out = &mut self.bufs().out;
-        JSON.with(|payload| {
-            let mut payload = payload.borrow_mut();
-            while out.len() < WRITE_BATCH {
-                let Some(item) = conn.pop() else { break };
-                payload.clear();
-                let seq = match &item {
-                    Out::Msg { body, seq } => {
-                        encode_payload(&mut payload, mode.codec, &conn.uid, body, *seq);
-                        *seq
-                    }
-                    Out::Heartbeat => {
-                        match mode.codec {
-                            Codec::Json => payload.extend_from_slice(HEARTBEAT),
-                            Codec::MsgPack => msgpack::encode_heartbeat(&mut payload),
-                        }
-                        None
-                    }
-                    Out::Error(reason, _) => {
-                        match mode.codec {
-                            Codec::Json => protocol::encode_error(&mut payload, reason),
-                            Codec::MsgPack => msgpack::encode_error(&mut payload, reason),
-                        }
-                        None
-                    }
-                    Out::Pong(p) => {
-                        if mode.transport == Transport::WebSocket {
-                            ws::encode_frame(out, ws::PONG, p);
-                        }
-                        continue;
-                    }
-                    Out::End(_) => None,
-                };
-                if !payload.is_empty() {
-                    frame_message(out, mode, &payload, seq);
-                    shard.bump(&shard.stats.send_number);
-                    let b = &shard.stats.send_bytes;
-                    b.set(b.get() + payload.len() as u64);
-                }
-                if item.is_final() {
-                    match (mode.transport, &item) {
-                        (Transport::Chunked, _) => out.extend_from_slice(LAST_CHUNK),
-                        (Transport::WebSocket, Out::Error(reason, code)) => {
-                            ws::encode_close(out, *code, reason)
-                        }
-                        (Transport::WebSocket, Out::End(code)) => ws::encode_close(out, *code, ""),
-                        _ => {}
-                    }
-                    ending = true;
-                    break;
-                }
-            }
-        });
-        self.ending |= ending;
-    }
-
     /// Takes `data` (read just now) through the transport's decoder.
-    fn feed(&mut self, data: &mut [u8], msgs: &mut Vec<ClientMessage>, shard: &Shard, conn: &Conn) {
-        let mode = self.mode;
+    fn feed(
+        &mut self,
+        data: &mut [u8],
+        msgs: &mut Vec<ClientMessage>,
+        shard: &Shard,
+        conn: &Rc<Conn>,
+    ) {
+        let mode = conn.mode.get();
         if mode.transport == Transport::Sse {
             // An event stream is one-way: anything the client sends is ignored.
             return;
@@ -417,6 +486,64 @@ impl StreamIo {
             }
         }
     }
+}
+
+/// Encodes queued items into `out`, up to one write batch; true when the final item is in.
+fn fill(out: &mut Vec<u8>, shard: &Shard, conn: &Conn, mode: Mode) -> bool {
+    let mut ending = false;
+    JSON.with(|payload| {
+        let mut payload = payload.borrow_mut();
+        while out.len() < WRITE_BATCH {
+            let Some(item) = conn.pop() else { break };
+            payload.clear();
+            let seq = match &item {
+                Out::Msg { body, seq } => {
+                    encode_payload(&mut payload, mode.codec, &conn.uid, body, *seq);
+                    *seq
+                }
+                Out::Heartbeat => {
+                    match mode.codec {
+                        Codec::Json => payload.extend_from_slice(HEARTBEAT),
+                        Codec::MsgPack => msgpack::encode_heartbeat(&mut payload),
+                    }
+                    None
+                }
+                Out::Error(reason, _) => {
+                    match mode.codec {
+                        Codec::Json => protocol::encode_error(&mut payload, reason),
+                        Codec::MsgPack => msgpack::encode_error(&mut payload, reason),
+                    }
+                    None
+                }
+                Out::Pong(p) => {
+                    if mode.transport == Transport::WebSocket {
+                        ws::encode_frame(out, ws::PONG, p);
+                    }
+                    continue;
+                }
+                Out::End(_) => None,
+            };
+            if !payload.is_empty() {
+                frame_message(out, mode, &payload, seq);
+                shard.bump(&shard.stats.send_number);
+                let b = &shard.stats.send_bytes;
+                b.set(b.get() + payload.len() as u64);
+            }
+            if item.is_final() {
+                match (mode.transport, &item) {
+                    (Transport::Chunked, _) => out.extend_from_slice(LAST_CHUNK),
+                    (Transport::WebSocket, Out::Error(reason, code)) => {
+                        ws::encode_close(out, *code, reason)
+                    }
+                    (Transport::WebSocket, Out::End(code)) => ws::encode_close(out, *code, ""),
+                    _ => {}
+                }
+                ending = true;
+                break;
+            }
+        }
+    });
+    ending
 }
 
 /// A message's payload in the stream's codec.
@@ -482,7 +609,7 @@ fn decode_ws(
     codec: Codec,
     msgs: &mut Vec<ClientMessage>,
     shard: &Shard,
-    conn: &Conn,
+    conn: &Rc<Conn>,
 ) -> usize {
     use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
     let max = shard.cfg.max_message_bytes;
@@ -594,7 +721,7 @@ fn decode_chunks(
     codec: Codec,
     msgs: &mut Vec<ClientMessage>,
     shard: &Shard,
-    conn: &Conn,
+    conn: &Rc<Conn>,
 ) -> usize {
     let max = shard.cfg.max_message_bytes;
     let mut pos = 0;
