@@ -374,7 +374,7 @@ fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|p| !p.is_empty())
 }
 
-/// Parses the command line (`args` includes argv[0]), expanding `--flagfile`, and validates it.
+/// Parses the command line (`args` includes `argv[0]`), expanding `--flagfile`, and validates it.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, ConfigError> {
     let args: Vec<String> = args.into_iter().collect();
     let cli_given = flags_named(args.iter().skip(1));

@@ -37,8 +37,9 @@
 //! - [`admin`]: the admin HTTP API, /stats and /metrics.
 //! - [`http`]: request heads, responses, chunk framing (pure).
 //! - [`protocol`]: the message model and JSON codecs (pure).
-//! - [`storage`]: the `Storage` trait, memory / embedded (log + I/O thread) / scylla backends,
-//!   and the conformance suite every backend passes.  - [`auth`]: none / HS256 JWT.
+//! - [`storage`]: the `Storage` trait, memory / embedded (a log written by io_uring from the
+//!   core) / scylla backends, and the conformance suite every backend passes.
+//! - [`auth`]: none / HS256 JWT.
 //! - [`stats`]: per-core counters and their merged snapshots.
 
 pub mod admin;

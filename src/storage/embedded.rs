@@ -1,22 +1,23 @@
 //! `--storage=embedded`: one core's durable store under `--data_dir/core-N/`. The index (users,
 //! unacked messages, memberships) lives in memory on the core; every change is also appended to
-//! a checksummed log by a dedicated I/O thread per core, which group-commits whatever has queued
-//! up (one `write`, and one `fdatasync` with `--fsync=always`) and then wakes the waiting
-//! publishers. Reads never touch the disk. Start-up replays the newest snapshot and the log
-//! after it; a background compaction writes a fresh snapshot so disk use stays bounded.
+//! a checksummed log by the core's committer task, which group-commits whatever has queued up
+//! while its previous write was in flight (one io_uring `write`, and one `fdatasync` with
+//! `--fsync=always`) and then wakes the waiting publishers. File I/O goes through glommio's
+//! io_uring files, so the executor never blocks and no other thread is involved (an I/O thread
+//! per core was 2.4x slower for persisted unicast: two cross-thread wake-ups per publish).
+//! Reads never touch the disk. Start-up replays the newest snapshot and the log after it; a
+//! background compaction writes a fresh snapshot so disk use stays bounded.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File};
 use std::future::poll_fn;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
-use atomic_waker::AtomicWaker;
+use glommio::io::{BufferedFile, Directory, OpenOptions};
 
 use super::log::{self, Decoded, Header, Record};
 use super::memory::MemoryStore;
@@ -27,7 +28,7 @@ const ENTRIES_PER_RECORD: usize = 65_536;
 /// Compact when the log since the last snapshot exceeds this and twice the snapshot.
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
 
-/// What the I/O thread is asked to do, in order.
+/// What the committer is asked to do, in order.
 enum IoOp {
     Write {
         ticket: u64,
@@ -51,18 +52,19 @@ enum IoOp {
     },
 }
 
-/// The only state the core and its I/O thread share: progress and a waker, no lock.
-struct Shared {
-    durable: AtomicU64,
-    failed: OnceLock<String>,
-    waker: AtomicWaker,
-}
-
 struct Inner {
     index: MemoryStore,
-    tx: crossbeam_channel::Sender<IoOp>,
-    shared: Arc<Shared>,
+    /// Issued and not yet taken by the committer.
+    ops: RefCell<VecDeque<IoOp>>,
+    /// The committer, parked while `ops` is empty.
+    committer: RefCell<Option<Waker>>,
     issued: Cell<u64>,
+    /// Every ticket up to this one is written (and synced with --fsync=always).
+    durable: Cell<u64>,
+    /// Set once a write failed: the store answers errors from then on.
+    failed: OnceCell<String>,
+    /// The committer has stopped (after `Close`).
+    closed: Cell<bool>,
     waiters: RefCell<Vec<(u64, Waker)>>,
     segment: Cell<u64>,
     since_snapshot: Cell<u64>,
@@ -70,7 +72,6 @@ struct Inner {
     compacting: Cell<bool>,
     dir: PathBuf,
     header: Header,
-    thread: RefCell<Option<std::thread::JoinHandle<()>>>,
 }
 
 pub struct EmbeddedStore {
@@ -88,17 +89,13 @@ pub struct Recovery {
 
 impl EmbeddedStore {
     /// Opens (creating if needed) core `core`'s store in `dir`, replaying what is there. Must
-    /// run on the core's executor: it spawns the task that wakes writers when the log is
-    /// written.
+    /// run on the core's executor: it spawns the committer task there.
     pub fn open(
         dir: &Path,
         core: u32,
         cores: u32,
         fsync: bool,
     ) -> Result<(Self, Recovery), StorageError> {
-        let io_err = |what: &str, e: std::io::Error| {
-            StorageError::Unavailable(format!("{what} {}: {e}", dir.display()))
-        };
         let header = Header {
             snapshot: false,
             core,
@@ -110,27 +107,17 @@ impl EmbeddedStore {
             recover(dir, header, &index, crate::stats::unix_now())?;
         rec.millis = started.elapsed().as_millis();
 
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            durable: AtomicU64::new(0),
-            failed: OnceLock::new(),
-            waker: AtomicWaker::new(),
-        });
         // The directory and the segment are created at the first write, so a start that is
         // refused (another core's store is damaged) leaves nothing behind.
         let writer = Writer::new(dir.to_path_buf(), header, fsync, next_segment);
-        let thread = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("ipush-store{core}"))
-                .spawn(move || writer.run(rx, &shared))
-                .map_err(|e| io_err("cannot start the I/O thread of", e))?
-        };
         let inner = Rc::new(Inner {
             index,
-            tx,
-            shared,
+            ops: RefCell::default(),
+            committer: RefCell::default(),
             issued: Cell::new(0),
+            durable: Cell::new(0),
+            failed: OnceCell::new(),
+            closed: Cell::new(false),
             waiters: RefCell::default(),
             segment: Cell::new(next_segment),
             since_snapshot: Cell::new(0),
@@ -138,9 +125,8 @@ impl EmbeddedStore {
             compacting: Cell::new(false),
             dir: dir.to_path_buf(),
             header,
-            thread: RefCell::new(Some(thread)),
         });
-        glommio::spawn_local(pump(Rc::downgrade(&inner), inner.shared.clone())).detach();
+        glommio::spawn_local(commit_loop(Rc::downgrade(&inner), writer)).detach();
         Ok((EmbeddedStore { inner }, rec))
     }
 
@@ -149,14 +135,13 @@ impl EmbeddedStore {
         compact(self.inner.clone()).await
     }
 
-    /// Waits for everything issued, then stops the I/O thread (fsyncing the log).
+    /// Waits for everything issued, then stops the committer (fsyncing the log).
     pub async fn shutdown(&self) -> Result<(), StorageError> {
-        let t = self.inner.issue(|ticket| IoOp::Close { ticket });
-        let res = self.inner.wait(t).await;
-        if let Some(h) = self.inner.thread.borrow_mut().take() {
-            let _ = h.join();
+        if self.inner.closed.get() {
+            return self.inner.wait(self.inner.issued.get()).await;
         }
-        res
+        let t = self.inner.issue(|ticket| IoOp::Close { ticket });
+        self.inner.wait(t).await
     }
 }
 
@@ -164,13 +149,30 @@ impl Inner {
     fn issue(&self, op: impl FnOnce(u64) -> IoOp) -> u64 {
         let t = self.issued.get() + 1;
         self.issued.set(t);
-        if self.tx.send(op(t)).is_err() {
-            let _ = self.shared.failed.set(format!(
-                "the I/O thread of {} has stopped",
-                self.dir.display()
-            ));
+        if self.closed.get() {
+            let _ = self
+                .failed
+                .set(format!("the store in {} is closed", self.dir.display()));
+            self.wake_waiters();
+            return t;
+        }
+        self.ops.borrow_mut().push_back(op(t));
+        if let Some(w) = self.committer.borrow_mut().take() {
+            w.wake();
         }
         t
+    }
+
+    /// Wakes the waiters whose tickets are written (all of them once the store failed).
+    fn wake_waiters(&self) {
+        let (done, failed) = (self.durable.get(), self.failed.get().is_some());
+        self.waiters.borrow_mut().retain(|(t, w)| {
+            let ready = *t <= done || failed;
+            if ready {
+                w.wake_by_ref();
+            }
+            !ready
+        });
     }
 
     /// Appends `bytes` to the log; returns its ticket.
@@ -192,14 +194,14 @@ impl Inner {
         t
     }
 
-    /// Resolves once the I/O thread has written (and, with --fsync=always, synced) `ticket`.
+    /// Resolves once the committer has written (and, with --fsync=always, synced) `ticket`.
     async fn wait(&self, ticket: u64) -> Result<(), StorageError> {
         let mut registered = false;
         poll_fn(|cx| {
-            if let Some(e) = self.shared.failed.get() {
+            if let Some(e) = self.failed.get() {
                 return Poll::Ready(Err(StorageError::Unavailable(e.clone())));
             }
-            if self.shared.durable.load(Ordering::Acquire) >= ticket {
+            if self.durable.get() >= ticket {
                 return Poll::Ready(Ok(()));
             }
             if !registered {
@@ -212,37 +214,59 @@ impl Inner {
     }
 }
 
-/// Wakes the writers whose tickets the I/O thread has completed. One task per store.
-async fn pump(inner: std::rc::Weak<Inner>, shared: Arc<Shared>) {
-    let mut seen = 0;
+/// The committer: takes everything issued since its last turn as one group, writes it (one
+/// write per group, one fdatasync with --fsync=always), then wakes the group's waiters. Issues
+/// made while a group is in flight form the next group. One task per store, on its core.
+async fn commit_loop(inner: Weak<Inner>, mut writer: Writer) {
     loop {
-        let done = poll_fn(|cx| {
-            shared.waker.register(cx.waker());
-            let d = shared.durable.load(Ordering::Acquire);
-            if d > seen {
-                Poll::Ready(d)
-            } else {
-                Poll::Pending
+        let group: Vec<IoOp> = {
+            let batch = poll_fn(|cx| {
+                let Some(inner) = inner.upgrade() else {
+                    return Poll::Ready(None);
+                };
+                let mut ops = inner.ops.borrow_mut();
+                if ops.is_empty() {
+                    *inner.committer.borrow_mut() = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(ops.drain(..).collect()))
+            })
+            .await;
+            match batch {
+                Some(g) => g,
+                None => return,
             }
-        })
-        .await;
-        seen = done;
+        };
+        let (last, closing, res) = writer.commit(group).await;
         let Some(inner) = inner.upgrade() else { return };
-        let failed = shared.failed.get().is_some();
-        inner.waiters.borrow_mut().retain(|(t, w)| {
-            let ready = *t <= done || failed;
-            if ready {
-                w.wake_by_ref();
+        if let Err(e) = res {
+            tracing::error!(dir = %inner.dir.display(), error = %e, "store write failed");
+            let _ = inner.failed.set(format!(
+                "writing the store in {} failed: {e}",
+                inner.dir.display()
+            ));
+        }
+        inner.durable.set(last);
+        if closing {
+            inner.closed.set(true);
+            // Anything issued after the close has nobody to write it.
+            if !inner.ops.borrow().is_empty() {
+                let _ = inner
+                    .failed
+                    .set(format!("the store in {} is closed", inner.dir.display()));
             }
-            !ready
-        });
+        }
+        inner.wake_waiters();
+        if closing {
+            return;
+        }
     }
 }
 
 /// One stored body with its expiry and every (uid, seq) that refers to it.
 type BodyGroup = (Rc<MsgBody>, u64, Vec<(Rc<str>, u64)>);
 
-/// Writes a snapshot of the index, then lets the I/O thread replace the older files with it.
+/// Writes a snapshot of the index, then lets the committer replace the older files with it.
 /// Runs in slices (yielding between them); changes made meanwhile are in the log segment
 /// started at the beginning, and replaying them over the snapshot gives the same state
 /// because every record is an idempotent "set".
@@ -500,16 +524,37 @@ fn apply(index: &MemoryStore, r: Record<'_>, now: u64) {
     }
 }
 
-/// The I/O thread's side: owns the files.
+/// The committer's side: owns the files; every call is io_uring I/O on the core.
 struct Writer {
     dir: PathBuf,
     header: Header,
     fsync: bool,
-    /// The current log segment, created by the first write into it.
+    /// The current log segment, created by the first write into it, and its length.
     segment: u64,
-    file: Option<File>,
-    snap: Option<(u64, File)>,
+    file: Option<(BufferedFile, u64)>,
+    snap: Option<(u64, BufferedFile, u64)>,
     buf: Vec<u8>,
+}
+
+/// Writes `bytes` at `pos`; returns the length. A short write (a full disk) is an error: the
+/// store stops, and the torn tail is reported with its fix at the next start.
+async fn write_all_at(f: &BufferedFile, bytes: Vec<u8>, pos: u64) -> std::io::Result<u64> {
+    let total = bytes.len();
+    let n = f.write_at(bytes, pos).await.map_err(std::io::Error::from)?;
+    if n < total {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {n} of {total} bytes"),
+        ));
+    }
+    Ok(total as u64)
+}
+
+/// Makes the directory's entries (a created or renamed file) survive a crash.
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let d = Directory::open(dir).await.map_err(std::io::Error::from)?;
+    d.sync().await.map_err(std::io::Error::from)?;
+    d.close().await.map_err(std::io::Error::from)
 }
 
 impl Writer {
@@ -521,16 +566,20 @@ impl Writer {
             segment,
             file: None,
             snap: None,
-            buf: Vec::with_capacity(1 << 20),
+            buf: Vec::new(),
         }
     }
 
-    fn create(&self, name: &str, snapshot: bool) -> std::io::Result<File> {
+    /// Creates `name` (it must not exist) with its header; returns it and its length.
+    async fn create(&self, name: &str, snapshot: bool) -> std::io::Result<(BufferedFile, u64)> {
+        // A metadata call of microseconds, once per new segment or snapshot.
         fs::create_dir_all(&self.dir)?;
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .create_new(true)
             .write(true)
-            .open(self.dir.join(name))?;
+            .buffered_open(self.dir.join(name))
+            .await
+            .map_err(std::io::Error::from)?;
         let mut h = Vec::new();
         log::encode_header(
             &mut h,
@@ -539,55 +588,60 @@ impl Writer {
                 ..self.header
             },
         );
-        f.write_all(&h)?;
-        Ok(f)
+        let len = write_all_at(&f, h, 0).await?;
+        Ok((f, len))
     }
 
     /// Ends the current segment; the next write starts `wal-<n>`.
-    fn rotate(&mut self, n: u64) -> std::io::Result<()> {
-        if let Some(f) = self.file.take() {
-            f.sync_data()?;
+    async fn rotate(&mut self, n: u64) -> std::io::Result<()> {
+        if let Some((f, _)) = self.file.take() {
+            f.fdatasync().await.map_err(std::io::Error::from)?;
+            f.close().await.map_err(std::io::Error::from)?;
         }
         self.segment = n;
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    async fn flush(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         if self.file.is_none() {
-            self.file = Some(self.create(&seg_name("wal", self.segment), false)?);
+            self.file = Some(self.create(&seg_name("wal", self.segment), false).await?);
             // The new file's name must survive a crash too.
-            File::open(&self.dir)?.sync_all()?;
+            sync_dir(&self.dir).await?;
         }
-        let f = self.file.as_mut().expect("just opened");
-        f.write_all(&self.buf)?;
-        self.buf.clear();
+        let bytes = std::mem::take(&mut self.buf);
+        let (f, len) = self.file.as_mut().expect("just opened");
+        *len += write_all_at(f, bytes, *len).await?;
         Ok(())
     }
 
-    fn snapshot(&mut self, segment: u64, bytes: &[u8], done: bool) -> std::io::Result<()> {
-        if self.snap.as_ref().is_none_or(|(n, _)| *n != segment) {
-            let tmp = format!("snap-{segment:010}.tmp");
+    async fn snapshot(&mut self, segment: u64, bytes: Vec<u8>, done: bool) -> std::io::Result<()> {
+        let tmp = format!("snap-{segment:010}.tmp");
+        if self.snap.as_ref().is_none_or(|(n, _, _)| *n != segment) {
             let _ = fs::remove_file(self.dir.join(&tmp));
             let f = OpenOptions::new()
                 .create_new(true)
                 .write(true)
-                .open(self.dir.join(&tmp))?;
-            self.snap = Some((segment, f));
+                .buffered_open(self.dir.join(&tmp))
+                .await
+                .map_err(std::io::Error::from)?;
+            self.snap = Some((segment, f, 0));
         }
-        let (_, f) = self.snap.as_mut().expect("just set");
-        f.write_all(bytes)?;
+        let (_, f, len) = self.snap.as_mut().expect("just set");
+        *len += write_all_at(f, bytes, *len).await?;
         if done {
-            let (_, f) = self.snap.take().expect("just set");
-            f.sync_all()?;
-            drop(f);
-            fs::rename(
-                self.dir.join(format!("snap-{segment:010}.tmp")),
+            let (_, f, _) = self.snap.take().expect("just set");
+            f.fdatasync().await.map_err(std::io::Error::from)?;
+            f.close().await.map_err(std::io::Error::from)?;
+            glommio::io::rename(
+                self.dir.join(&tmp),
                 self.dir.join(seg_name("snap", segment)),
-            )?;
-            File::open(&self.dir)?.sync_all()?;
+            )
+            .await
+            .map_err(std::io::Error::from)?;
+            sync_dir(&self.dir).await?;
             // Everything before the snapshot's segment is now redundant.
             for entry in fs::read_dir(&self.dir)?.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
@@ -596,75 +650,86 @@ impl Writer {
                     .and_then(|r| r.strip_prefix("wal-").or_else(|| r.strip_prefix("snap-")))
                     .and_then(|n| n.parse::<u64>().ok());
                 if n.is_some_and(|n| n < segment) {
-                    fs::remove_file(entry.path())?;
+                    glommio::io::remove(entry.path())
+                        .await
+                        .map_err(std::io::Error::from)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn run(mut self, rx: crossbeam_channel::Receiver<IoOp>, shared: &Shared) {
+    /// Carries out one group in order; returns its last ticket, whether it closed the store,
+    /// and the first error (after which the rest of the group is skipped).
+    async fn commit(&mut self, group: Vec<IoOp>) -> (u64, bool, std::io::Result<()>) {
+        let mut last = 0;
         let mut closing = false;
-        while !closing {
-            let Ok(first) = rx.recv() else { break };
-            let mut last = 0;
-            let mut res: std::io::Result<()> = Ok(());
-            let mut wrote = false;
-            // Group commit: everything queued so far goes out in one write (and one sync).
-            for op in std::iter::once(first).chain(rx.try_iter().take(4096)) {
-                if res.is_err() {
-                    last = ticket_of(&op);
-                    continue;
-                }
-                res = match op {
-                    IoOp::Write { ticket, bytes } => {
-                        last = ticket;
-                        wrote = true;
+        let mut res: std::io::Result<()> = Ok(());
+        let mut wrote = false;
+        for op in group {
+            if res.is_err() {
+                last = ticket_of(&op);
+                continue;
+            }
+            res = match op {
+                IoOp::Write { ticket, bytes } => {
+                    last = ticket;
+                    wrote = true;
+                    if self.buf.is_empty() {
+                        self.buf = bytes;
+                    } else {
                         self.buf.extend_from_slice(&bytes);
-                        if self.buf.len() > 8 << 20 {
-                            self.flush()
-                        } else {
-                            Ok(())
-                        }
                     }
-                    IoOp::Rotate { ticket, segment } => {
-                        last = ticket;
-                        self.flush().and_then(|_| self.rotate(segment))
+                    if self.buf.len() > 8 << 20 {
+                        self.flush().await
+                    } else {
+                        Ok(())
                     }
-                    IoOp::Snapshot {
-                        ticket,
-                        segment,
-                        bytes,
-                        done,
-                    } => {
-                        last = ticket;
-                        self.flush()
-                            .and_then(|_| self.snapshot(segment, &bytes, done))
+                }
+                IoOp::Rotate { ticket, segment } => {
+                    last = ticket;
+                    match self.flush().await {
+                        Ok(()) => self.rotate(segment).await,
+                        e => e,
                     }
-                    IoOp::Close { ticket } => {
-                        last = ticket;
-                        closing = true;
-                        self.flush()
-                            .and_then(|_| self.file.as_ref().map_or(Ok(()), |f| f.sync_data()))
+                }
+                IoOp::Snapshot {
+                    ticket,
+                    segment,
+                    bytes,
+                    done,
+                } => {
+                    last = ticket;
+                    match self.flush().await {
+                        Ok(()) => self.snapshot(segment, bytes, done).await,
+                        e => e,
                     }
-                };
-            }
-            if res.is_ok() {
-                res = self.flush();
-            }
-            if res.is_ok() && wrote && self.fsync {
-                res = self.file.as_ref().map_or(Ok(()), |f| f.sync_data());
-            }
-            if let Err(e) = res {
-                tracing::error!(dir = %self.dir.display(), error = %e, "store write failed");
-                let _ = shared.failed.set(format!(
-                    "writing the store in {} failed: {e}",
-                    self.dir.display()
-                ));
-            }
-            shared.durable.store(last, Ordering::Release);
-            shared.waker.wake();
+                }
+                IoOp::Close { ticket } => {
+                    last = ticket;
+                    closing = true;
+                    match self.flush().await {
+                        Ok(()) => match self.file.take() {
+                            Some((f, _)) => match f.fdatasync().await {
+                                Ok(()) => f.close().await.map_err(std::io::Error::from),
+                                Err(e) => Err(e.into()),
+                            },
+                            None => Ok(()),
+                        },
+                        e => e,
+                    }
+                }
+            };
         }
+        if res.is_ok() {
+            res = self.flush().await;
+        }
+        if res.is_ok() && wrote && self.fsync {
+            if let Some((f, _)) = &self.file {
+                res = f.fdatasync().await.map_err(std::io::Error::from);
+            }
+        }
+        (last, closing, res)
     }
 }
 
