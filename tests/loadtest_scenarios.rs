@@ -1,5 +1,6 @@
 //! Runs each `loadtest` message scenario briefly (hundreds of streams, hundreds of
-//! messages) against a real `ipush_server` and checks the report's counts.
+//! messages) against a real `ipush_server` and checks the report's counts; and that
+//! `--auth_secret` signs streams a `--auth=jwt` server accepts (and a wrong one is refused).
 //!
 //! `loadtest` is another package of the workspace, so its binary is not a
 //! `CARGO_BIN_EXE_*` here: the test uses `target/{debug,release}/loadtest` when it is
@@ -61,7 +62,8 @@ fn loadtest_bin() -> PathBuf {
     it.join("debug").join("loadtest")
 }
 
-fn run(bin: &Path, s: &Server, args: &[&str]) -> Value {
+/// Runs a message scenario against `s`; returns the exit status, the JSON report and stderr.
+fn run_status(bin: &Path, s: &Server, args: &[&str]) -> (Option<i32>, Value, String) {
     let admin = format!("127.0.0.1:{}", s.admin_port);
     let out = Command::new(bin)
         .args(args)
@@ -79,15 +81,45 @@ fn run(bin: &Path, s: &Server, args: &[&str]) -> Value {
         ])
         .output()
         .expect("running loadtest");
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("loadtest {args:?}: no JSON report ({e}); stderr:\n{text}"));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "loadtest {args:?} failed:\n{text}"
-    );
+    (out.status.code(), report, text)
+}
+
+fn run(bin: &Path, s: &Server, args: &[&str]) -> Value {
+    let (code, report, text) = run_status(bin, s, args);
+    assert_eq!(code, Some(0), "loadtest {args:?} failed:\n{text}");
     report
+}
+
+/// Runs `loadtest hold` (50 streams held briefly) against `s`; returns the exit status,
+/// the JSON report and stderr.
+fn hold_status(bin: &Path, s: &Server, args: &[&str]) -> (Option<i32>, Value, String) {
+    let out = Command::new(bin)
+        .arg("hold")
+        .args(args)
+        .args([
+            "--target",
+            &s.client_addr(),
+            "--conns",
+            "50",
+            "--rate",
+            "1000",
+            "--hold-secs",
+            "0.3",
+            "--json",
+            "--quiet",
+            "--timeout-secs",
+            "60",
+        ])
+        .output()
+        .expect("running loadtest hold");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("loadtest hold {args:?}: no JSON report ({e}); stderr:\n{text}")
+    });
+    (out.status.code(), report, text)
 }
 
 fn check(r: &Value, streams: u64, expected: u64) {
@@ -183,4 +215,102 @@ fn scenarios_deliver_everything_once_in_order() {
         ],
     );
     check(&r, 300, 0);
+}
+
+/// `--auth_secret` makes every stream's password an HS256 JWT for its uid, which a server
+/// with `--auth=jwt` and the same secret accepts (scenarios, `hold` in-process and through a
+/// worker process); with a wrong secret, or none, every stream is refused (401) and the run
+/// fails.
+#[test]
+fn auth_secret_mints_jwts_the_server_accepts() {
+    const SECRET: &str = "loadtest-it-secret";
+    let bin = loadtest_bin();
+    let flag = format!("--auth_secret={SECRET}");
+    let s = Server::start(&["--auth=jwt", &flag]);
+
+    let r = run(
+        &bin,
+        &s,
+        &[
+            "unicast",
+            "--users",
+            "100",
+            "--messages",
+            "300",
+            "--auth_secret",
+            SECRET,
+        ],
+    );
+    check(&r, 100, 300);
+
+    // Global option: also before the subcommand, and spelled with a dash.
+    let r = run(
+        &bin,
+        &s,
+        &[
+            "--auth-secret",
+            SECRET,
+            "fanout",
+            "--subscribers",
+            "100",
+            "--messages",
+            "50",
+            "--transport",
+            "ws",
+        ],
+    );
+    check(&r, 100, 100 * 50);
+    assert_eq!(r["subscribe"]["subscribed"], 100);
+
+    let r = run(
+        &bin,
+        &s,
+        &[
+            "chat",
+            "--users",
+            "50",
+            "--messages",
+            "200",
+            "--auth_secret",
+            SECRET,
+        ],
+    );
+    check(&r, 50, 200);
+
+    // hold in this process, then through one worker process (the job carries the secret).
+    for extra in [&[][..], &["--workers", "1"][..]] {
+        let args: Vec<&str> = ["--auth_secret", SECRET]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let (code, r, text) = hold_status(&bin, &s, &args);
+        let ctx = format!("hold {args:?}: {r}\n{text}");
+        assert_eq!(code, Some(0), "{ctx}");
+        assert_eq!(r["held_at_end"], 50, "{ctx}");
+        assert_eq!(r["failed"], 0, "{ctx}");
+    }
+
+    // Wrong secret, or no secret (plain password "pw"): refused.
+    for auth in [&["--auth_secret", "not-the-secret"][..], &[][..]] {
+        let args: Vec<&str> = ["unicast", "--users", "50", "--messages", "0"]
+            .iter()
+            .chain(auth)
+            .copied()
+            .collect();
+        let (code, r, text) = run_status(&bin, &s, &args);
+        let ctx = format!("{args:?}: {r}\n{text}");
+        assert_eq!(code, Some(2), "{ctx}");
+        assert_eq!(r["success"], false, "{ctx}");
+        assert_eq!(r["connect"]["connected"], 0, "{ctx}");
+        assert_eq!(r["connect"]["failed"], 50, "{ctx}");
+        assert_eq!(r["connect"]["failures"]["status 401"], 50, "{ctx}");
+    }
+    let (code, r, text) = hold_status(&bin, &s, &["--auth_secret", "not-the-secret"]);
+    let ctx = format!("hold, wrong secret: {r}\n{text}");
+    assert_eq!(code, Some(2), "{ctx}");
+    assert_eq!(r["success"], false, "{ctx}");
+    assert_eq!(r["held_at_end"], 0, "{ctx}");
+    assert_eq!(r["failed"], 50, "{ctx}");
+    assert_eq!(r["status_codes"]["401"], 50, "{ctx}");
 }

@@ -4,6 +4,7 @@
 //! every tick, stops opening at a target count, after `max_failures` failures, or when told
 //! to, then holds what it has for `hold_secs`.
 
+use crate::auth::Password;
 use crate::http::{self, Counts, StreamStatus};
 use crate::net::{classify, open_socket, resolve, Fail};
 use crate::report::{new_histogram, Failures};
@@ -27,6 +28,8 @@ pub struct EngineOpts {
     /// Uids to connect, in order; at most `uids.len()` streams are opened.
     pub uids: Vec<String>,
     pub password: String,
+    /// Send per-uid HS256 JWTs signed with this instead of `password`.
+    pub auth_secret: Option<String>,
     pub transport: Transport,
     pub codec: Codec,
     pub src: Vec<Ipv4Addr>,
@@ -143,6 +146,8 @@ struct Runner<'a> {
     pending: u64,
     held: u64,
     hb: &'static [u8],
+    /// Minted into each request when it is built (nothing kept per connection).
+    password: Password,
 }
 
 /// Run the engine. `stop` (checked every loop) ends opening early; `on_tick` gets a
@@ -177,6 +182,7 @@ pub fn run(
         pending: 0,
         held: 0,
         hb: opts.codec.heartbeat(),
+        password: Password::new(&opts.password, opts.auth_secret.as_deref())?,
     };
     r.run_loop(stop, on_tick);
     r.conns.clear();
@@ -374,7 +380,7 @@ impl Runner<'_> {
                 let mut path = format!(
                     "/connect?uid={}&password={}",
                     http::query_escape(&self.o.uids[i]),
-                    http::query_escape(&self.o.password)
+                    http::query_escape(&self.password.for_uid(&self.o.uids[i]))
                 );
                 if self.o.codec != Codec::Json {
                     path.push_str("&codec=");

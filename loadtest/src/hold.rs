@@ -1,6 +1,7 @@
 //! `loadtest hold`: open N streams (chunked, WebSocket or SSE) at a ramp rate on
 //! one thread with non-blocking sockets (mio), hold them, report.
 
+use crate::auth::Password;
 use crate::http::{self, Counts, StreamStatus};
 use crate::net::{classify, open_socket, resolve, Fail};
 use crate::report::HoldReport;
@@ -25,6 +26,8 @@ pub struct HoldOpts {
     pub uid_prefix: String,
     pub uid_offset: u64,
     pub password: String,
+    /// Send per-uid HS256 JWTs signed with this instead of `password`.
+    pub auth_secret: Option<String>,
     pub transport: Transport,
     pub codec: Codec,
     pub src: Vec<Ipv4Addr>,
@@ -84,6 +87,8 @@ struct Runner {
     hb: &'static [u8],
     /// Seed of the connections' `Sec-WebSocket-Key`s.
     ws_seed: u64,
+    /// Minted into each request when it is built (nothing kept per connection).
+    password: Password,
 }
 
 pub fn run(opts: HoldOpts) -> Result<HoldReport> {
@@ -143,6 +148,7 @@ pub fn run(opts: HoldOpts) -> Result<HoldReport> {
         held: 0,
         hb: opts.codec.heartbeat(),
         ws_seed,
+        password: Password::new(&opts.password, opts.auth_secret.as_deref())?,
         opts,
     };
     if !r.opts.pids.is_empty() {
@@ -381,7 +387,7 @@ impl Runner {
                 let mut path = format!(
                     "/connect?uid={}&password={}",
                     http::query_escape(&uid),
-                    http::query_escape(&self.opts.password)
+                    http::query_escape(&self.password.for_uid(&uid))
                 );
                 if self.opts.codec != Codec::Json {
                     path.push_str("&codec=");

@@ -6,6 +6,7 @@
 
 #![recursion_limit = "256"]
 
+mod auth;
 mod hold;
 mod http;
 mod latency;
@@ -31,6 +32,19 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Send each stream a per-uid HS256 JWT signed with SECRET as its password.
+    ///
+    /// One token per uid, minted at connect time in place of --password, with claims
+    /// `{"sub": uid, "exp": now + 24 h}`: what the server's `--auth=jwt --auth_secret` checks.
+    /// `hold`/`ramp` workers get it with their job; `worker` uses its own for jobs that carry
+    /// none. The URL-template mode has no password and ignores it.
+    #[arg(
+        long = "auth_secret",
+        visible_alias = "auth-secret",
+        value_name = "SECRET",
+        global = true
+    )]
+    auth_secret: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,7 +132,7 @@ struct HoldArgs {
     worker_addrs: Option<String>,
 }
 
-fn run_hold(a: HoldArgs) -> Result<i32> {
+fn run_hold(a: HoldArgs, auth_secret: Option<String>) -> Result<i32> {
     if a.workers > 0 || a.worker_addrs.is_some() {
         let r = ramp::RampArgs {
             target: a.target,
@@ -143,7 +157,7 @@ fn run_hold(a: HoldArgs) -> Result<i32> {
             json: a.json,
             hist_out: a.hist_out,
         };
-        return ramp::run(r, "hold");
+        return ramp::run(r, "hold", auth_secret);
     }
     let src = match &a.src {
         Some(s) => sys::parse_src(s)?,
@@ -178,6 +192,7 @@ fn run_hold(a: HoldArgs) -> Result<i32> {
         uid_prefix: a.uid_prefix,
         uid_offset: a.uid_offset,
         password: a.password,
+        auth_secret,
         transport: a.transport,
         codec: a.codec,
         src,
@@ -208,13 +223,18 @@ fn run_hold(a: HoldArgs) -> Result<i32> {
 
 fn main() {
     let cli = Cli::parse();
+    let auth = cli.auth_secret;
+    if auth.as_deref() == Some("") {
+        eprintln!("loadtest: error: --auth_secret must not be empty");
+        std::process::exit(1);
+    }
     let code = match cli.cmd {
-        Cmd::Hold(a) => run_hold(a),
-        Cmd::Ramp(a) => ramp::run(a, "ramp"),
-        Cmd::Worker(a) => worker::run_worker(a),
-        Cmd::Fanout(a) => scenario_cli::run_fanout(a),
-        Cmd::Unicast(a) => scenario_cli::run_unicast(a),
-        Cmd::Chat(a) => scenario_cli::run_chat(a),
+        Cmd::Hold(a) => run_hold(a, auth),
+        Cmd::Ramp(a) => ramp::run(a, "ramp", auth),
+        Cmd::Worker(a) => worker::run_worker(a, auth),
+        Cmd::Fanout(a) => scenario_cli::run_fanout(a, auth),
+        Cmd::Unicast(a) => scenario_cli::run_unicast(a, auth),
+        Cmd::Chat(a) => scenario_cli::run_chat(a, auth),
     };
     match code {
         Ok(c) => std::process::exit(c),

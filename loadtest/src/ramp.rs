@@ -280,7 +280,7 @@ enum Mode {
 
 /// Run a ramp (or, with `max_failures == 0` and a hold, a distributed hold). Returns the
 /// exit status: 0 the target was held with no failure, 2 failures, 3 timed out.
-pub fn run(a: RampArgs, kind: &str) -> Result<i32> {
+pub fn run(a: RampArgs, kind: &str, auth_secret: Option<String>) -> Result<i32> {
     anyhow::ensure!(a.conns > 0, "--conns must be > 0");
     anyhow::ensure!(a.rate > 0, "--rate must be > 0");
     anyhow::ensure!(
@@ -314,6 +314,7 @@ pub fn run(a: RampArgs, kind: &str) -> Result<i32> {
         uid_start: a.uid_offset,
         conns: a.conns,
         password: a.password.clone(),
+        auth_secret: auth_secret.unwrap_or_default(),
         transport: a.transport.name().into(),
         codec: a.codec.name().into(),
         src: String::new(),

@@ -7,6 +7,7 @@
 //! recipient, per-member seqs consecutive, each message once, in order) and records
 //! publish→receive latency. Every phase is bounded in time; the run stops by itself.
 
+use crate::auth::Password;
 use crate::http::{self, query_escape};
 use crate::latency::ScenarioReport;
 use crate::net::{open_socket, resolve};
@@ -55,6 +56,9 @@ pub struct Opts {
     pub src: Vec<Ipv4Addr>,
     pub uid_prefix: String,
     pub password: String,
+    /// Send per-uid HS256 JWTs signed with this instead of `password` (ipush mode; the
+    /// URL templates have no password).
+    pub auth_secret: Option<String>,
     pub transport: Transport,
     pub connect_rate: u64,
     pub connect_timeout: Duration,
@@ -160,6 +164,8 @@ struct Runner {
     pending: u64,
     open: u64,
     ws_seed: u64,
+    /// Minted into each stream's request when it is built.
+    password: Password,
     rng: Rng,
     // Per-message state.
     send_ev: Vec<u64>,
@@ -272,6 +278,7 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
         pending: 0,
         open: 0,
         ws_seed,
+        password: Password::new(&o.password, o.auth_secret.as_deref())?,
         rng: Rng::new(o.seed),
         send_ev: vec![0; m],
         ack_ev: vec![u64::MAX; m],
@@ -560,11 +567,14 @@ impl Runner {
                 };
                 t.expand(&ch, &self.uid(i))
             }
-            None => format!(
-                "/connect?uid={}&password={}",
-                query_escape(&self.uid(i)),
-                query_escape(&self.o.password)
-            ),
+            None => {
+                let uid = self.uid(i);
+                format!(
+                    "/connect?uid={}&password={}",
+                    query_escape(&uid),
+                    query_escape(&self.password.for_uid(&uid))
+                )
+            }
         };
         let key = transport::ws_key(self.ws_seed, i as u64);
         let t = if self.is_generic() {
@@ -670,6 +680,8 @@ impl Runner {
                     Err(e) => return self.stream_fail(i, &format!("write: {}", e.kind())),
                 }
             }
+            // Not needed again: a redirect builds its own.
+            st.req = Vec::new();
             st.state = SState::Head;
         }
         if self.streams[i].state == SState::Open

@@ -116,20 +116,26 @@ fn run_id() -> String {
     )
 }
 
-pub fn run_fanout(a: FanoutArgs) -> Result<i32> {
+pub fn run_fanout(a: FanoutArgs, auth_secret: Option<String>) -> Result<i32> {
     let ch = a.channel.unwrap_or_else(|| format!("lt{}", run_id()));
-    run(Kind::Fanout, a.subscribers, ch, a.common)
+    run(Kind::Fanout, a.subscribers, ch, a.common, auth_secret)
 }
 
-pub fn run_unicast(a: UsersArgs) -> Result<i32> {
-    run(Kind::Unicast, a.users, String::new(), a.common)
+pub fn run_unicast(a: UsersArgs, auth_secret: Option<String>) -> Result<i32> {
+    run(Kind::Unicast, a.users, String::new(), a.common, auth_secret)
 }
 
-pub fn run_chat(a: UsersArgs) -> Result<i32> {
-    run(Kind::Chat, a.users, String::new(), a.common)
+pub fn run_chat(a: UsersArgs, auth_secret: Option<String>) -> Result<i32> {
+    run(Kind::Chat, a.users, String::new(), a.common, auth_secret)
 }
 
-fn run(kind: Kind, streams: u64, channel: String, a: CommonArgs) -> Result<i32> {
+fn run(
+    kind: Kind,
+    streams: u64,
+    channel: String,
+    a: CommonArgs,
+    auth_secret: Option<String>,
+) -> Result<i32> {
     if let Some(r) = a.rate {
         ensure!(r.is_finite() && r > 0.0, "--rate must be > 0");
     }
@@ -187,6 +193,7 @@ fn run(kind: Kind, streams: u64, channel: String, a: CommonArgs) -> Result<i32> 
         src,
         uid_prefix: a.uid_prefix.unwrap_or_else(|| format!("lt{}-", run_id())),
         password: a.password,
+        auth_secret,
         transport: a.transport,
         connect_rate: a.connect_rate,
         connect_timeout,

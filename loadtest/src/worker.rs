@@ -42,6 +42,9 @@ pub struct Job {
     /// `(j, m)`: of the owned uids, take every m-th starting at j (several workers per node).
     pub owner_split: (u64, u64),
     pub password: String,
+    /// HS256 secret: streams send per-uid JWTs instead of `password`; empty = none.
+    /// Sent in the job only when set (a worker's own `--auth_secret` fills in when absent).
+    pub auth_secret: String,
     pub transport: String,
     pub codec: String,
     /// Source address spec (`127.0.1.1-127.0.1.4`), empty = kernel's choice.
@@ -67,6 +70,7 @@ impl Default for Job {
             owner_index: 0,
             owner_split: (0, 1),
             password: "pw".into(),
+            auth_secret: String::new(),
             transport: "chunked".into(),
             codec: "json".into(),
             src: String::new(),
@@ -83,7 +87,7 @@ impl Default for Job {
 
 impl Job {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "type": "job",
             "target": self.target,
             "uid_prefix": self.uid_prefix,
@@ -103,7 +107,11 @@ impl Job {
             "timeout_secs": self.timeout_secs,
             "tick_ms": self.tick_ms,
             "start_at_ms": self.start_at_ms,
-        })
+        });
+        if !self.auth_secret.is_empty() {
+            v["auth_secret"] = json!(self.auth_secret);
+        }
+        v
     }
 
     /// Parse a job; missing fields take the defaults, wrong types are errors.
@@ -170,6 +178,7 @@ impl Job {
             owner_nodes,
             owner_split,
             password: s("password", &d.password)?,
+            auth_secret: s("auth_secret", "")?,
             transport: s("transport", &d.transport)?,
             codec: s("codec", &d.codec)?,
             src: s("src", "")?,
@@ -244,6 +253,7 @@ impl Job {
             target: self.target.clone(),
             uids: self.uids()?,
             password: self.password.clone(),
+            auth_secret: (!self.auth_secret.is_empty()).then(|| self.auth_secret.clone()),
             transport: parse_transport(&self.transport)?,
             codec: parse_codec(&self.codec)?,
             src: if self.src.is_empty() {
@@ -508,8 +518,9 @@ pub fn now_ms() -> u64 {
 // ---------------------------------------------------------------- worker side
 
 /// Serve up to `max_jobs` jobs on `listen`, one at a time; give up waiting for a job after
-/// `idle` (bounded). Prints `listening ADDR` on stdout first.
-pub fn serve(listen: &str, max_jobs: u64, idle: Duration) -> Result<()> {
+/// `idle` (bounded). Prints `listening ADDR` on stdout first. `auth_secret` signs the
+/// streams of jobs that carry no secret of their own.
+pub fn serve(listen: &str, max_jobs: u64, idle: Duration, auth_secret: Option<&str>) -> Result<()> {
     let l = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     println!("listening {}", l.local_addr()?);
     std::io::stdout().flush()?;
@@ -529,14 +540,14 @@ pub fn serve(listen: &str, max_jobs: u64, idle: Duration) -> Result<()> {
             }
         };
         sock.set_nonblocking(false)?;
-        if let Err(e) = serve_one(sock) {
+        if let Err(e) = serve_one(sock, auth_secret) {
             eprintln!("loadtest worker: job failed: {e:#}");
         }
     }
     Ok(())
 }
 
-fn serve_one(sock: TcpStream) -> Result<()> {
+fn serve_one(sock: TcpStream, auth_secret: Option<&str>) -> Result<()> {
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut rd = BufReader::new(sock.try_clone()?);
     let mut line = String::new();
@@ -550,7 +561,12 @@ fn serve_one(sock: TcpStream) -> Result<()> {
         .context("job is not JSON")
         .and_then(|v| Job::from_json(&v))
     {
-        Ok(j) => j,
+        Ok(mut j) => {
+            if j.auth_secret.is_empty() {
+                j.auth_secret = auth_secret.unwrap_or_default().to_string();
+            }
+            j
+        }
         Err(e) => {
             let _ = send(
                 &mut out,
@@ -621,11 +637,12 @@ pub struct WorkerArgs {
     pub idle_timeout_secs: u64,
 }
 
-pub fn run_worker(a: WorkerArgs) -> Result<i32> {
+pub fn run_worker(a: WorkerArgs, auth_secret: Option<String>) -> Result<i32> {
     serve(
         &a.listen,
         a.max_jobs,
         Duration::from_secs(a.idle_timeout_secs.max(1)),
+        auth_secret.as_deref(),
     )?;
     Ok(0)
 }
@@ -868,6 +885,19 @@ mod tests {
         };
         let back = Job::from_json(&j.to_json()).unwrap();
         assert_eq!(back, j);
+        // No secret: the job on the wire is as it was before `auth_secret` existed.
+        assert!(j.to_json().get("auth_secret").is_none());
+        assert_eq!(back.engine_opts().unwrap().auth_secret, None);
+        let signed = Job {
+            auth_secret: "s3cret".into(),
+            ..j.clone()
+        };
+        let back = Job::from_json(&signed.to_json()).unwrap();
+        assert_eq!(back, signed);
+        assert_eq!(
+            back.engine_opts().unwrap().auth_secret.as_deref(),
+            Some("s3cret")
+        );
         let d = Job::from_json(&json!({"conns": 5})).unwrap();
         assert_eq!(d.conns, 5);
         assert_eq!(d.target, Job::default().target);
