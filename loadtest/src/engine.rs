@@ -1,8 +1,9 @@
-//! The connection engine shared by `ramp` and by `worker` jobs: one thread, non-blocking
-//! sockets (mio), opens streams at a rate from an explicit uid list (which may be the uids
-//! one cluster node owns, so each connect goes straight to its owner), reports a snapshot
-//! every tick, stops opening at a target count, after `max_failures` failures, or when told
-//! to, then holds what it has for `hold_secs`.
+//! The connection engine shared by `hold`, `ramp` and `worker` jobs: one thread,
+//! non-blocking sockets (mio), opens streams (chunked, WebSocket or SSE, following one
+//! redirect) at a rate from a uid range or an explicit uid list (which may be the uids one
+//! cluster node owns, so each connect goes straight to its owner), reports a snapshot every
+//! tick, stops opening at a target count, after `max_failures` failures, or when told to,
+//! then holds what it has for `hold_secs`.
 
 use crate::auth::Password;
 use crate::http::{self, Counts, StreamStatus};
@@ -13,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,13 +22,47 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// fds kept free for stdio, epoll, /proc reads.
+pub const FD_MARGIN: u64 = 64;
+
+/// The uids to connect, in order: connection i gets uid i.
+#[derive(Debug, Clone)]
+pub enum Uids {
+    /// `{prefix}{start}`, `{prefix}{start + 1}`, ... made when each request is built
+    /// (nothing kept per connection).
+    Range {
+        prefix: String,
+        start: u64,
+        count: u64,
+    },
+    List(Vec<String>),
+}
+
+impl Uids {
+    pub fn len(&self) -> u64 {
+        match self {
+            Uids::Range { count, .. } => *count,
+            Uids::List(v) => v.len() as u64,
+        }
+    }
+
+    pub fn get(&self, i: usize) -> Cow<'_, str> {
+        match self {
+            Uids::Range { prefix, start, .. } => {
+                Cow::Owned(format!("{prefix}{}", start + i as u64))
+            }
+            Uids::List(v) => Cow::Borrowed(&v[i]),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineOpts {
     /// `HOST:PORT` of the client port; connection i goes to the one of its uid's owner
     /// (all connections go to `target` when the uid list is not owner-filtered).
     pub target: String,
     /// Uids to connect, in order; at most `uids.len()` streams are opened.
-    pub uids: Vec<String>,
+    pub uids: Uids,
     pub password: String,
     /// Send per-uid HS256 JWTs signed with this instead of `password`.
     pub auth_secret: Option<String>,
@@ -53,7 +89,10 @@ pub struct Snapshot {
     pub held: u64,
     pub opening: u64,
     pub failed: u64,
-    pub interval_us: Histogram<u64>,
+    /// Messages received (heartbeats included).
+    pub messages: u64,
+    /// Connect latencies since the last snapshot, if the observer wants them.
+    pub interval_us: Option<Histogram<u64>>,
     /// The last snapshot of the run, taken before the sockets are closed.
     pub done: bool,
 }
@@ -61,25 +100,34 @@ pub struct Snapshot {
 /// The result of one engine run (one process's share of a run).
 #[derive(Debug, Clone)]
 pub struct EngineReport {
+    /// Connects started (first attempts, not redirects).
     pub attempted: u64,
+    /// Stream heads received (200, or 101 for WebSocket).
     pub connected: u64,
     pub redirects: u64,
+    /// Streams open when opening was over (every connect done) / at the end.
     pub held_at_settle: u64,
     pub held_at_end: u64,
+    /// Connections still opening when the run stopped (only after a timeout).
     pub opening_at_end: u64,
     pub failures: Failures,
     pub status_codes: BTreeMap<u16, u64>,
+    /// Other errors by description.
     pub errors: BTreeMap<String, u64>,
     pub latency_us: Histogram<u64>,
+    /// First connect start -> every connect finished.
     pub ramp_secs: f64,
     pub elapsed_secs: f64,
     pub messages: u64,
     pub heartbeats: u64,
+    /// WebSocket close frames received (each also a `closed_while_held`).
+    pub closes: u64,
     pub bytes: u64,
     /// Opening stopped early (failures or a stop request) rather than at the target.
     pub stopped_early: bool,
     /// The ramp settled and the hold ran its full time.
     pub completed: bool,
+    /// Stopped by the `timeout` hard bound.
     pub timed_out: bool,
 }
 
@@ -100,6 +148,7 @@ impl EngineReport {
             elapsed_secs: 0.0,
             messages: 0,
             heartbeats: 0,
+            closes: 0,
             bytes: 0,
             stopped_early: false,
             completed: false,
@@ -142,7 +191,7 @@ struct Runner<'a> {
     buf: Vec<u8>,
     r: EngineReport,
     counts: Counts,
-    interval: Histogram<u64>,
+    interval: Option<Histogram<u64>>,
     pending: u64,
     held: u64,
     hb: &'static [u8],
@@ -150,19 +199,34 @@ struct Runner<'a> {
     password: Password,
 }
 
-/// Run the engine. `stop` (checked every loop) ends opening early; `on_tick` gets a
-/// snapshot every `opts.tick` and once at the end.
-pub fn run(
-    opts: &EngineOpts,
-    stop: &AtomicBool,
-    on_tick: &mut dyn FnMut(&Snapshot),
-) -> Result<EngineReport> {
+/// What a run tells its caller while it runs; a closure `FnMut(&Snapshot)` gets the ticks.
+pub trait Observer {
+    /// Every `tick`, and once at the end (`done`) before the sockets are closed.
+    fn tick(&mut self, s: &Snapshot);
+    /// Once, when opening is over (every connection started, none still opening);
+    /// `r.ramp_secs` and `r.held_at_settle` are set.
+    fn settled(&mut self, _r: &EngineReport) {}
+    /// Whether snapshots carry their interval's connect latencies (costs two ~190 KB
+    /// histograms).
+    fn wants_intervals(&self) -> bool {
+        true
+    }
+}
+
+impl<F: FnMut(&Snapshot)> Observer for F {
+    fn tick(&mut self, s: &Snapshot) {
+        self(s)
+    }
+}
+
+/// Run the engine. `stop` (checked every loop) ends opening early.
+pub fn run(opts: &EngineOpts, stop: &AtomicBool, obs: &mut dyn Observer) -> Result<EngineReport> {
     if opts.rate == 0 {
         bail!("rate must be > 0");
     }
     let limit = crate::sys::raise_nofile()?;
-    let n = opts.uids.len() as u64;
-    if n + crate::hold::FD_MARGIN > limit {
+    let n = opts.uids.len();
+    if n + FD_MARGIN > limit {
         bail!(
             "{} connections do not fit the open-file limit {} of one process; use workers",
             n,
@@ -178,38 +242,41 @@ pub fn run(
         buf: vec![0u8; 64 * 1024],
         r: EngineReport::new(),
         counts: Counts::default(),
-        interval: new_histogram(),
+        interval: obs.wants_intervals().then(new_histogram),
         pending: 0,
         held: 0,
         hb: opts.codec.heartbeat(),
         password: Password::new(&opts.password, opts.auth_secret.as_deref())?,
     };
-    r.run_loop(stop, on_tick);
+    r.run_loop(stop, obs);
     r.conns.clear();
     Ok(r.r)
 }
 
 impl Runner<'_> {
     fn snapshot(&mut self, t0: Instant, done: bool) -> Snapshot {
-        let s = Snapshot {
+        Snapshot {
             t_secs: t0.elapsed().as_secs_f64(),
             attempted: self.r.attempted,
             connected: self.r.connected,
             held: self.held,
             opening: self.pending,
             failed: self.r.failures.total(),
-            interval_us: self.interval.clone(),
+            messages: self.counts.messages,
+            interval_us: self.interval.as_mut().map(|h| {
+                let c = h.clone();
+                h.reset();
+                c
+            }),
             done,
-        };
-        self.interval.reset();
-        s
+        }
     }
 
-    fn run_loop(&mut self, stop: &AtomicBool, on_tick: &mut dyn FnMut(&Snapshot)) {
+    fn run_loop(&mut self, stop: &AtomicBool, obs: &mut dyn Observer) {
         let t0 = Instant::now();
         let hard_deadline = t0 + self.o.timeout;
         let mut events = Events::with_capacity(4096);
-        let mut n = self.o.uids.len() as u64;
+        let mut n = self.o.uids.len();
         let mut settled_at: Option<Instant> = None;
         let mut next_tick = t0 + self.o.tick;
         let mut next_scan = t0;
@@ -250,6 +317,7 @@ impl Runner<'_> {
                 settled_at = Some(now);
                 self.r.ramp_secs = now.duration_since(t0).as_secs_f64();
                 self.r.held_at_settle = self.held;
+                obs.settled(&self.r);
             }
             if let Some(s) = settled_at {
                 if now.duration_since(s).as_secs_f64() >= self.o.hold_secs {
@@ -263,7 +331,7 @@ impl Runner<'_> {
                     next_tick = now + self.o.tick;
                 }
                 let s = self.snapshot(t0, false);
-                on_tick(&s);
+                obs.tick(&s);
             }
             let wait = if (self.conns.len() as u64) < n {
                 Duration::from_millis(1)
@@ -283,11 +351,12 @@ impl Runner<'_> {
             }
         }
         let s = self.snapshot(t0, true);
-        on_tick(&s);
+        obs.tick(&s);
         self.r.held_at_end = self.held;
         self.r.opening_at_end = self.pending;
         self.r.messages = self.counts.messages;
         self.r.heartbeats = self.counts.heartbeats;
+        self.r.closes = self.counts.closes;
         self.r.elapsed_secs = t0.elapsed().as_secs_f64();
         if settled_at.is_none() {
             self.r.ramp_secs = self.r.elapsed_secs;
@@ -377,10 +446,11 @@ impl Runner<'_> {
         match &c.redirect {
             Some(r) => transport::connect_request(&r.2, &r.1, t, &key),
             None => {
+                let uid = self.o.uids.get(i);
                 let mut path = format!(
                     "/connect?uid={}&password={}",
-                    http::query_escape(&self.o.uids[i]),
-                    http::query_escape(&self.password.for_uid(&self.o.uids[i]))
+                    http::query_escape(&uid),
+                    http::query_escape(&self.password.for_uid(&uid))
                 );
                 if self.o.codec != Codec::Json {
                     path.push_str("&codec=");
@@ -492,7 +562,17 @@ impl Runner<'_> {
                 let ok = match self.o.transport {
                     Transport::Chunked => h.chunked,
                     Transport::Ws => h.upgrade_websocket,
-                    Transport::Sse => !h.chunked,
+                    // The body runs until close: no chunked framing.
+                    Transport::Sse => {
+                        !h.chunked
+                            && h.content_type.as_deref().is_some_and(|ct| {
+                                ct.split(';')
+                                    .next()
+                                    .unwrap_or("")
+                                    .trim()
+                                    .eq_ignore_ascii_case("text/event-stream")
+                            })
+                    }
                 };
                 if !ok {
                     self.fail(i, Fail::BadResponse);
@@ -502,7 +582,9 @@ impl Runner<'_> {
                 let us = c.started.elapsed().as_micros().max(1) as u64;
                 let us = us.min(3_600_000_000);
                 let _ = self.r.latency_us.record(us);
-                let _ = self.interval.record(us);
+                if let Some(h) = &mut self.interval {
+                    let _ = h.record(us);
+                }
                 self.r.connected += 1;
                 self.pending -= 1;
                 self.held += 1;

@@ -184,24 +184,26 @@ fn run_hold(a: HoldArgs, auth_secret: Option<String>) -> Result<i32> {
                 + 30.0,
         ),
     };
-    let opts = hold::HoldOpts {
+    let opts = engine::EngineOpts {
         target: a.target,
-        conns: a.conns,
-        rate: a.rate,
-        hold_secs: a.hold_secs,
-        uid_prefix: a.uid_prefix,
-        uid_offset: a.uid_offset,
+        uids: engine::Uids::Range {
+            prefix: a.uid_prefix,
+            start: a.uid_offset,
+            count: a.conns,
+        },
         password: a.password,
         auth_secret,
         transport: a.transport,
         codec: a.codec,
         src,
-        pids,
+        rate: a.rate,
+        max_failures: 0,
+        hold_secs: a.hold_secs,
         connect_timeout,
         timeout,
-        progress: !a.quiet,
+        tick: Duration::from_secs(1),
     };
-    let report = hold::run(opts)?;
+    let report = hold::run(opts, pids, !a.quiet)?;
     if let Some(path) = &a.hist_out {
         std::fs::write(path, report.percentile_distribution())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -214,7 +216,7 @@ fn run_hold(a: HoldArgs, auth_secret: Option<String>) -> Result<i32> {
     }
     Ok(if report.success() {
         0
-    } else if report.timed_out {
+    } else if report.run.timed_out {
         3
     } else {
         2

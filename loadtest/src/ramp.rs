@@ -172,14 +172,8 @@ impl Stepper {
         };
         let rss_d = rss as i64 - rss0 as i64;
         let slab_d = slab as i64 - slab0 as i64;
-        let h = &s.interval_us;
-        let q = |x: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(x)
-            }
-        };
+        let h = s.interval_us.as_ref().filter(|h| !h.is_empty());
+        let q = |x: f64| h.map_or(0, |h| h.value_at_quantile(x));
         let step_connects = s.connected.saturating_sub(self.last_connected);
         self.last_connected = s.connected;
         if s.failed > 0 && self.first_failure_at.is_none() {
@@ -199,7 +193,7 @@ impl Stepper {
             now.mem_available as f64 / 1e9,
             q(0.5),
             q(0.99),
-            if h.is_empty() { 0 } else { h.max() }
+            h.map_or(0, |h| h.max())
         );
         if let Some(f) = &mut self.csv {
             let k = now.kernel.unwrap_or_default();
@@ -219,7 +213,7 @@ impl Stepper {
                 q(0.5),
                 q(0.9),
                 q(0.99),
-                if h.is_empty() { 0 } else { h.max() }
+                h.map_or(0, |h| h.max())
             );
             let _ = f.flush();
         }
@@ -383,7 +377,7 @@ pub fn run(a: RampArgs, kind: &str, auth_secret: Option<String>) -> Result<i32> 
         Mode::Local => {
             let opts = jobs[0].engine_opts()?;
             let stop = engine::never();
-            engine::run(&opts, &stop, &mut |s| stepper.step(s))?
+            engine::run(&opts, &stop, &mut |s: &Snapshot| stepper.step(s))?
         }
         Mode::Spawn(n) => {
             let (_kids, addrs) = worker::spawn_local(n)?;
@@ -504,7 +498,9 @@ fn coordinate(
             };
             match ev {
                 Event::Tick(i, s) => {
-                    worker::merge_hist(&mut step_hist, &s.interval_us);
+                    if let Some(h) = &s.interval_us {
+                        worker::merge_hist(&mut step_hist, h);
+                    }
                     latest[i] = Some(s);
                 }
                 Event::Report(i, r) => {
@@ -563,7 +559,8 @@ fn sum_snapshots(latest: &[Option<Snapshot>], step: &Histogram<u64>) -> Snapshot
         held: 0,
         opening: 0,
         failed: 0,
-        interval_us: step.clone(),
+        messages: 0,
+        interval_us: Some(step.clone()),
         done: false,
     };
     for s in latest.iter().flatten() {
@@ -573,6 +570,7 @@ fn sum_snapshots(latest: &[Option<Snapshot>], step: &Histogram<u64>) -> Snapshot
         t.held += s.held;
         t.opening += s.opening;
         t.failed += s.failed;
+        t.messages += s.messages;
     }
     t
 }

@@ -1,10 +1,10 @@
 //! The `hold` report: counters, latency histogram, server memory; rendered as
 //! JSON (`--json`) or text.
 
+use crate::engine::EngineReport;
 use crate::sys::{Kernel, Mem};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Latency histogram in microseconds, 1 µs .. 1 h, 3 significant digits.
@@ -54,29 +54,8 @@ pub struct HoldReport {
     pub transport: &'static str,
     /// `json` or `msgpack`.
     pub codec: &'static str,
-    /// Connects started (first attempts, not redirects).
-    pub attempted: u64,
-    /// Stream heads received (200, or 101 for WebSocket).
-    pub connected: u64,
-    pub redirects: u64,
-    /// Streams open when the ramp settled (every connect done) / at the end.
-    pub held_at_settle: u64,
-    pub held_at_end: u64,
-    /// Connections still opening when the run stopped (only after a timeout).
-    pub opening_at_end: u64,
-    pub failures: Failures,
-    pub status_codes: BTreeMap<u16, u64>,
-    /// Other errors by description.
-    pub errors: BTreeMap<String, u64>,
-    pub latency_us: Histogram<u64>,
-    /// First connect start -> every connect finished.
-    pub ramp_secs: f64,
-    pub elapsed_secs: f64,
-    pub messages: u64,
-    pub heartbeats: u64,
-    /// WebSocket close frames received (each also a `closed_while_held`).
-    pub closes: u64,
-    pub bytes: u64,
+    /// The engine's counters: connects, failures, latency, messages, ramp and hold times.
+    pub run: EngineReport,
     pub pids: Vec<u32>,
     pub mem_before: Option<Mem>,
     pub mem_after: Option<Mem>,
@@ -85,52 +64,12 @@ pub struct HoldReport {
     pub kernel_before: Option<Kernel>,
     pub kernel_after: Option<Kernel>,
     pub kernel_end: Option<Kernel>,
-    /// The ramp settled and the hold ran its full time.
-    pub completed: bool,
-    /// Stopped by `--timeout-secs`.
-    pub timed_out: bool,
 }
 
 impl HoldReport {
-    pub fn new(target: String, conns: u64, rate: u64, hold_secs: f64, pids: Vec<u32>) -> Self {
-        HoldReport {
-            target,
-            conns,
-            rate,
-            hold_secs,
-            transport: "chunked",
-            codec: "json",
-            attempted: 0,
-            connected: 0,
-            redirects: 0,
-            held_at_settle: 0,
-            held_at_end: 0,
-            opening_at_end: 0,
-            failures: Failures::default(),
-            status_codes: BTreeMap::new(),
-            errors: BTreeMap::new(),
-            latency_us: new_histogram(),
-            ramp_secs: 0.0,
-            elapsed_secs: 0.0,
-            messages: 0,
-            heartbeats: 0,
-            closes: 0,
-            bytes: 0,
-            pids,
-            mem_before: None,
-            mem_after: None,
-            mem_end: None,
-            kernel_before: None,
-            kernel_after: None,
-            kernel_end: None,
-            completed: false,
-            timed_out: false,
-        }
-    }
-
     pub fn connects_per_sec(&self) -> f64 {
-        if self.ramp_secs > 0.0 {
-            self.connected as f64 / self.ramp_secs
+        if self.run.ramp_secs > 0.0 {
+            self.run.connected as f64 / self.run.ramp_secs
         } else {
             0.0
         }
@@ -139,48 +78,50 @@ impl HoldReport {
     /// (after - before) / held_at_settle for one memory field.
     fn per_stream(&self, f: fn(&Mem) -> u64) -> Option<f64> {
         let (b, a) = (self.mem_before?, self.mem_after?);
-        if self.held_at_settle == 0 {
+        if self.run.held_at_settle == 0 {
             return None;
         }
-        Some((f(&a) as f64 - f(&b) as f64) / self.held_at_settle as f64)
+        Some((f(&a) as f64 - f(&b) as f64) / self.run.held_at_settle as f64)
     }
 
     /// (end - before) / held_at_end: the same figure once the streams sat idle for the hold.
     fn per_stream_end(&self, f: fn(&Mem) -> u64) -> Option<f64> {
         let (b, e) = (self.mem_before?, self.mem_end?);
-        if self.held_at_end == 0 || !self.completed {
+        if self.run.held_at_end == 0 || !self.run.completed {
             return None;
         }
-        Some((f(&e) as f64 - f(&b) as f64) / self.held_at_end as f64)
+        Some((f(&e) as f64 - f(&b) as f64) / self.run.held_at_end as f64)
     }
 
     /// Kernel bytes per held stream (end of hold minus before), system-wide: with the load
     /// generator on the same machine this counts both ends of each connection.
     fn kernel_per_conn(&self, f: fn(&Kernel) -> u64) -> Option<f64> {
         let (b, e) = (self.kernel_before?, self.kernel_end?);
-        if self.held_at_end == 0 || !self.completed {
+        if self.run.held_at_end == 0 || !self.run.completed {
             return None;
         }
-        Some((f(&e) as f64 - f(&b) as f64) / self.held_at_end as f64)
+        Some((f(&e) as f64 - f(&b) as f64) / self.run.held_at_end as f64)
     }
 
     /// Everything ok: every stream held to the end, nothing failed.
     pub fn success(&self) -> bool {
-        self.completed && self.failures.total() == 0 && self.held_at_end == self.conns
+        self.run.completed && self.run.failures.total() == 0 && self.run.held_at_end == self.conns
     }
 
     pub fn latency_json(&self) -> Value {
-        crate::latency::hist_json(&self.latency_us)
+        crate::latency::hist_json(&self.run.latency_us)
     }
 
     pub fn to_json(&self) -> Value {
-        let f = &self.failures;
+        let f = &self.run.failures;
         let codes: Map<String, Value> = self
+            .run
             .status_codes
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
         let errors: Map<String, Value> = self
+            .run
             .errors
             .iter()
             .map(|(k, v)| (k.clone(), json!(v)))
@@ -208,12 +149,12 @@ impl HoldReport {
             "hold_secs": self.hold_secs,
             "transport": self.transport,
             "codec": self.codec,
-            "attempted": self.attempted,
-            "connected": self.connected,
-            "redirects": self.redirects,
-            "held_at_settle": self.held_at_settle,
-            "held_at_end": self.held_at_end,
-            "opening_at_end": self.opening_at_end,
+            "attempted": self.run.attempted,
+            "connected": self.run.connected,
+            "redirects": self.run.redirects,
+            "held_at_settle": self.run.held_at_settle,
+            "held_at_end": self.run.held_at_end,
+            "opening_at_end": self.run.opening_at_end,
             "failed": f.total(),
             "failures": {
                 "refused": f.refused,
@@ -227,13 +168,13 @@ impl HoldReport {
             "status_codes": codes,
             "errors": errors,
             "connect_latency_us": self.latency_json(),
-            "ramp_secs": (self.ramp_secs * 1000.0).round() / 1000.0,
+            "ramp_secs": (self.run.ramp_secs * 1000.0).round() / 1000.0,
             "connects_per_sec": self.connects_per_sec().round(),
-            "elapsed_secs": (self.elapsed_secs * 1000.0).round() / 1000.0,
-            "messages_received": self.messages,
-            "heartbeats_received": self.heartbeats,
-            "close_frames_received": self.closes,
-            "bytes_received": self.bytes,
+            "elapsed_secs": (self.run.elapsed_secs * 1000.0).round() / 1000.0,
+            "messages_received": self.run.messages,
+            "heartbeats_received": self.run.heartbeats,
+            "close_frames_received": self.run.closes,
+            "bytes_received": self.run.bytes,
             "server_pids": self.pids,
             "server_rss_bytes_before": self.mem_before.map(|m| m.rss),
             "server_rss_bytes_after": self.mem_after.map(|m| m.rss),
@@ -253,15 +194,15 @@ impl HoldReport {
             "server_mem_before": mem(&self.mem_before),
             "server_mem_after": mem(&self.mem_after),
             "server_mem_end": mem(&self.mem_end),
-            "completed": self.completed,
-            "timed_out": self.timed_out,
+            "completed": self.run.completed,
+            "timed_out": self.run.timed_out,
             "success": self.success(),
         })
     }
 
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let f = &self.failures;
+        let f = &self.run.failures;
         let _ = writeln!(
             s,
             "hold {} ({}/{}): conns={} rate={}/s hold={}s -> {}",
@@ -273,7 +214,7 @@ impl HoldReport {
             self.hold_secs,
             if self.success() {
                 "OK"
-            } else if self.timed_out {
+            } else if self.run.timed_out {
                 "TIMED OUT"
             } else {
                 "FAILURES"
@@ -282,16 +223,16 @@ impl HoldReport {
         let _ = writeln!(
             s,
             "  connected {} of {} attempted in {:.3}s ({:.0} connects/s), {} redirects; held {} at settle, {} at end, {} still opening",
-            self.connected,
-            self.attempted,
-            self.ramp_secs,
+            self.run.connected,
+            self.run.attempted,
+            self.run.ramp_secs,
             self.connects_per_sec(),
-            self.redirects,
-            self.held_at_settle,
-            self.held_at_end,
-            self.opening_at_end
+            self.run.redirects,
+            self.run.held_at_settle,
+            self.run.held_at_end,
+            self.run.opening_at_end
         );
-        let h = &self.latency_us;
+        let h = &self.run.latency_us;
         if !h.is_empty() {
             let ms = |v: u64| v as f64 / 1000.0;
             let _ = writeln!(
@@ -316,16 +257,16 @@ impl HoldReport {
             f.bad_response,
             f.other
         );
-        if !self.status_codes.is_empty() {
-            let _ = writeln!(s, "  status codes: {:?}", self.status_codes);
+        if !self.run.status_codes.is_empty() {
+            let _ = writeln!(s, "  status codes: {:?}", self.run.status_codes);
         }
-        if !self.errors.is_empty() {
-            let _ = writeln!(s, "  errors: {:?}", self.errors);
+        if !self.run.errors.is_empty() {
+            let _ = writeln!(s, "  errors: {:?}", self.run.errors);
         }
         let _ = writeln!(
             s,
             "  received {} messages ({} heartbeats), {} close frames, {} bytes",
-            self.messages, self.heartbeats, self.closes, self.bytes
+            self.run.messages, self.run.heartbeats, self.run.closes, self.run.bytes
         );
         if let (Some(b), Some(a)) = (self.mem_before, self.mem_after) {
             let _ = writeln!(
@@ -339,7 +280,7 @@ impl HoldReport {
             );
         }
         if let Some(e) = self.mem_end {
-            if self.completed && self.mem_before.is_some() {
+            if self.run.completed && self.mem_before.is_some() {
                 let _ = writeln!(
                     s,
                     "  server RSS at end of hold {} bytes; per stream: rss={:.1} private_dirty={:.1} anonymous={:.1} bytes",
@@ -364,7 +305,7 @@ impl HoldReport {
 
     /// HdrHistogram-style percentile distribution (microseconds), for plotting.
     pub fn percentile_distribution(&self) -> String {
-        crate::latency::percentile_distribution(&self.latency_us)
+        crate::latency::percentile_distribution(&self.run.latency_us)
     }
 }
 
@@ -372,21 +313,40 @@ impl HoldReport {
 mod tests {
     use super::*;
 
-    fn sample() -> HoldReport {
-        let mut r = HoldReport::new("127.0.0.1:8000".into(), 4, 5000, 2.0, vec![42]);
-        r.attempted = 4;
-        r.connected = 3;
-        r.held_at_settle = 3;
-        r.held_at_end = 2;
-        r.failures.status = 1;
-        r.failures.closed_while_held = 1;
-        r.status_codes.insert(503, 1);
-        for us in [100, 200, 300] {
-            r.latency_us.record(us).unwrap();
+    fn report(target: String, conns: u64, rate: u64, hold_secs: f64, pids: Vec<u32>) -> HoldReport {
+        HoldReport {
+            target,
+            conns,
+            rate,
+            hold_secs,
+            transport: "chunked",
+            codec: "json",
+            run: EngineReport::new(),
+            pids,
+            mem_before: None,
+            mem_after: None,
+            mem_end: None,
+            kernel_before: None,
+            kernel_after: None,
+            kernel_end: None,
         }
-        r.ramp_secs = 0.5;
-        r.messages = 7;
-        r.heartbeats = 2;
+    }
+
+    fn sample() -> HoldReport {
+        let mut r = report("127.0.0.1:8000".into(), 4, 5000, 2.0, vec![42]);
+        r.run.attempted = 4;
+        r.run.connected = 3;
+        r.run.held_at_settle = 3;
+        r.run.held_at_end = 2;
+        r.run.failures.status = 1;
+        r.run.failures.closed_while_held = 1;
+        r.run.status_codes.insert(503, 1);
+        for us in [100, 200, 300] {
+            r.run.latency_us.record(us).unwrap();
+        }
+        r.run.ramp_secs = 0.5;
+        r.run.messages = 7;
+        r.run.heartbeats = 2;
         r.mem_before = Some(Mem {
             rss: 1_000_000,
             pss: 900_000,
@@ -399,7 +359,7 @@ mod tests {
             private_dirty: 503_000,
             anonymous: 401_500,
         });
-        r.completed = true;
+        r.run.completed = true;
         r
     }
 
@@ -438,7 +398,7 @@ mod tests {
 
     #[test]
     fn json_without_pids_or_samples() {
-        let r = HoldReport::new("h:1".into(), 0, 1, 0.0, vec![]);
+        let r = report("h:1".into(), 0, 1, 0.0, vec![]);
         let j = r.to_json();
         assert_eq!(j["connect_latency_us"], json!({"count": 0}));
         assert!(j["server_rss_bytes_per_stream"].is_null());
@@ -449,8 +409,8 @@ mod tests {
     fn success_and_text() {
         let mut r = sample();
         assert!(!r.success());
-        r.failures = Failures::default();
-        r.held_at_end = 4;
+        r.run.failures = Failures::default();
+        r.run.held_at_end = 4;
         assert!(r.success());
         let t = r.to_text();
         assert!(t.contains("-> OK"), "{t}");

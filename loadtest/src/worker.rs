@@ -9,9 +9,9 @@
 //! - worker → coordinator: `{"type":"tick",...}` (cumulative counters, `interval_hist`),
 //!   then `{"type":"report",...}` (see [`report_to_json`]) or `{"type":"error","error":..}`.
 
-use crate::engine::{self, EngineOpts, EngineReport, Snapshot};
+use crate::engine::{self, EngineOpts, EngineReport, Snapshot, Uids};
 use crate::owner;
-use crate::report::{new_histogram, Failures};
+use crate::report::Failures;
 use crate::transport::{Codec, Transport};
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -215,11 +215,13 @@ impl Job {
     }
 
     /// The uids this job connects, in order.
-    pub fn uids(&self) -> Result<Vec<String>> {
+    pub fn uids(&self) -> Result<Uids> {
         if self.owner_nodes.is_empty() {
-            return Ok((0..self.conns)
-                .map(|i| format!("{}{}", self.uid_prefix, self.uid_start + i))
-                .collect());
+            return Ok(Uids::Range {
+                prefix: self.uid_prefix.clone(),
+                start: self.uid_start,
+                count: self.conns,
+            });
         }
         let ring = owner::Ring::new(&self.owner_nodes);
         let (j, m) = self.owner_split;
@@ -245,7 +247,7 @@ impl Job {
                 limit
             );
         }
-        Ok(out)
+        Ok(Uids::List(out))
     }
 
     pub fn engine_opts(&self) -> Result<EngineOpts> {
@@ -307,7 +309,8 @@ pub fn hist_from_b64(s: &str) -> Result<Histogram<u64>> {
     Ok(h)
 }
 
-/// Merge `src` into `dst` (same bounds as [`new_histogram`]; values out of range are clamped).
+/// Merge `src` into `dst` (same bounds as [`crate::report::new_histogram`]; values out of
+/// range are clamped).
 pub fn merge_hist(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
     if dst.add(src).is_err() {
         for v in src.iter_recorded() {
@@ -392,7 +395,8 @@ pub fn report_to_json(r: &EngineReport) -> Value {
         "status_codes": codes, "errors": errors,
         "latency_hist": hist_to_b64(&r.latency_us),
         "ramp_secs": r.ramp_secs, "elapsed_secs": r.elapsed_secs,
-        "messages": r.messages, "heartbeats": r.heartbeats, "bytes": r.bytes,
+        "messages": r.messages, "heartbeats": r.heartbeats, "closes": r.closes,
+        "bytes": r.bytes,
         "stopped_early": r.stopped_early, "completed": r.completed, "timed_out": r.timed_out,
     })
 }
@@ -433,6 +437,7 @@ pub fn report_from_json(v: &Value) -> Result<EngineReport> {
     r.elapsed_secs = f("elapsed_secs");
     r.messages = u("messages");
     r.heartbeats = u("heartbeats");
+    r.closes = u("closes");
     r.bytes = u("bytes");
     r.stopped_early = b("stopped_early");
     r.completed = b("completed");
@@ -471,6 +476,7 @@ pub fn merge_reports(parts: &[EngineReport]) -> EngineReport {
         m.elapsed_secs = m.elapsed_secs.max(p.elapsed_secs);
         m.messages += p.messages;
         m.heartbeats += p.heartbeats;
+        m.closes += p.closes;
         m.bytes += p.bytes;
         m.stopped_early |= p.stopped_early;
         m.completed &= p.completed;
@@ -482,8 +488,8 @@ pub fn merge_reports(parts: &[EngineReport]) -> EngineReport {
 pub fn tick_to_json(s: &Snapshot) -> Value {
     json!({
         "type": "tick", "t": s.t_secs, "attempted": s.attempted, "connected": s.connected,
-        "held": s.held, "opening": s.opening, "failed": s.failed,
-        "interval_hist": hist_to_b64(&s.interval_us), "done": s.done,
+        "held": s.held, "opening": s.opening, "failed": s.failed, "messages": s.messages,
+        "interval_hist": s.interval_us.as_ref().map(hist_to_b64), "done": s.done,
     })
 }
 
@@ -496,10 +502,12 @@ pub fn tick_from_json(v: &Value) -> Result<Snapshot> {
         held: u("held"),
         opening: u("opening"),
         failed: u("failed"),
-        interval_us: match v.get("interval_hist").and_then(Value::as_str) {
-            Some(s) => hist_from_b64(s)?,
-            None => new_histogram(),
-        },
+        messages: u("messages"),
+        interval_us: v
+            .get("interval_hist")
+            .and_then(Value::as_str)
+            .map(hist_from_b64)
+            .transpose()?,
         done: v.get("done").and_then(Value::as_bool).unwrap_or(false),
     })
 }
@@ -610,7 +618,7 @@ fn serve_one(sock: TcpStream, auth_secret: Option<&str>) -> Result<()> {
         std::thread::sleep(Duration::from_millis(wait));
     }
     let mut tick_out = out.try_clone()?;
-    let res = engine::run(&opts, &stop, &mut |s| {
+    let res = engine::run(&opts, &stop, &mut |s: &Snapshot| {
         let _ = send(&mut tick_out, &tick_to_json(s));
     });
     match res {
@@ -828,6 +836,7 @@ pub fn src_slice(src: &[std::net::Ipv4Addr], k: usize, w: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::new_histogram;
 
     #[test]
     fn base64_round_trip() {
@@ -921,8 +930,11 @@ mod tests {
             conns: 100,
             ..Job::default()
         };
-        let a = mk(0).uids().unwrap();
-        let b = mk(1).uids().unwrap();
+        let list = |j| match mk(j).uids().unwrap() {
+            Uids::List(v) => v,
+            u => panic!("{u:?}"),
+        };
+        let (a, b) = (list(0), list(1));
         assert_eq!(a.len(), 100);
         assert!(a.iter().chain(&b).all(|u| ring.owner(u) == 2));
         assert!(a.iter().all(|u| !b.contains(u)));
@@ -933,7 +945,8 @@ mod tests {
         }
         .uids()
         .unwrap();
-        assert_eq!(plain, vec!["lt7", "lt8", "lt9"]);
+        assert_eq!(plain.len(), 3);
+        assert_eq!([plain.get(0), plain.get(2)], ["lt7", "lt9"]);
     }
 
     #[test]
@@ -983,12 +996,13 @@ mod tests {
             held: 2,
             opening: 1,
             failed: 0,
-            interval_us: h,
+            messages: 5,
+            interval_us: Some(h),
             done: true,
         };
         let b = tick_from_json(&tick_to_json(&s)).unwrap();
-        assert_eq!((b.attempted, b.held, b.opening), (3, 2, 1));
-        assert_eq!(b.interval_us.len(), 1);
+        assert_eq!((b.attempted, b.held, b.opening, b.messages), (3, 2, 1, 5));
+        assert_eq!(b.interval_us.map(|h| h.len()), Some(1));
         assert!(b.done);
     }
 
