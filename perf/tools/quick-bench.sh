@@ -1,0 +1,37 @@
+#!/bin/bash
+# Quick single-node A/B of the current release build (not a substitute for perf/vs-nchan.sh):
+# starts ipush_server (--storage=embedded unless SARGS says otherwise) on fixed ports 23100-23102,
+# runs one loadtest scenario, samples server and loadtest CPU and the server's send() count
+# mid-run, and prints the delivery summary. Optional PROF=name records a perf profile of the
+# server into /tmp/perf.name.data.
+#
+#   perf/tools/quick-bench.sh fanout    # 10,000 subscribers x M=1000, window 32, PC=32 pub conns
+#   perf/tools/quick-bench.sh unicast   # 10,000 users, M=200000 publishes, window 256, PC=16
+#   SARGS=--storage=memory PC=4 perf/tools/quick-bench.sh fanout
+set -u
+KIND=${1:-fanout}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+D=$(mktemp -d); B=$ROOT/target/release/ipush_server; LT=$ROOT/target/release/loadtest
+$B --client_host=127.0.0.1 --client_port=23100 --admin_port=23101 --bus_port=23102 \
+    --pid_file=$D/pid --data_dir=$D/data --log_level=warn ${SARGS:-} > $D/log 2>&1 &
+SP=$!
+for _ in $(seq 50); do curl -s 127.0.0.1:23101/health >/dev/null && break; sleep 0.1; done
+if [ "$KIND" = fanout ]; then
+    ARGS=(fanout --subscribers 10000 --messages "${M:-1000}" --window 32 --pub-conns "${PC:-32}")
+else
+    ARGS=(unicast --users 10000 --messages "${M:-200000}" --seed 1 --window "${W:-256}" --pub-conns "${PC:-16}")
+fi
+timeout 300 "$LT" "${ARGS[@]}" --target 127.0.0.1:23100 --admin 127.0.0.1:23101 \
+    --src 127.0.0.2-127.0.0.9 --quiet --json > $D/out.json 2>$D/err &
+TP=$!
+sleep "${WAIT:-5}"
+LP=$(pgrep -P $TP -x loadtest | head -1)
+t() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+a=$(t $SP); b=$(t "$LP"); sleep 4
+echo "server cpu% $(( ($(t $SP)-a)/4 ))  loadtest cpu% $(( ($(t "$LP")-b)/4 ))"
+perf stat -e syscalls:sys_enter_sendto -p $SP -- sleep 2 2>&1 | awk '/sys_enter/ {print "server send() per s:", $1/2}'
+if [ -n "${PROF:-}" ]; then perf record -g -o /tmp/perf.$PROF.data -p $SP -- sleep 4 >/dev/null 2>&1; fi
+wait $TP
+python3 -c "import json; r=json.load(open('$D/out.json'))['delivery']; print({k: r.get(k) for k in ['per_sec','lost','duplicated','out_of_order']}, 'latency p50/p99 us', r['latency_us']['p50'], r['latency_us']['p99'])" \
+    || tail -5 $D/err
+kill $SP; wait $SP 2>/dev/null; rm -rf "$D"
