@@ -17,7 +17,7 @@ $B --client_host=127.0.0.1 --client_port=23100 --admin_port=23101 --bus_port=231
 SP=$!
 for _ in $(seq 50); do curl -s 127.0.0.1:23101/health >/dev/null && break; sleep 0.1; done
 if [ "$KIND" = fanout ]; then
-    ARGS=(fanout --subscribers 10000 --messages "${M:-1000}" --window 32 --pub-conns "${PC:-32}")
+    ARGS=(fanout --subscribers 10000 --messages "${M:-1000}" --window 32 --pub-conns "${PC:-32}" ${RATE:+--rate "$RATE"})
 else
     ARGS=(unicast --users 10000 --messages "${M:-200000}" --seed 1 --window "${W:-256}" --pub-conns "${PC:-16}")
 fi
