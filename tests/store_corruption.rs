@@ -109,6 +109,22 @@ fn core_dir_of(file: &Path) -> PathBuf {
     file.parent().unwrap().to_path_buf()
 }
 
+/// Starts the server on its damaged data and expects it to refuse.
+fn refused(s: &Server) -> FailedStart {
+    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
+    eprintln!("refused in {:?}:\n{}", f.took, f.stderr);
+    assert!(!f.status.success(), "{:?}", f.status);
+    f
+}
+
+/// As `refused`, and the message names `file`.
+fn refused_naming(s: &Server, file: &Path) -> FailedStart {
+    let f = refused(s);
+    let name = file.display().to_string();
+    assert!(f.stderr.contains(&name), "names {name}: {}", f.stderr);
+    f
+}
+
 #[test]
 fn truncated_last_record_is_refused_with_the_truncate_command_and_then_recovers() {
     let mut s = Server::start(&[EMBEDDED]);
@@ -128,9 +144,7 @@ fn truncated_last_record_is_refused_with_the_truncate_command_and_then_recovers(
         .unwrap();
     let core_before = dir_contents(&core_dir_of(&wal));
 
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    eprintln!("refused in {:?}:\n{}", f.took, f.stderr);
-    assert!(!f.status.success(), "{:?}", f.status);
+    let f = refused(&s);
     let name = wal.display().to_string();
     assert!(f.stderr.contains(&name), "names the file: {}", f.stderr);
     assert!(f.stderr.contains("cut short"), "{}", f.stderr);
@@ -185,16 +199,9 @@ fn flipped_byte_is_refused_as_checksum_mismatch_and_changes_nothing() {
     std::fs::write(&wal, &data).unwrap();
     let core_before = dir_contents(&core_dir_of(&wal));
 
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    eprintln!("refused in {:?}:\n{}", f.took, f.stderr);
-    assert!(!f.status.success());
+    let f = refused_naming(&s, &wal);
     assert!(
         f.stderr.contains("checksum mismatch") || f.stderr.contains("malformed"),
-        "{}",
-        f.stderr
-    );
-    assert!(
-        f.stderr.contains(&wal.display().to_string()),
         "{}",
         f.stderr
     );
@@ -223,14 +230,7 @@ fn bad_header_is_refused_clearly() {
     let mut bad = good.clone();
     bad[..24].copy_from_slice(b"this is not a store!!!!!");
     std::fs::write(&wal, &bad).unwrap();
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    eprintln!("{}", f.stderr);
-    assert!(!f.status.success());
-    assert!(
-        f.stderr.contains(&wal.display().to_string()),
-        "{}",
-        f.stderr
-    );
+    let f = refused_naming(&s, &wal);
     assert!(f.stderr.contains("not an ipush store file"), "{}", f.stderr);
     assert_eq!(std::fs::read(&wal).unwrap(), bad, "left as it was");
 
@@ -238,27 +238,19 @@ fn bad_header_is_refused_clearly() {
     let stray = core_dir_of(&wal).join("wal-9999999999.log");
     std::fs::write(&stray, b"garbage garbage garbage garbage garbage").unwrap();
     std::fs::write(&wal, &good).unwrap();
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    assert!(!f.status.success());
-    assert!(
-        f.stderr.contains(&stray.display().to_string()),
-        "{}",
-        f.stderr
-    );
+    let f = refused_naming(&s, &stray);
     assert!(f.stderr.contains("bad magic"), "{}", f.stderr);
 
     // (3) A file shorter than its header.
     std::fs::write(&stray, b"IPUSH").unwrap();
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    assert!(!f.status.success());
+    let f = refused(&s);
     assert!(f.stderr.contains("shorter than its header"), "{}", f.stderr);
 
     // (4) A newer format version.
     let mut v2 = good.clone();
     v2[8..12].copy_from_slice(&2u32.to_le_bytes());
     std::fs::write(&stray, &v2).unwrap();
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    assert!(!f.status.success());
+    let f = refused(&s);
     assert!(
         f.stderr.contains("unsupported store format version"),
         "{}",
@@ -285,14 +277,7 @@ fn corrupted_length_field_is_reported() {
     // Length grows by 64 KiB: beyond the end of this small file, below MAX_RECORD.
     data[start + 2] ^= 0x01;
     std::fs::write(&wal, &data).unwrap();
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    eprintln!("{}", f.stderr);
-    assert!(!f.status.success());
-    assert!(
-        f.stderr.contains(&wal.display().to_string()),
-        "{}",
-        f.stderr
-    );
+    let f = refused_naming(&s, &wal);
     assert!(f.stderr.contains(&format!("byte {start}")), "{}", f.stderr);
     assert_eq!(std::fs::read(&wal).unwrap(), data, "left as it was");
 }
@@ -313,8 +298,7 @@ fn corrupted_length_field_is_not_called_a_torn_tail() {
     let (start, _) = recs[0];
     data[start + 2] ^= 0x01;
     std::fs::write(&wal, &data).unwrap();
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    assert!(!f.status.success());
+    let f = refused(&s);
     assert!(
         !f.stderr.contains(&format!("truncate -s {start} ")),
         "the advice would drop {} complete records: {}",
@@ -334,14 +318,7 @@ fn zero_filled_tail_is_refused() {
     let end = data.len();
     data.extend_from_slice(&[0u8; 4096]);
     std::fs::write(&wal, &data).unwrap();
-    let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-    eprintln!("{}", f.stderr);
-    assert!(!f.status.success());
-    assert!(
-        f.stderr.contains(&wal.display().to_string()),
-        "{}",
-        f.stderr
-    );
+    let f = refused_naming(&s, &wal);
     assert!(f.stderr.contains(&format!("byte {end}")), "{}", f.stderr);
     assert_eq!(std::fs::read(&wal).unwrap(), data, "left as it was");
 }
@@ -364,8 +341,7 @@ fn refused_start_changes_no_file_of_any_core() {
     std::fs::write(&wal, &data).unwrap();
     let before = dir_contents(&s.data_dir());
     for _ in 0..3 {
-        let f = s.start_expect_failure(&[EMBEDDED], REFUSE_WITHIN);
-        assert!(!f.status.success());
+        refused(&s);
     }
     let after = dir_contents(&s.data_dir());
     let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
