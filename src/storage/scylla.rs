@@ -199,6 +199,24 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
+/// Runs `st` once under the timeout and decodes its first row, if any, as `R`.
+async fn first_row<R>(
+    ctx: &Ctx,
+    what: &str,
+    st: &PreparedStatement,
+    values: impl scylla::serialize::row::SerializeRow,
+) -> Result<Option<R>, String>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let res = timed(ctx.timeout, what, ctx.session.execute_unpaged(st, values)).await?;
+    let rows = res
+        .into_rows_result()
+        .map_err(|e| format!("scylla: {what}: {e}"))?;
+    rows.maybe_first_row::<R>()
+        .map_err(|e| format!("scylla: {what}: {e}"))
+}
+
 /// An absent column is left unset rather than written as null (a null is a tombstone).
 fn unset_if_none<T>(v: Option<T>) -> MaybeUnset<T> {
     v.map_or(MaybeUnset::Unset, MaybeUnset::Set)
@@ -886,18 +904,8 @@ async fn read(ctx: Arc<Ctx>, r: Read) {
 
 /// A user's counters (the caller holds a permit).
 async fn load_user(ctx: &Ctx, uid: &str) -> Result<UserMeta, String> {
-    let res = timed(
-        ctx.timeout,
-        "load_user",
-        ctx.session.execute_unpaged(&ctx.st.user, (uid,)),
-    )
-    .await?;
-    let rows = res
-        .into_rows_result()
-        .map_err(|e| format!("scylla: load_user: {e}"))?;
-    let row = rows
-        .maybe_first_row::<(Option<i64>, Option<i64>)>()
-        .map_err(|e| format!("scylla: load_user: {e}"))?;
+    let row: Option<(Option<i64>, Option<i64>)> =
+        first_row(ctx, "load_user", &ctx.st.user, (uid,)).await?;
     let (max_seq, last_ack) = row.unwrap_or_default();
     let (max_seq, last_ack) = (
         max_seq.unwrap_or(0).max(0) as u64,
@@ -1000,6 +1008,9 @@ async fn offline(
     Ok(out)
 }
 
+/// kind, sender, channel, body of a shared channel body.
+type BodyRow = (Option<i8>, Option<String>, Option<String>, Option<String>);
+
 /// Reads shared bodies concurrently; a missing id is left out.
 async fn fetch_bodies(ctx: &Arc<Ctx>, ids: Vec<Uuid>) -> Result<Vec<(Uuid, BodyData)>, String> {
     let mut tasks: JoinSet<Result<Option<(Uuid, BodyData)>, String>> = JoinSet::new();
@@ -1007,18 +1018,8 @@ async fn fetch_bodies(ctx: &Arc<Ctx>, ids: Vec<Uuid>) -> Result<Vec<(Uuid, BodyD
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let _permit = ctx.permits.acquire().await;
-            let res = timed(
-                ctx.timeout,
-                "read a channel body",
-                ctx.session.execute_unpaged(&ctx.st.body, (id,)),
-            )
-            .await?;
-            let rows = res
-                .into_rows_result()
-                .map_err(|e| format!("scylla: read a channel body: {e}"))?;
-            let row = rows
-                .maybe_first_row::<(Option<i8>, Option<String>, Option<String>, Option<String>)>()
-                .map_err(|e| format!("scylla: read a channel body: {e}"))?;
+            let row: Option<BodyRow> =
+                first_row(&ctx, "read a channel body", &ctx.st.body, (id,)).await?;
             Ok(row.map(|(kind, sender, channel, body)| {
                 (
                     id,
