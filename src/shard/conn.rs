@@ -107,10 +107,6 @@ impl Conn {
     /// stream as a slow reader). Final items are always accepted. Messages do not wake the
     /// stream's task: the core's flusher writes them (see `Shard::push`).
     pub fn push(&self, item: Out, max: usize) -> bool {
-        self.enqueue(item, max)
-    }
-
-    fn enqueue(&self, item: Out, max: usize) -> bool {
         if self.ending.get() || self.abort.get() {
             return true;
         }
@@ -127,7 +123,7 @@ impl Conn {
 
     /// Queues a final item and wakes the stream's task, which writes it and closes.
     fn push_final(&self, item: Out) {
-        self.enqueue(item, usize::MAX);
+        self.push(item, usize::MAX);
         self.wake();
     }
 
