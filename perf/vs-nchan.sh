@@ -5,6 +5,7 @@
 #
 #   perf/vs-nchan.sh                       # N=10000 M=1000 UNICAST_USERS=10000 UNICAST_MSGS=100000
 #   N=2000 M=200 UNICAST_MSGS=20000 perf/vs-nchan.sh   # quick
+#   SCENARIOS="unicast" PUB_CONNS=64 perf/vs-nchan.sh   # only some scenarios (hold fanout unicast)
 #
 # Scenarios (each bounded in time by loadtest itself):
 #   hold     fanout --messages 0 --hold-secs $HOLD: N streams opened and held; connect rate, RSS/stream
@@ -29,6 +30,8 @@ WINDOW=${WINDOW:-32}
 M_HALF=${M_HALF:-$(( M / 5 ))}
 TIMEOUT=${TIMEOUT:-900}
 UWINDOW=${UWINDOW:-256}
+SCENARIOS=${SCENARIOS:-hold fanout unicast}
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/perf/results/vs-nchan}
 LT=$ROOT/target/release/loadtest
@@ -140,15 +143,21 @@ jq_() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); v=eval(sys.
 
 for srv in nchan ipush; do
     if [ "$srv" = nchan ]; then pids=$NCHAN_PIDS; else pids=$IPUSH_PID; fi
-    run hold "$srv" fanout --subscribers "$N" --messages 0 --hold-secs "$HOLD" --pids "$pids"
-    run fanout "$srv" fanout --subscribers "$N" --messages "$M" --window "$WINDOW" --pub-conns "$FPUB_CONNS"
-    RATE=$(jq_ "$OUT/fanout.$srv.json" 'max(1.0, max(d["publish"]["per_sec"], d["delivery"]["per_sec"]/max(1,d["connect"]["connected"]))/2)')
-    run fanout-half "$srv" fanout --subscribers "$N" --messages "$M_HALF" --window "$WINDOW" --pub-conns "$FPUB_CONNS" --rate "$RATE"
-    run unicast "$srv" unicast --users "$UNICAST_USERS" --messages "$UNICAST_MSGS" --seed 1 \
-        --window "$UWINDOW" --pub-conns "$PUB_CONNS"
-    URATE=$(jq_ "$OUT/unicast.$srv.json" 'max(1.0, d["publish"]["per_sec"]/2)')
-    run unicast-half "$srv" unicast --users "$UNICAST_USERS" --messages "$UNICAST_MSGS" --seed 1 \
-        --window "$UWINDOW" --pub-conns "$PUB_CONNS" --rate "$URATE"
+    if has hold; then
+        run hold "$srv" fanout --subscribers "$N" --messages 0 --hold-secs "$HOLD" --pids "$pids"
+    fi
+    if has fanout; then
+        run fanout "$srv" fanout --subscribers "$N" --messages "$M" --window "$WINDOW" --pub-conns "$FPUB_CONNS"
+        RATE=$(jq_ "$OUT/fanout.$srv.json" 'max(1.0, max(d["publish"]["per_sec"], d["delivery"]["per_sec"]/max(1,d["connect"]["connected"]))/2)')
+        run fanout-half "$srv" fanout --subscribers "$N" --messages "$M_HALF" --window "$WINDOW" --pub-conns "$FPUB_CONNS" --rate "$RATE"
+    fi
+    if has unicast; then
+        run unicast "$srv" unicast --users "$UNICAST_USERS" --messages "$UNICAST_MSGS" --seed 1 \
+            --window "$UWINDOW" --pub-conns "$PUB_CONNS"
+        URATE=$(jq_ "$OUT/unicast.$srv.json" 'max(1.0, d["publish"]["per_sec"]/2)')
+        run unicast-half "$srv" unicast --users "$UNICAST_USERS" --messages "$UNICAST_MSGS" --seed 1 \
+            --window "$UWINDOW" --pub-conns "$PUB_CONNS" --rate "$URATE"
+    fi
 done
 
 python3 - "$OUT" <<'PY'

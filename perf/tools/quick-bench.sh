@@ -17,7 +17,7 @@ $B --client_host=127.0.0.1 --client_port=23100 --admin_port=23101 --bus_port=231
 SP=$!
 for _ in $(seq 50); do curl -s 127.0.0.1:23101/health >/dev/null && break; sleep 0.1; done
 if [ "$KIND" = fanout ]; then
-    ARGS=(fanout --subscribers 10000 --messages "${M:-1000}" --window 32 --pub-conns "${PC:-32}" ${RATE:+--rate "$RATE"})
+    ARGS=(fanout --subscribers 10000 --messages "${M:-1000}" --window "${W:-32}" --pub-conns "${PC:-32}" ${RATE:+--rate "$RATE"})
 else
     ARGS=(unicast --users 10000 --messages "${M:-200000}" --seed 1 --window "${W:-256}" --pub-conns "${PC:-16}")
 fi
@@ -34,4 +34,5 @@ if [ -n "${PROF:-}" ]; then perf record -g -o /tmp/perf.$PROF.data -p $SP -- sle
 wait $TP
 python3 -c "import json; r=json.load(open('$D/out.json'))['delivery']; print({k: r.get(k) for k in ['per_sec','lost','duplicated','out_of_order']}, 'latency p50/p99 us', r['latency_us']['p50'], r['latency_us']['p99'])" \
     || tail -5 $D/err
-kill $SP; wait $SP 2>/dev/null; rm -rf "$D"
+kill -0 $SP 2>/dev/null || { echo "server exited:"; tail -20 $D/log; }
+kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$D"
