@@ -12,7 +12,7 @@ use crate::http::{self, query_escape};
 use crate::latency::ScenarioReport;
 use crate::net::{open_socket, resolve};
 use crate::scenario_wire::{
-    client_frame, make_body, parse_body, parse_response, scan_msg, Decoder, Framing, Rng,
+    client_frame, is_uid, make_body, parse_body, parse_response, scan_msg, Decoder, Framing, Rng,
     UrlTemplate,
 };
 use crate::sys;
@@ -325,6 +325,11 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
 impl Runner {
     fn uid(&self, i: usize) -> String {
         format!("{}{}", self.o.uid_prefix, i)
+    }
+
+    /// Whether `s` is `uid(i)`, without building it (once per received message).
+    fn is_uid(&self, s: &str, i: usize) -> bool {
+        is_uid(s, &self.o.uid_prefix, i)
     }
 
     fn is_generic(&self) -> bool {
@@ -880,18 +885,16 @@ impl Runner {
             body_t = t;
             // Right recipient and type.
             let want_y = if self.o.kind == Kind::Fanout { 4 } else { 3 };
-            let uid = self.uid(i);
-            let mut wrong = msg.y != Some(want_y) || msg.t.as_deref() != Some(uid.as_str());
+            let mut wrong =
+                msg.y != Some(want_y) || !msg.t.as_deref().is_some_and(|t| self.is_uid(t, i));
             if self.o.kind == Kind::Fanout && msg.c.as_deref() != Some(self.o.channel.as_str()) {
                 wrong = true;
             }
             if self.o.kind == Kind::Chat && (body_n as usize) < self.from.len() {
                 let sender = self.from[body_n as usize];
-                if sender != u32::MAX {
-                    let su = self.uid(sender as usize);
-                    if msg.f.as_deref() != Some(su.as_str()) {
-                        wrong = true;
-                    }
+                let from_ok = |f: &str| self.is_uid(f, sender as usize);
+                if sender != u32::MAX && !msg.f.as_deref().is_some_and(from_ok) {
+                    wrong = true;
                 }
             }
             if wrong {

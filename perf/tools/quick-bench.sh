@@ -14,7 +14,7 @@
 set -u
 KIND=${1:-fanout}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-D=$(mktemp -d); B=${BIN:-$ROOT/target/release/ipush_server}; LT=$ROOT/target/release/loadtest
+D=$(mktemp -d); B=${BIN:-$ROOT/target/release/ipush_server}; LT=${LTBIN:-$ROOT/target/release/loadtest}
 $B --client_host=127.0.0.1 --client_port=23100 --admin_port=23101 --bus_port=23102 \
     --pid_file=$D/pid --data_dir=$D/data --log_level=warn ${SARGS:-} > $D/log 2>&1 &
 SP=$!
@@ -28,12 +28,12 @@ timeout 300 "$LT" "${ARGS[@]}" --target 127.0.0.1:23100 --admin 127.0.0.1:23101 
     --src 127.0.0.2-127.0.0.9 --quiet --json > $D/out.json 2>$D/err &
 TP=$!
 sleep "${WAIT:-5}"
-LP=$(pgrep -P $TP -x loadtest | head -1)
+LP=$(pgrep -P $TP | head -1)
 received() { curl -s 127.0.0.1:23101/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["throughput"]["total_send_number"])' 2>/dev/null || echo 0; }
 t() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-a=$(t $SP); b=$(t "$LP"); ra=$(received); sleep 4
-rb=$(received)
-echo "server cpu% $(( ($(t $SP)-a)/4 ))  loadtest cpu% $(( ($(t "$LP")-b)/4 ))  server us/delivery $(python3 -c "print(round(($(t $SP)-$a)*1e4/max(1,$rb-$ra),3))")"
+ra=$(received); a=$(t $SP); b=$(t "$LP"); sleep 4
+a2=$(t $SP); b2=$(t "$LP"); rb=$(received)
+echo "server cpu% $(( (a2-a)/4 ))  loadtest cpu% $(( (b2-b)/4 ))  server us/delivery $(python3 -c "print(round(($a2-$a)*1e4/max(1,$rb-$ra),3))")"
 perf stat -e syscalls:sys_enter_sendto -p $SP -- sleep 2 2>&1 | awk '/sys_enter/ {print "server send() per s:", $1/2}'
 if [ -n "${PROF:-}" ]; then perf record -g -o /tmp/perf.$PROF.data -p $SP -- sleep 4 >/dev/null 2>&1; fi
 wait $TP
