@@ -184,9 +184,6 @@ struct Runner {
     last_delivery: Option<Instant>,
     /// Streams open when publishing started (fanout expectations).
     open_at_pub: u64,
-    /// Reused buffers of decoded payloads.
-    payloads: Vec<u8>,
-    spans: Vec<(usize, usize)>,
 }
 
 pub fn run(o: Opts) -> Result<ScenarioReport> {
@@ -294,8 +291,6 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
         last_ack: None,
         last_delivery: None,
         open_at_pub: 0,
-        payloads: Vec::new(),
-        spans: Vec::new(),
         o,
     };
     for _ in 0..run.o.pub_conns.max(1) {
@@ -717,6 +712,9 @@ impl Runner {
         }
     }
 
+    /// Reads until the socket is drained. A read shorter than the buffer drained it (as tokio
+    /// assumes): data arriving later raises a new edge-triggered event, so the extra read that
+    /// would only return EAGAIN — one recv() per event, half of them in a fan-out — is skipped.
     fn read_stream(&mut self, i: usize) {
         loop {
             let st = &mut self.streams[i];
@@ -746,6 +744,9 @@ impl Runner {
                 if !ok {
                     return;
                 }
+            }
+            if k < self.buf.len() {
+                return;
             }
         }
     }
@@ -811,23 +812,13 @@ impl Runner {
             Some(d) => d,
             None => return false,
         };
-        let mut payloads = std::mem::take(&mut self.payloads);
-        let mut spans = std::mem::take(&mut self.spans);
-        payloads.clear();
-        spans.clear();
+        // The decoder is out of `self` and `data` is not in it, so each payload is checked
+        // where it lies; one clock reading per read.
+        let mut clock = None;
         let res = dec.feed(data, &mut |p: &[u8]| {
-            spans.push((payloads.len(), p.len()));
-            payloads.extend_from_slice(p);
+            let (now, nanos) = *clock.get_or_insert_with(|| (Instant::now(), now_nanos()));
+            self.on_message(i, p, now, nanos);
         });
-        if !spans.is_empty() {
-            let now = Instant::now();
-            let nanos = now_nanos();
-            for &(at, len) in &spans {
-                self.on_message(i, &payloads[at..at + len], now, nanos);
-            }
-        }
-        self.payloads = payloads;
-        self.spans = spans;
         match res {
             Ok(false) => {
                 self.streams[i].dec = Some(dec);
@@ -1202,6 +1193,9 @@ impl Runner {
                 Err(e) => return self.admin_down(j, &format!("read {}", e.kind())),
             };
             a.resp.extend_from_slice(&self.buf[..k]);
+            if k < self.buf.len() {
+                break; // drained (see read_stream)
+            }
         }
         let a = &mut self.admins[j];
         if a.resp.is_empty() {

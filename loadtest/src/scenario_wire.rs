@@ -293,7 +293,11 @@ fn fast_scan(p: &[u8]) -> Option<Msg<'_>> {
         return Some(m);
     }
     loop {
-        let (key, ni) = fast_str(text, i)?;
+        // Keys are one letter but for "error": `"k":` is matched in place.
+        let (key, ni) = match p.get(i..i + 4) {
+            Some([b'"', k, b'"', b':']) if k.is_ascii_alphabetic() => (&text[i + 1..i + 2], i + 3),
+            _ => fast_str(text, i)?,
+        };
         i = skip_ws(p, ni);
         if p.get(i) != Some(&b':') {
             return None;
