@@ -40,4 +40,4 @@ wait $TP
 python3 -c "import json; r=json.load(open('$D/out.json'))['delivery']; print({k: r.get(k) for k in ['per_sec','lost','duplicated','out_of_order']}, 'latency p50/p99 us', r['latency_us']['p50'], r['latency_us']['p99'])" \
     || tail -5 $D/err
 kill -0 $SP 2>/dev/null || { echo "server exited:"; tail -20 $D/log; }
-kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$D"
+kill $SP 2>/dev/null; wait $SP 2>/dev/null; cp $D/log /tmp/quick-bench-server.log; rm -rf "$D"

@@ -207,12 +207,20 @@ impl MemoryStore {
         self.users.borrow().keys().cloned().collect()
     }
 
-    /// A user's counters and unacked messages as `(seq, expires, body)`.
-    pub fn user_state(&self, uid: &str) -> Option<(UserMeta, Vec<SeqMsg>)> {
+    /// Calls `f` with a user's counters and unacked messages `(seq, expires, body)` in seq
+    /// order, in place (a snapshot visits every stored message: no copies). Returns false
+    /// for an unknown user.
+    pub fn visit_user(
+        &self,
+        uid: &str,
+        f: impl FnOnce(UserMeta, &mut dyn Iterator<Item = &SeqMsg>),
+    ) -> bool {
         let users = self.users.borrow();
-        let rec = users.get(uid)?;
-        let msgs = rec.msgs.0.iter().cloned().collect();
-        Some((rec.meta, msgs))
+        let Some(rec) = users.get(uid) else {
+            return false;
+        };
+        f(rec.meta, &mut rec.msgs.0.iter());
+        true
     }
 
     /// Every channel with its members (for snapshots).
