@@ -31,6 +31,9 @@ M_HALF=${M_HALF:-$(( M / 5 ))}
 TIMEOUT=${TIMEOUT:-900}
 UWINDOW=${UWINDOW:-256}
 SCENARIOS=${SCENARIOS:-hold fanout unicast}
+# Server sizes: nginx worker processes and ipush --cores (the load generator shares the box).
+NCHAN_WORKERS=${NCHAN_WORKERS:-2}
+IPUSH_CORES=${IPUSH_CORES:-2}
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/perf/results/vs-nchan}
@@ -77,7 +80,7 @@ NPORT=$(free_port)
 mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes 2;
+worker_processes $NCHAN_WORKERS;
 worker_rlimit_nofile 20000;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
@@ -120,6 +123,7 @@ NCHAN_PIDS=${NCHAN_PIDS%,}
 CPORT=$(free_port); APORT=$(free_port); BPORT=$(free_port)
 "$SERVER" --client_host=127.0.0.1 --client_port="$CPORT" --admin_port="$APORT" --bus_port="$BPORT" \
     --storage=embedded --data_dir="$WORK/ipush-data" --pid_file="$WORK/ipush.pid" --log_level=warn \
+    --cores="$IPUSH_CORES" \
     >"$OUT/ipush.log" 2>&1 &
 IPUSH_PID=$!
 PIDS+=("$IPUSH_PID")
