@@ -14,7 +14,9 @@
 #   unicast  UNICAST_USERS streams, UNICAST_MSGS publishes to random users (--seed 1)
 # nchan: subscribers use the `http-raw-stream` subscriber (one connection, each message followed
 # by "\n"), publishers POST /pub/<channel>; unicast = one channel per user.
-# Output: a table on stdout; JSON reports and logs in $OUT (default perf/results/vs-nchan/).
+# Output: a table on stdout; JSON reports, logs, HDR percentile files (*.hist) and the chart
+# latency-percentiles.png (perf/plot_latency.py, needs matplotlib) in $OUT (default
+# perf/results/vs-nchan/).
 set -euo pipefail
 
 N=${N:-10000}
@@ -139,7 +141,9 @@ run() {
     local tgt
     if [ "$srv" = nchan ]; then tgt=("${NCHAN_T[@]}"); else tgt=("${IPUSH_T[@]}"); fi
     echo "== $name / $srv: loadtest $* ${tgt[*]}" >&2
-    "$LT" "$@" "${tgt[@]}" --timeout-secs "$TIMEOUT" --json --quiet >"$OUT/$name.$srv.json" 2>"$OUT/$name.$srv.txt" || true
+    local hist=()
+    if [ "$name" != hold ]; then hist=(--hist-out "$OUT/$name.$srv.hist"); fi
+    "$LT" "$@" "${tgt[@]}" "${hist[@]}" --timeout-secs "$TIMEOUT" --json --quiet >"$OUT/$name.$srv.json" 2>"$OUT/$name.$srv.txt" || true
     cat "$OUT/$name.$srv.txt" >&2
     sleep 1
 }
@@ -212,3 +216,4 @@ print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in rows:
     print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
 PY
+python3 "$ROOT/perf/plot_latency.py" "$OUT" || true
