@@ -60,9 +60,9 @@ def main():
         ax.set_title(name)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ticks = [1, 2, 10, 100, 1000, 10000]
+        ticks = [1, 10, 100, 1000, 10000, 100000]
         ax.set_xticks(ticks)
-        ax.set_xticklabels(["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
+        ax.set_xticklabels(["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
         ax.set_xlabel("percentile")
         ax.set_ylabel("publish -> receive (ms)")
         ax.grid(True, which="both", alpha=0.3)
