@@ -1,6 +1,6 @@
 #!/bin/bash
 # Quick single-node A/B of the current release build (not a substitute for perf/vs-nchan.sh):
-# starts ipush_server (--storage=embedded unless SARGS says otherwise) on fixed ports 23100-23102,
+# starts ipush_server (--storage=embedded unless SARGS says otherwise) on fixed ports 8100-8102,
 # runs one loadtest scenario, samples server and loadtest CPU and the server's send() count
 # mid-run, and prints the delivery summary. Optional PROF=name records a perf profile of the
 # server into /tmp/perf.name.data.
@@ -9,27 +9,28 @@
 #   perf/tools/quick-bench.sh unicast   # 10,000 users, M=200000 publishes, window 256, PC=16
 #   SARGS=--storage=memory PC=4 perf/tools/quick-bench.sh fanout
 #   BIN=/tmp/ipush_old perf/tools/quick-bench.sh fanout   # another server binary (A/B)
+#   SARGS=--cores=1 LT_CPU=1 perf/tools/quick-bench.sh unicast   # loadtest pinned to CPU 1
 # Besides the summary it prints the server's CPU per delivered message over the sample (less
 # noisy than msgs/s for A/B runs on a shared 2-core box).
 set -u
 KIND=${1:-fanout}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=$(mktemp -d); B=${BIN:-$ROOT/target/release/ipush_server}; LT=${LTBIN:-$ROOT/target/release/loadtest}
-$B --client_host=127.0.0.1 --client_port=23100 --admin_port=23101 --bus_port=23102 \
+$B --client_host=127.0.0.1 --client_port=8100 --admin_port=8101 --bus_port=8102 \
     --pid_file=$D/pid --data_dir=$D/data --log_level=warn ${SARGS:-} > $D/log 2>&1 &
 SP=$!
-for _ in $(seq 50); do curl -s 127.0.0.1:23101/health >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do curl -s 127.0.0.1:8101/health >/dev/null && break; sleep 0.1; done
 if [ "$KIND" = fanout ]; then
     ARGS=(fanout --subscribers 10000 --messages "${M:-1000}" --window "${W:-32}" --pub-conns "${PC:-32}" ${RATE:+--rate "$RATE"})
 else
     ARGS=(unicast --users 10000 --messages "${M:-200000}" --seed 1 --window "${W:-256}" --pub-conns "${PC:-16}")
 fi
-timeout 300 "$LT" "${ARGS[@]}" --target 127.0.0.1:23100 --admin 127.0.0.1:23101 \
+timeout 300 ${LT_CPU:+taskset -c "$LT_CPU"} "$LT" "${ARGS[@]}" --target 127.0.0.1:8100 --admin 127.0.0.1:8101 \
     --src 127.0.0.2-127.0.0.9 --quiet --json > $D/out.json 2>$D/err &
 TP=$!
 sleep "${WAIT:-5}"
 LP=$(pgrep -P $TP | head -1)
-received() { curl -s 127.0.0.1:23101/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["throughput"]["total_send_number"])' 2>/dev/null || echo 0; }
+received() { curl -s 127.0.0.1:8101/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["throughput"]["total_send_number"])' 2>/dev/null || echo 0; }
 t() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 ra=$(received); a=$(t $SP); b=$(t "$LP"); sleep 4
 a2=$(t $SP); b2=$(t "$LP"); rb=$(received)
