@@ -217,6 +217,35 @@ fn kill9_keeps_every_acknowledged_message_seq_ack_and_subscription() {
     assert_eq!(listed(&s, "du3").last().unwrap().0, 6);
 }
 
+/// `conf/default.conf` says `--data_dir=data`: a relative directory must work from the first
+/// write on (glommio opens paths without a base directory) and after a restart.
+#[test]
+fn a_relative_data_dir_is_written_and_recovered() {
+    let flags = [EMBEDDED, "--data_dir=rel-data"];
+    let mut s = Server::start(&flags);
+    for i in 1..=3 {
+        ok(&s, "/pub?to=rel1&from=op", &format!("r{i}"));
+    }
+    assert_eq!(listed(&s, "rel1").len(), 3);
+    assert!(
+        s.dir.join("rel-data").is_dir(),
+        "the store is under the server's directory"
+    );
+    s.kill9();
+    s.restart(&flags);
+    let got = listed(&s, "rel1");
+    assert_eq!(
+        got,
+        vec![
+            (1, "r1".to_string()),
+            (2, "r2".to_string()),
+            (3, "r3".to_string())
+        ]
+    );
+    ok(&s, "/pub?to=rel1&from=op", "r4");
+    assert_eq!(listed(&s, "rel1").last().unwrap().0, 4);
+}
+
 #[test]
 fn kill9_with_fsync_always() {
     let mut s = Server::start(&[EMBEDDED, "--fsync=always"]);

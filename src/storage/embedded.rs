@@ -102,6 +102,12 @@ impl EmbeddedStore {
         cores: u32,
         fsync: bool,
     ) -> Result<(Self, Recovery), StorageError> {
+        // glommio opens paths with no base directory (dirfd -1), so a relative path (the
+        // default config's `--data_dir=data`) failed with EBADF at the first write: anchor it
+        // to the working directory once, here.
+        let dir = &std::path::absolute(dir).map_err(|e| {
+            StorageError::Unavailable(format!("cannot resolve {}: {e}", dir.display()))
+        })?;
         let header = Header {
             snapshot: false,
             core,

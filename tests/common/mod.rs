@@ -92,8 +92,10 @@ impl Server {
             "--log_level=warn".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        // Run inside the test's directory: a relative --data_dir lands there.
         let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
             .args(&args)
+            .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -619,6 +621,7 @@ impl Server {
             let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
             let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
                 .args(&args)
+                .current_dir(&self.dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
