@@ -202,16 +202,21 @@ impl Inner {
                 self.durable.set(t);
             }
             Err(e) => {
-                tracing::error!(dir = %self.dir.display(), error = %e, "store write failed");
-                let _ = self.failed.set(format!(
-                    "writing the store in {} failed: {e}",
-                    self.dir.display()
-                ));
+                self.write_failed(&e);
                 drop(slot);
                 self.wake_waiters();
             }
         }
         Some(t)
+    }
+
+    /// Stops the store after a failed write: every waiter and every later call gets the error.
+    fn write_failed(&self, e: &std::io::Error) {
+        tracing::error!(dir = %self.dir.display(), error = %e, "store write failed");
+        let _ = self.failed.set(format!(
+            "writing the store in {} failed: {e}",
+            self.dir.display()
+        ));
     }
 
     /// Wakes the waiters whose tickets are written (all of them once the store failed).
@@ -298,11 +303,7 @@ async fn commit_loop(inner: Weak<Inner>) {
         let (last, closing, res) = writer.commit(group).await;
         let Some(inner) = inner.upgrade() else { return };
         if let Err(e) = res {
-            tracing::error!(dir = %inner.dir.display(), error = %e, "store write failed");
-            let _ = inner.failed.set(format!(
-                "writing the store in {} failed: {e}",
-                inner.dir.display()
-            ));
+            inner.write_failed(&e);
         }
         inner.durable.set(last);
         if closing {

@@ -208,19 +208,16 @@ impl MemoryStore {
     }
 
     /// Calls `f` with a user's counters and unacked messages `(seq, expires, body)` in seq
-    /// order, in place (a snapshot visits every stored message: no copies). Returns false
-    /// for an unknown user.
+    /// order, in place (a snapshot visits every stored message: no copies); nothing for an
+    /// unknown user.
     pub fn visit_user(
         &self,
         uid: &str,
         f: impl FnOnce(UserMeta, &mut dyn Iterator<Item = &SeqMsg>),
-    ) -> bool {
-        let users = self.users.borrow();
-        let Some(rec) = users.get(uid) else {
-            return false;
-        };
-        f(rec.meta, &mut rec.msgs.0.iter());
-        true
+    ) {
+        if let Some(rec) = self.users.borrow().get(uid) {
+            f(rec.meta, &mut rec.msgs.0.iter());
+        }
     }
 
     /// Every channel with its members (for snapshots).
