@@ -476,9 +476,8 @@ fn validate(
     available_cores: usize,
     cli_given: &HashSet<String>,
 ) -> Result<(), ConfigError> {
-    check_range("client_port", cfg.client_port, 1, u16::MAX)?;
-    check_range("admin_port", cfg.admin_port, 1, u16::MAX)?;
-    check_range("bus_port", cfg.bus_port, 1, u16::MAX)?;
+    // Port 0: any free port (the server reports the ones it bound); not in a cluster, whose
+    // `--nodes` entries name real ports.
 
     if cfg.cores > available_cores {
         return Err(invalid(
@@ -591,9 +590,10 @@ fn validate(
         }
     }
 
-    if cfg.client_port == cfg.admin_port
-        || cfg.client_port == cfg.bus_port
-        || cfg.admin_port == cfg.bus_port
+    let same = |a: u16, b: u16| a != 0 && a == b;
+    if same(cfg.client_port, cfg.admin_port)
+        || same(cfg.client_port, cfg.bus_port)
+        || same(cfg.admin_port, cfg.bus_port)
     {
         return Err(ConfigError::Invalid(format!(
             "--client_port, --admin_port and --bus_port must differ (got {}, {}, {})",
@@ -785,9 +785,9 @@ mod tests {
             err(&["--max_message_bytes=10"]),
             "invalid value for --max_message_bytes: must be between 64 and 16777216"
         );
-        assert!(err(&["--client_port=0"]).contains("--client_port: must be between 1 and 65535"));
-        assert!(err(&["--admin_port=0"]).contains("--admin_port"));
-        assert!(err(&["--bus_port=0"]).contains("--bus_port"));
+        // Port 0 asks the kernel for any free port (the server reports what it bound).
+        let any = parse(&["--client_port=0", "--admin_port=0", "--bus_port=0"]).unwrap();
+        assert_eq!((any.client_port, any.admin_port, any.bus_port), (0, 0, 0));
         assert!(err(&["--max_offline_msg_num=0"]).contains("--max_offline_msg_num"));
         assert!(err(&["--max_offline_msg_num=100001"]).contains("--max_offline_msg_num"));
         assert!(err(&["--heartbeat_interval_s=0"]).contains("--heartbeat_interval_s"));

@@ -1,9 +1,9 @@
 //! `ipush_server`: flags → logging → one executor per core → wait for SIGTERM/SIGINT.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ipush::config::{self, AuthMode, ConfigError};
+use ipush::shutdown::Signal;
 
 fn main() {
     let cfg = match config::parse_args(std::env::args()) {
@@ -26,16 +26,28 @@ fn main() {
     }
     raise_fd_limit();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("ipush_server: cannot install the signal handler: {e}");
-            std::process::exit(1);
-        }
+    let stop = Arc::new(Signal::new(cfg.cores.max(1) + 1));
+    if let Err(e) = on_signal(stop.clone()) {
+        eprintln!("ipush_server: cannot install the signal handler: {e}");
+        std::process::exit(1);
     }
     let pid_file = cfg.pid_file.clone();
     let mut wrote_pid = false;
-    let res = ipush::server::run(cfg, stop, || {
+    let res = ipush::server::run(cfg, stop, |bound| {
+        // One line on stdout for whoever started us (tests, scripts): the addresses bound.
+        let bus = bound
+            .bus
+            .map(|p| format!(" bus_port={p}"))
+            .unwrap_or_default();
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "ipush_server ready client={} admin={}{bus} pid={}",
+            bound.client,
+            bound.admin,
+            std::process::id()
+        );
+        let _ = std::io::stdout().flush();
         if !pid_file.is_empty() {
             match std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
                 Ok(()) => wrote_pid = true,
@@ -53,6 +65,22 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// SIGTERM and SIGINT fire `stop` (from a thread of their own).
+fn on_signal(stop: Arc<Signal>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::Builder::new()
+        .name("ipush-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                stop.fire();
+            }
+        })?;
+    Ok(())
 }
 
 /// Streams are file descriptors: take the whole hard limit.

@@ -1,30 +1,161 @@
-//! Startup and shutdown of one node: binds every core's listeners, wires the cross-core
-//! channels, starts one pinned glommio executor per core and runs each core's life cycle
-//! (serve, then on the stop signal: stop accepting, end streams, flush storage). The main
-//! thread only binds and joins.
+//! Start-up and shutdown of one node, in a fixed order: bind every core's listeners, build the
+//! mesh of core-to-core channels (and the cluster bus), start one pinned glommio executor per
+//! core, and report ready once every core has opened its store. Each core's life is connect →
+//! open store → serve → shut down (stop accepting, end streams, flush storage). The main
+//! thread only binds, waits and joins.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::auth::Authenticator;
+use crate::cluster::bus::{self, CoreLink};
+use crate::cluster::Membership;
 use crate::config::{Config, FsyncMode, StorageKind};
-use crate::shard::ids::ShardId;
-use crate::shard::msg::ShardMsg;
+use crate::ids::ShardId;
+use crate::msg::CoreMsg;
+use crate::router::Router;
 use crate::shard::Shard;
+use crate::shutdown::Signal;
 use crate::storage::scylla::{ScyllaParams, ScyllaStore};
 use crate::storage::{embedded::EmbeddedStore, memory::MemoryStore, Storage, Store};
+use crate::transport::accept::ClientPort;
 
 /// Room in each core-to-core channel before senders wait.
 const MESH_CAPACITY: usize = 4096;
 /// How long streams get to drain their final chunk at shutdown.
 const DRAIN: Duration = Duration::from_secs(3);
+
+/// The addresses a started node listens on (the ports asked for, or the ones the kernel chose
+/// for port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+    /// The cluster bus port, when there is a cluster.
+    pub bus: Option<u16>,
+}
+
+/// Runs the node until `stop` fires and every core has shut down. `ready` is called once every
+/// listener is bound and every core has opened its store.
+pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    let cpus = allowed_cpus();
+    let cores = if cfg.cores == 0 {
+        cpus.len()
+    } else {
+        cfg.cores
+    };
+    if cores > cpus.len() {
+        bail!("--cores={cores} but only {} CPUs are available", cpus.len());
+    }
+    if cfg.storage == StorageKind::Embedded {
+        check_data_dir(&cfg.data_dir, cores)?;
+    }
+    let (listeners, bound) = bind(&mut cfg, cores)?;
+    let cfg = Arc::new(cfg);
+    let members = Arc::new(Membership::from_config(&cfg, cores));
+    let mesh = Mesh::new(cores);
+    // The cluster bus (NNG) runs on threads of its own; each core gets its end of it.
+    let (bus, links) = if members.is_cluster() {
+        let (b, l) = bus::start(members.clone(), stop.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        (Some(b), l.into_iter().map(Some).collect())
+    } else {
+        (None, (0..cores).map(|_| None).collect::<Vec<_>>())
+    };
+    let go = Arc::new(Signal::new(cores));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let started_us = crate::stats::unix_now_us();
+    let mut handles = Vec::with_capacity(cores);
+    for (i, ((listeners, (tx, rx)), link)) in listeners
+        .into_iter()
+        .zip(mesh.into_ends())
+        .zip(links)
+        .enumerate()
+    {
+        let core = Core {
+            id: ShardId(i),
+            cores,
+            cfg: cfg.clone(),
+            members: members.clone(),
+            started_us,
+            stop: stop.clone(),
+            go: go.clone(),
+            ready: ready_tx.clone(),
+        };
+        handles.push(start_core(core, cpus[i], listeners, tx, rx, link)?);
+    }
+    drop(ready_tx);
+    let startup = wait_ready(&ready_rx, cores, &cfg);
+    match &startup {
+        Ok(()) => {
+            go.fire();
+            tracing::info!(
+                client_addr = %bound.client, admin_addr = %bound.admin, cores,
+                storage = ?cfg.storage, auth = ?cfg.auth,
+                "ipush_server listening"
+            );
+            ready(&bound);
+        }
+        Err(_) => stop.fire(),
+    }
+    let failed = join(handles);
+    if let Some(b) = bus {
+        // Every core has stopped: the bus threads end within a poll.
+        stop.fire();
+        b.join();
+    }
+    startup?;
+    if failed {
+        bail!("a core stopped abnormally");
+    }
+    Ok(())
+}
+
+/// One core's listeners, as raw fds that cross to its executor thread.
+struct Listeners {
+    client: RawFd,
+    admin: RawFd,
+}
+
+/// Binds every core's client and admin listeners (SO_REUSEPORT, one pair per core). A port of
+/// 0 is chosen by the kernel for the first core and shared by the others; `cfg` then holds the
+/// ports actually bound.
+fn bind(cfg: &mut Config, cores: usize) -> anyhow::Result<(Vec<Listeners>, Bound)> {
+    let mut client_addr = SocketAddr::new(cfg.client_host, cfg.client_port);
+    let mut admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
+    for (addr, flag) in [(client_addr, "client_port"), (admin_addr, "admin_port")] {
+        if addr.port() != 0 {
+            probe(addr).with_context(|| format!("cannot bind --{flag} {addr}"))?;
+        }
+    }
+    let mut out = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let c = listen(client_addr, cfg.listen_backlog)
+            .with_context(|| format!("cannot listen on client address {client_addr}"))?;
+        let a = listen(admin_addr, cfg.listen_backlog)
+            .with_context(|| format!("cannot listen on admin address {admin_addr}"))?;
+        client_addr = c.local_addr()?;
+        admin_addr = a.local_addr()?;
+        out.push(Listeners {
+            client: c.into_raw_fd(),
+            admin: a.into_raw_fd(),
+        });
+    }
+    cfg.client_port = client_addr.port();
+    cfg.admin_port = admin_addr.port();
+    let bound = Bound {
+        client: client_addr,
+        admin: admin_addr,
+        bus: (!cfg.nodes.is_empty()).then_some(cfg.bus_port),
+    };
+    Ok((out, bound))
+}
 
 /// A listening socket with SO_REUSEPORT and the backlog we ask for (glommio's own bind
 /// hard-codes 1024).
@@ -66,138 +197,65 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Runs the node until `stop` is set and every core has shut down. `ready` is called once every
-/// listener is bound.
-pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::Result<()> {
-    let cpus = allowed_cpus();
-    let cores = if cfg.cores == 0 {
-        cpus.len()
-    } else {
-        cfg.cores
-    };
-    if cores > cpus.len() {
-        bail!("--cores={cores} but only {} CPUs are available", cpus.len());
+/// The bounded channels between every pair of cores, before any core has connected its ends.
+struct Mesh {
+    /// senders[i][j]: core i to core j (None for i == j).
+    senders: Vec<Vec<Option<SharedSender<CoreMsg>>>>,
+    /// inbox[j]: a receiver from every other core.
+    inbox: Vec<Vec<SharedReceiver<CoreMsg>>>,
+}
+
+type MeshEnds = (
+    Vec<Option<SharedSender<CoreMsg>>>,
+    Vec<SharedReceiver<CoreMsg>>,
+);
+
+impl Mesh {
+    fn new(cores: usize) -> Self {
+        let mut senders: Vec<Vec<Option<SharedSender<CoreMsg>>>> = (0..cores)
+            .map(|_| (0..cores).map(|_| None).collect())
+            .collect();
+        let mut inbox: Vec<Vec<_>> = (0..cores).map(|_| Vec::new()).collect();
+        for (i, row) in senders.iter_mut().enumerate() {
+            for (j, slot) in row.iter_mut().enumerate() {
+                if i != j {
+                    let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
+                    *slot = Some(tx);
+                    inbox[j].push(rx);
+                }
+            }
+        }
+        Mesh { senders, inbox }
+    }
+
+    /// Each core's ends: its senders to every core and its receivers from them.
+    fn into_ends(self) -> impl Iterator<Item = MeshEnds> {
+        self.senders.into_iter().zip(self.inbox)
+    }
+}
+
+/// Waits for every core to open its store; then records the data directory's layout.
+fn wait_ready(
+    ready: &std::sync::mpsc::Receiver<Result<(), String>>,
+    cores: usize,
+    cfg: &Config,
+) -> anyhow::Result<()> {
+    for _ in 0..cores {
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("a core stopped during start-up"),
+        }
     }
     if cfg.storage == StorageKind::Embedded {
-        check_data_dir(&cfg.data_dir, cores)?;
+        // Recorded only once every core has opened its store: a refused start changes
+        // nothing on disk.
+        record_data_dir(&cfg.data_dir, cores)?;
     }
-    let data_dir = (cfg.storage == StorageKind::Embedded).then(|| cfg.data_dir.clone());
-    let client_addr = SocketAddr::new(cfg.client_host, cfg.client_port);
-    let admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
-    for (addr, flag) in [(client_addr, "client_port"), (admin_addr, "admin_port")] {
-        probe(addr).with_context(|| format!("cannot bind --{flag} {addr}"))?;
-    }
-    let mut listeners = Vec::with_capacity(cores);
-    for _ in 0..cores {
-        let c = listen(client_addr, cfg.listen_backlog)
-            .with_context(|| format!("cannot listen on client address {client_addr}"))?;
-        let a = listen(admin_addr, cfg.listen_backlog)
-            .with_context(|| format!("cannot listen on admin address {admin_addr}"))?;
-        listeners.push((c, a));
-    }
+    Ok(())
+}
 
-    // senders[i][j]: core i to core j; inbox[j]: (i, receiver) for every i != j.
-    let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..cores)
-        .map(|_| (0..cores).map(|_| None).collect())
-        .collect();
-    let mut inbox: Vec<Vec<(usize, SharedReceiver<ShardMsg>)>> =
-        (0..cores).map(|_| Vec::new()).collect();
-    for (i, row) in senders.iter_mut().enumerate() {
-        for (j, slot) in row.iter_mut().enumerate() {
-            if i != j {
-                let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
-                *slot = Some(tx);
-                inbox[j].push((i, rx));
-            }
-        }
-    }
-
-    let cfg = Arc::new(cfg);
-    // The cluster bus (NNG) runs on threads of its own; each core gets its end of it.
-    let members = Arc::new(crate::cluster::Membership::from_config(&cfg));
-    let (bridge, mut links) = if members.is_cluster() {
-        let (b, l) = crate::cluster::bridge::start(members.clone(), cores, stop.clone())
-            .map_err(|e| anyhow::anyhow!(e))?;
-        (Some(b), l.into_iter().map(Some).collect())
-    } else {
-        (None, (0..cores).map(|_| None).collect::<Vec<_>>())
-    };
-    let go = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let started_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let mut handles = Vec::with_capacity(cores);
-    for (i, ((client, admin), (tx, rx))) in listeners
-        .into_iter()
-        .zip(senders.into_iter().zip(inbox))
-        .enumerate()
-    {
-        let (cfg, stop, go, ready_tx) = (cfg.clone(), stop.clone(), go.clone(), ready_tx.clone());
-        let link = links[i].take();
-        let client = client.into_raw_fd();
-        let admin = admin.into_raw_fd();
-        let h = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
-            .name(&format!("ipush-core{i}"))
-            // The kernel sizes io_uring's cancel hash table from the ring (8 buckets at
-            // glommio's default depth of 128, 256 at 4096), and glommio cancels and re-arms its
-            // preemption timer on every reactor turn: with 10,000 sockets armed, each cancel
-            // walked ~1,250 polls (14% of the CPU in a unicast profile).
-            .ring_depth(4096)
-            .spawn(move || async move {
-                // SAFETY: the fds come from listeners bound above and are owned from here on.
-                let (client, admin) = unsafe {
-                    (
-                        glommio::net::TcpListener::from_raw_fd(client),
-                        glommio::net::TcpListener::from_raw_fd(admin),
-                    )
-                };
-                let core = Core {
-                    id: ShardId(i),
-                    cfg,
-                    started_us,
-                    stop,
-                    go,
-                    ready: ready_tx,
-                };
-                core_main(core, client, admin, tx, rx, link).await
-            })
-            .map_err(|e| anyhow::anyhow!("cannot start the executor of core {i}: {e}"))?;
-        handles.push(h);
-    }
-    drop(ready_tx);
-    // Every core opens its store (replaying it) before any of them serves.
-    let mut startup_error = None;
-    for _ in 0..cores {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => startup_error = Some(e),
-            Err(_) => startup_error = Some("a core stopped during start-up".to_string()),
-        }
-        if startup_error.is_some() {
-            break;
-        }
-    }
-    if startup_error.is_none() {
-        if let Some(dir) = &data_dir {
-            // Recorded only once every core has opened its store: a refused start changes
-            // nothing on disk.
-            if let Err(e) = record_data_dir(dir, cores) {
-                startup_error = Some(format!("{e:#}"));
-            }
-        }
-    }
-    if startup_error.is_some() {
-        stop.store(true, Ordering::SeqCst);
-    } else {
-        go.store(true, Ordering::SeqCst);
-        tracing::info!(
-            %client_addr, %admin_addr, cores,
-            storage = ?cfg.storage, auth = ?cfg.auth,
-            "ipush_server listening"
-        );
-        ready();
-    }
+fn join(handles: Vec<glommio::ExecutorJoinHandle<()>>) -> bool {
     let mut failed = false;
     for (i, h) in handles.into_iter().enumerate() {
         if h.join().is_err() {
@@ -205,18 +263,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
             failed = true;
         }
     }
-    if let Some(b) = bridge {
-        // Every core has stopped, so `stop` is set and the bus threads end within a poll.
-        stop.store(true, Ordering::SeqCst);
-        b.join();
-    }
-    if let Some(e) = startup_error {
-        bail!("{e}");
-    }
-    if failed {
-        bail!("a core stopped abnormally");
-    }
-    Ok(())
+    failed
 }
 
 /// The embedded store places users by core count: refuse a data directory written with
@@ -254,12 +301,183 @@ fn record_data_dir(dir: &std::path::Path, cores: usize) -> anyhow::Result<()> {
 /// One core's start-up parameters.
 struct Core {
     id: ShardId,
+    cores: usize,
     cfg: Arc<Config>,
+    members: Arc<Membership>,
     started_us: u64,
-    stop: Arc<AtomicBool>,
-    /// Set by the main thread once every core is ready.
-    go: Arc<AtomicBool>,
+    stop: Arc<Signal>,
+    /// Fired by the main thread once every core is ready.
+    go: Arc<Signal>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+/// Starts core `core.id`'s executor, pinned to `cpu`.
+fn start_core(
+    core: Core,
+    cpu: usize,
+    l: Listeners,
+    senders: Vec<Option<SharedSender<CoreMsg>>>,
+    inbox: Vec<SharedReceiver<CoreMsg>>,
+    link: Option<CoreLink>,
+) -> anyhow::Result<glommio::ExecutorJoinHandle<()>> {
+    let i = core.id.0;
+    LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("ipush-core{i}"))
+        // The kernel sizes io_uring's cancel hash table from the ring (8 buckets at glommio's
+        // default depth of 128, 256 at 4096), and glommio cancels and re-arms its preemption
+        // timer on every reactor turn: with 10,000 sockets armed, each cancel walked ~1,250
+        // polls (14% of the CPU in a unicast profile).
+        .ring_depth(4096)
+        .spawn(move || async move {
+            // SAFETY: the fds come from listeners bound by `bind` and are owned from here on.
+            let (client, admin) = unsafe {
+                (
+                    glommio::net::TcpListener::from_raw_fd(l.client),
+                    glommio::net::TcpListener::from_raw_fd(l.admin),
+                )
+            };
+            core_main(core, client, admin, senders, inbox, link).await
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the executor of core {i}: {e}"))
+}
+
+/// A core's life: connect to the other cores, open its store, wait for the others, serve
+/// until stopped, shut down.
+async fn core_main(
+    core: Core,
+    client: glommio::net::TcpListener,
+    admin: glommio::net::TcpListener,
+    senders: Vec<Option<SharedSender<CoreMsg>>>,
+    inbox: Vec<SharedReceiver<CoreMsg>>,
+    bus: Option<CoreLink>,
+) {
+    let (peers, receivers) = connect(senders, inbox).await;
+    let store = match open_store(&core).await {
+        Ok(s) => {
+            let _ = core.ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = core.ready.send(Err(format!("core {}: {e}", core.id)));
+            return;
+        }
+    };
+    // Serve only once every core has opened its store (or stop, if one could not).
+    futures_lite::future::or(core.go.wait(core.id.0), core.stop.wait(core.id.0)).await;
+    if core.stop.is_set() {
+        let _ = store.close().await;
+        return;
+    }
+    let shard = Rc::new(Shard::new(
+        core.id,
+        core.cores,
+        core.cfg.clone(),
+        store,
+        core.started_us,
+    ));
+    let router = Rc::new(Router::new(shard.clone(), core.members.clone(), peers));
+    let served = serve(&core, &router, client, admin, receivers, bus);
+    core.stop.wait(core.id.0).await;
+    shut_down(&shard, served).await;
+}
+
+/// Connects every channel end at once (each connect waits for its peer core).
+async fn connect(
+    senders: Vec<Option<SharedSender<CoreMsg>>>,
+    inbox: Vec<SharedReceiver<CoreMsg>>,
+) -> (
+    Vec<Option<ConnectedSender<CoreMsg>>>,
+    Vec<glommio::channels::shared_channel::ConnectedReceiver<CoreMsg>>,
+) {
+    let rx_tasks: Vec<_> = inbox
+        .into_iter()
+        .map(|rx| glommio::spawn_local(rx.connect()))
+        .collect();
+    let tx_tasks: Vec<_> = senders
+        .into_iter()
+        .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
+        .collect();
+    let mut peers = Vec::with_capacity(tx_tasks.len());
+    for t in tx_tasks {
+        peers.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
+    }
+    let mut receivers = Vec::with_capacity(rx_tasks.len());
+    for t in rx_tasks {
+        receivers.push(t.await);
+    }
+    (peers, receivers)
+}
+
+/// The tasks a serving core runs; dropping a handle cancels its task.
+struct Served {
+    accepting: Vec<glommio::Task<()>>,
+    background: Vec<glommio::Task<()>>,
+}
+
+/// Starts serving: the inbox pumps, the bus pump, both ports, housekeeping and the flusher.
+fn serve(
+    core: &Core,
+    router: &Rc<Router>,
+    client: glommio::net::TcpListener,
+    admin: glommio::net::TcpListener,
+    receivers: Vec<glommio::channels::shared_channel::ConnectedReceiver<CoreMsg>>,
+    bus: Option<CoreLink>,
+) -> Served {
+    let mut background = Vec::new();
+    if let Some(link) = bus {
+        router.attach_bus(link);
+        background.push(glommio::spawn_local(router.clone().bus_pump()));
+    }
+    for rx in receivers {
+        let router = router.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    CoreMsg::Handoff(h) => crate::transport::accept::adopt(router.clone(), h),
+                    other => router.on_message(other).await,
+                }
+            }
+        })
+        .detach();
+    }
+    let port = Rc::new(ClientPort {
+        router: router.clone(),
+        auth: Authenticator::from_config(&core.cfg),
+    });
+    let accepting = vec![
+        glommio::spawn_local(crate::transport::accept::client_loop(port, client)),
+        glommio::spawn_local(crate::admin::admin_loop(router.clone(), admin)),
+    ];
+    background.push(glommio::spawn_local(housekeeping(router.clone())));
+    let flusher = crate::transport::stream::flusher(router.shard().clone());
+    background.push(glommio::spawn_local(flusher));
+    Served {
+        accepting,
+        background,
+    }
+}
+
+/// Shutdown, in order: stop accepting, end every stream (bounded), stop the background tasks,
+/// flush storage.
+async fn shut_down(shard: &Shard, served: Served) {
+    drop(served.accepting);
+    shard.begin_shutdown();
+    let deadline = Instant::now() + DRAIN;
+    while shard.stream_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    shard.abort_streams();
+    while shard.stream_count() > 0 && Instant::now() < deadline + Duration::from_secs(1) {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    drop(served.background);
+    if let Err(e) = shard.close_store().await {
+        tracing::error!(core = %shard.id(), error = %e, "flushing storage at shutdown failed");
+    }
+    tracing::debug!(core = %shard.id(), "core stopped");
 }
 
 /// Opens this core's store (on the core's executor: scylla connects without blocking it).
@@ -271,7 +489,7 @@ async fn open_store(core: &Core) -> Result<Store, String> {
             let (store, rec) = EmbeddedStore::open(
                 &dir,
                 core.id.0 as u32,
-                core.cfg.cores as u32,
+                core.cores as u32,
                 core.cfg.fsync == FsyncMode::Always,
             )
             .map_err(|e| e.to_string())?;
@@ -294,7 +512,7 @@ async fn open_store(core: &Core) -> Result<Store, String> {
                 consistency: cfg.scylla_consistency,
                 timeout: Duration::from_millis(cfg.scylla_timeout_ms),
                 core: core.id.0 as u32,
-                cores: cfg.cores as u32,
+                cores: core.cores as u32,
             };
             let store = ScyllaStore::open(params).await.map_err(|e| e.to_string())?;
             tracing::info!(core = %core.id, keyspace = %cfg.scylla_keyspace, "scylla store connected");
@@ -303,139 +521,26 @@ async fn open_store(core: &Core) -> Result<Store, String> {
     }
 }
 
-async fn core_main(
-    core: Core,
-    client: glommio::net::TcpListener,
-    admin: glommio::net::TcpListener,
-    senders: Vec<Option<SharedSender<ShardMsg>>>,
-    inbox: Vec<(usize, SharedReceiver<ShardMsg>)>,
-    bus: Option<crate::cluster::bridge::CoreLink>,
-) {
-    let id = core.id;
-    // Every channel end connects at once: each connect waits for its peer core.
-    let rx_tasks: Vec<_> = inbox
-        .into_iter()
-        .map(|(from, rx)| glommio::spawn_local(async move { (from, rx.connect().await) }))
-        .collect();
-    let tx_tasks: Vec<_> = senders
-        .into_iter()
-        .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
-        .collect();
-    let mut peers = Vec::with_capacity(tx_tasks.len());
-    for t in tx_tasks {
-        peers.push(match t {
-            Some(t) => Some(t.await),
-            None => None,
-        });
-    }
-    let mut receivers = Vec::new();
-    for t in rx_tasks {
-        receivers.push(t.await);
-    }
-
-    let store = match open_store(&core).await {
-        Ok(s) => {
-            let _ = core.ready.send(Ok(()));
-            s
-        }
-        Err(e) => {
-            let _ = core.ready.send(Err(format!("core {id}: {e}")));
-            return;
-        }
-    };
-    // Serve only once every core has opened its store.
-    while !core.go.load(Ordering::SeqCst) {
-        if core.stop.load(Ordering::SeqCst) {
-            let _ = store.close().await;
-            return;
-        }
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-    let Core {
-        cfg,
-        started_us,
-        stop,
-        ..
-    } = core;
-    let shard = Rc::new(Shard::new(id, cfg, store, peers, started_us));
-    if let Some(link) = bus {
-        shard.attach_bus(link);
-        glommio::spawn_local(shard.clone().bus_pump()).detach();
-    }
-    for (_from, rx) in receivers {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(msg) = rx.recv().await {
-                shard.on_message(msg).await;
-            }
-        })
-        .detach();
-    }
-    let client = glommio::spawn_local(crate::transport::accept::client_loop(shard.clone(), client));
-    let admin = glommio::spawn_local(crate::admin::admin_loop(shard.clone(), admin));
-    let house = glommio::spawn_local(housekeeping(shard.clone()));
-    let flusher = glommio::spawn_local(crate::transport::stream::flusher(shard.clone()));
-
-    while !stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
-    // Shutdown, in order: stop accepting, end every stream, flush storage.
-    drop(client);
-    drop(admin);
-    shard.begin_shutdown();
-    let deadline = Instant::now() + DRAIN;
-    while shard.stream_count() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-    for c in shard.streams() {
-        c.abort();
-    }
-    while shard.stream_count() > 0 && Instant::now() < deadline + Duration::from_secs(1) {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-    drop(house);
-    drop(flusher);
-    if let Err(e) = shard.store.close().await {
-        tracing::error!(core = %id, error = %e, "flushing storage at shutdown failed");
-    }
-    tracing::debug!(core = %id, "core stopped");
-}
-
 /// Once a second: node stats sample (core 0), heartbeats to quiet streams, stuck streams
 /// closed; once a minute: expired messages purged.
-async fn housekeeping(shard: Rc<Shard>) {
-    let hb = shard.cfg.heartbeat_interval_s as u32;
+async fn housekeeping(router: Rc<Router>) {
+    let shard = router.shard().clone();
     let mut tick: u64 = 0;
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         tick += 1;
-        if shard.id.0 == 0 {
-            let (per_core, _) = shard.gather_stats().await;
+        if shard.id().0 == 0 {
+            let (per_core, _) = router.gather_stats().await;
             let mut total = crate::stats::Snapshot::default();
             for (_, s) in &per_core {
                 total.add(s);
             }
-            shard.sampler.borrow_mut().sample(&total);
+            shard.sampler().borrow_mut().sample(&total);
         }
-        let now = shard.clock();
-        for c in shard.streams() {
-            let quiet = now.saturating_sub(c.last_send.get());
-            if c.is_ending() {
-                // A final chunk nobody reads: stop waiting for it.
-                let ticks = c.ending_ticks.get() + 1;
-                c.ending_ticks.set(ticks);
-                if ticks >= 5 {
-                    c.abort();
-                }
-            } else if quiet >= hb && !c.is_replaying() && c.queue_len() == 0 {
-                shard.push(&c, crate::shard::conn::Out::Heartbeat);
-                c.last_send.set(now);
-            }
-        }
+        shard.tick_streams();
         if tick.is_multiple_of(60) {
-            match shard.store.purge_expired(crate::stats::unix_now()).await {
-                Ok(n) => shard.stats.purged.set(shard.stats.purged.get() + n as u64),
-                Err(e) => tracing::warn!(error = %e, "purging expired messages failed"),
+            if let Err(e) = shard.purge_expired().await {
+                tracing::warn!(error = %e, "purging expired messages failed");
             }
         }
     }

@@ -1,51 +1,9 @@
-//! Which cluster node owns a uid: the server's rendezvous hashing (`src/cluster/mod.rs`,
-//! `src/shard/ids.rs`) reproduced, so a load generator can connect every uid straight to
-//! its owner instead of paying a 303 per stream. `perf/c1m.sh` checks it against `/shard`.
+//! Which cluster node owns a uid, by the server's own placement crate (`ipush-placement`), so
+//! a load generator can connect every uid straight to its owner instead of paying a 303 per
+//! stream. `perf/c1m.sh` checks it against `/shard`.
 
-/// FNV-1a with a salt, then a murmur3 finalizer (the server's `stable_hash`).
-pub fn stable_hash(salt: u64, s: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
-    for &b in s {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-/// The node names of `--nodes`, in order.
-pub struct Ring {
-    salts: Vec<u64>,
-}
-
-impl Ring {
-    pub fn new(names: &[String]) -> Ring {
-        Ring {
-            salts: names
-                .iter()
-                .map(|n| stable_hash(0x4e4f_4445, n.as_bytes()))
-                .collect(),
-        }
-    }
-
-    /// Index of the owner node: the highest `hash(salt(node), uid)`; the first on ties.
-    pub fn owner(&self, uid: &str) -> usize {
-        if self.salts.len() <= 1 {
-            return 0;
-        }
-        let mut best = (0u64, 0usize);
-        for (i, salt) in self.salts.iter().enumerate() {
-            let score = stable_hash(*salt, uid.as_bytes());
-            if i == 0 || score > best.0 {
-                best = (score, i);
-            }
-        }
-        best.1
-    }
-}
+/// The owner of a uid among the node names of `--nodes`, in order.
+pub use ipush_placement::Rendezvous as Ring;
 
 /// A `--nodes` spec `n1=HOST:CPORT:APORT:BPORT,...` → (name, client `HOST:CPORT`, admin
 /// `HOST:APORT`) per node.

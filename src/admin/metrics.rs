@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::shard::ids::ShardId;
+use crate::ids::ShardId;
+use crate::router::Router;
 use crate::shard::Shard;
 use crate::stats::{Rates, Snapshot};
 
@@ -45,8 +46,8 @@ pub fn stats_json(shard: &Shard, per_core: &[(ShardId, Snapshot)], rates: &Rates
             "Sub": t.req_sub,
             "Unsub": t.req_unsub,
         },
-        "server_start_datetime": crate::stats::format_datetime(shard.started_unix_us / 1_000_000),
-        "server_start_timestamp": shard.started_unix_us,
+        "server_start_datetime": crate::stats::format_datetime(shard.started_unix_us() / 1_000_000),
+        "server_start_timestamp": shard.started_unix_us(),
         "throughput": {
             "avg_recv_bytes_per_second": t.recv_bytes / secs,
             "avg_recv_number_per_second": t.recv_number / secs,
@@ -124,17 +125,18 @@ pub fn prometheus(per_core: &[(ShardId, Snapshot)], rates: &Rates, extra: &str) 
 }
 
 /// The cluster bus: each peer's state and the bus's traffic counters (empty on one node).
-pub fn bus_lines(shard: &Shard) -> String {
+pub fn bus_lines(router: &Router) -> String {
     use std::sync::atomic::Ordering::Relaxed;
-    let Some(bus) = shard.bus() else {
+    let Some(bus) = router.bus() else {
         return String::new();
     };
+    let view = router.view();
     let mut out = String::from("# HELP ipush_peer_up 1 when the peer node was heard from within 2 s\n# TYPE ipush_peer_up gauge\n");
-    for n in shard.members.peers() {
+    for n in view.peers() {
         let _ = writeln!(
             out,
             "ipush_peer_up{{peer=\"{}\"}} {}",
-            shard.node_name(n),
+            view.node(n).name,
             u8::from(bus.state.is_up(n))
         );
     }

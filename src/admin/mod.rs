@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
 use crate::http::response::write_response;
+use crate::msg::{Answer, Request};
 use crate::protocol::valid_id;
-use crate::shard::msg::{Rep, Req};
-use crate::shard::{Shard, DEFAULT_TTL};
+use crate::router::Router;
+use crate::shard::DEFAULT_TTL;
 use crate::transport::{read_head, HeadRead};
 
 /// The live dashboard page (`GET /`), plain HTML and JS, no build step.
@@ -27,11 +28,11 @@ const IDLE: Duration = Duration::from_secs(60);
 /// Largest accepted ttl: ten years.
 const MAX_TTL: u64 = 10 * 365 * 86_400;
 
-pub async fn admin_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn admin_loop(router: Rc<Router>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(serve(router.clone(), stream)).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept on admin port failed");
@@ -42,15 +43,15 @@ pub async fn admin_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 /// A response before it is written.
-pub struct Reply {
+pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
 }
 
-impl Reply {
+impl Response {
     fn json(status: u16, v: Value) -> Self {
-        Reply {
+        Response {
             status,
             content_type: "text/json; charset=utf-8",
             body: serde_json::to_vec(&v).expect("json values serialize"),
@@ -66,15 +67,16 @@ impl Reply {
     }
 }
 
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn serve(router: Rc<Router>, mut stream: TcpStream) {
+    let shard = router.shard();
     let mut buf = Vec::new();
-    let max_body = shard.cfg.max_message_bytes;
+    let max_body = shard.cfg().max_message_bytes;
     loop {
         let first = buf.is_empty();
         let limit = if first {
             IDLE
         } else {
-            Duration::from_millis(shard.cfg.head_timeout_ms)
+            Duration::from_millis(shard.cfg().head_timeout_ms)
         };
         let read = glommio::timer::timeout(limit, async {
             Ok(read_head(&mut stream, &mut buf, MAX_HEAD_BYTES).await)
@@ -83,8 +85,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         let (head, mut rest) = match read {
             Ok(HeadRead::Head(h, rest)) => (h, rest),
             Ok(HeadRead::Bad(e)) => {
-                shard.bump(&shard.stats.bad_request);
-                write_reply(&mut stream, Reply::err(e.status(), e.reason()), false).await;
+                shard.bump(&shard.stats().bad_request);
+                write_reply(&mut stream, Response::err(e.status(), e.reason()), false).await;
                 crate::transport::linger_close(&mut stream).await;
                 return;
             }
@@ -98,59 +100,60 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         let body = match crate::transport::read_body(&mut stream, &head, rest, max_body).await {
             Ok(b) => b,
             Err((status, reason)) => {
-                shard.bump(&shard.stats.bad_request);
-                write_reply(&mut stream, Reply::err(status, reason), false).await;
+                shard.bump(&shard.stats().bad_request);
+                write_reply(&mut stream, Response::err(status, reason), false).await;
                 crate::transport::linger_close(&mut stream).await;
                 return;
             }
         };
-        let reply = route(&shard, &head, body).await;
+        let reply = route(&router, &head, body).await;
         if !write_reply(&mut stream, reply, head.keep_alive).await || !head.keep_alive {
             return;
         }
     }
 }
 
-async fn write_reply(stream: &mut TcpStream, r: Reply, keep_alive: bool) -> bool {
+async fn write_reply(stream: &mut TcpStream, r: Response, keep_alive: bool) -> bool {
     let mut out = Vec::with_capacity(r.body.len() + 200);
     write_response(&mut out, r.status, r.content_type, &[], &r.body, keep_alive);
     stream.write_all(&out).await.is_ok()
 }
 
 /// A query parameter that must be a valid uid or channel id.
-fn id_param(head: &RequestHead, key: &str) -> Result<String, Reply> {
+fn id_param(head: &RequestHead, key: &str) -> Result<String, Response> {
     match query_param(&head.query, key) {
         Ok(Some(v)) if valid_id(&v) => Ok(v),
-        Ok(Some(_)) => Err(Reply::err(400, format!("invalid {key}"))),
-        Ok(None) => Err(Reply::err(400, format!("missing {key}"))),
-        Err(_) => Err(Reply::err(400, "invalid query string")),
+        Ok(Some(_)) => Err(Response::err(400, format!("invalid {key}"))),
+        Ok(None) => Err(Response::err(400, format!("missing {key}"))),
+        Err(_) => Err(Response::err(400, "invalid query string")),
     }
 }
 
-fn opt_param(head: &RequestHead, key: &str) -> Result<Option<String>, Reply> {
-    query_param(&head.query, key).map_err(|_| Reply::err(400, "invalid query string"))
+fn opt_param(head: &RequestHead, key: &str) -> Result<Option<String>, Response> {
+    query_param(&head.query, key).map_err(|_| Response::err(400, "invalid query string"))
 }
 
-fn method_is(head: &RequestHead, allowed: &[Method]) -> Result<(), Reply> {
+fn method_is(head: &RequestHead, allowed: &[Method]) -> Result<(), Response> {
     if allowed.contains(&head.method) {
         Ok(())
     } else {
-        Err(Reply::err(405, "method not allowed"))
+        Err(Response::err(405, "method not allowed"))
     }
 }
 
 /// The answer of an owner core as a reply.
-fn answer(rep: Rep) -> Reply {
-    match rep {
-        Rep::Err(e) => Reply::err(500, e),
-        Rep::Unavailable(e) => Reply::err(503, e),
-        Rep::Msgs(list) => Reply::ok(json!(list)),
-        _ => Reply::ok(json!("ok")),
+fn answer(a: Answer) -> Response {
+    match a {
+        Answer::Err(e) => Response::err(500, e),
+        Answer::Unavailable(e) => Response::err(503, e),
+        Answer::Msgs(list) => Response::ok(json!(list)),
+        _ => Response::ok(json!("ok")),
     }
 }
 
-async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
-    let stats = &shard.stats;
+async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Response {
+    let shard = router.shard();
+    let stats = shard.stats();
     let counter = match head.path.as_str() {
         "/pub" => &stats.req_pub,
         "/sub" => &stats.req_sub,
@@ -166,35 +169,20 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
     };
     shard.bump(counter);
     let res = match head.path.as_str() {
-        "/pub" => publish(shard, head, body).await,
-        "/sub" | "/unsub" => subscription(shard, head).await,
-        "/msg" => offline(shard, head).await,
-        "/shard" => where_is(shard, head),
-        "/stats" => stats_reply(shard, head).await,
-        "/metrics" => metrics_reply(shard, head).await,
-        "/health" => method_is(head, &[Method::Get, Method::Head]).map(|_| {
-            let mut peers = serde_json::Map::new();
-            if let Some(bus) = shard.bus() {
-                for n in shard.members.peers() {
-                    let state = if bus.state.is_up(n) { "up" } else { "down" };
-                    peers.insert(shard.node_name(n).to_string(), json!(state));
-                }
-            }
-            Reply::ok(json!({
-                "status": "ok",
-                "cores": shard.cores,
-                "uptime_s": shard.uptime_secs(),
-                "node": shard.node_name(shard.members.me()),
-                "peers": peers,
-            }))
-        }),
-        "/disconnect" => disconnect(shard, head).await,
-        "/" => method_is(head, &[Method::Get, Method::Head]).map(|_| Reply {
+        "/pub" => publish(router, head, body).await,
+        "/sub" | "/unsub" => subscription(router, head).await,
+        "/msg" => offline(router, head).await,
+        "/shard" => where_is(router, head),
+        "/stats" => stats_reply(router, head).await,
+        "/metrics" => metrics_reply(router, head).await,
+        "/health" => method_is(head, &[Method::Get, Method::Head]).map(|_| health(router)),
+        "/disconnect" => disconnect(router, head).await,
+        "/" => method_is(head, &[Method::Get, Method::Head]).map(|_| Response {
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: DASHBOARD.as_bytes().to_vec(),
         }),
-        _ => Err(Reply::err(404, "not found")),
+        _ => Err(Response::err(404, "not found")),
     };
     let reply = res.unwrap_or_else(|r| r);
     if reply.status >= 400 && reply.status != 404 {
@@ -207,40 +195,63 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
     reply
 }
 
-async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Result<Reply, Reply> {
+/// `/health`: this node, and the state of every peer on the bus.
+fn health(router: &Router) -> Response {
+    let view = router.view();
+    let mut peers = serde_json::Map::new();
+    if let Some(bus) = router.bus() {
+        for n in view.peers() {
+            let state = if bus.state.is_up(n) { "up" } else { "down" };
+            peers.insert(view.node(n).name.clone(), json!(state));
+        }
+    }
+    Response::ok(json!({
+        "status": "ok",
+        "cores": router.cores(),
+        "uptime_s": router.shard().uptime_secs(),
+        "node": view.node(view.me()).name,
+        "peers": peers,
+    }))
+}
+
+async fn publish(
+    router: &Rc<Router>,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Result<Response, Response> {
     method_is(head, &[Method::Post])?;
     let from = id_param(head, "from")?;
     let ttl = match opt_param(head, "ttl")? {
         None => DEFAULT_TTL,
         Some(t) => match t.parse::<u64>() {
             Ok(t) if t <= MAX_TTL => t,
-            _ => return Err(Reply::err(400, "invalid ttl")),
+            _ => return Err(Response::err(400, "invalid ttl")),
         },
     };
-    let body = String::from_utf8(body).map_err(|_| Reply::err(400, "body must be UTF-8"))?;
+    let body = String::from_utf8(body).map_err(|_| Response::err(400, "body must be UTF-8"))?;
     let to = opt_param(head, "to")?;
     let channel = opt_param(head, "channel")?;
     match (to, channel) {
-        (Some(_), Some(_)) => Err(Reply::err(400, "give either to or channel, not both")),
-        (None, None) => Err(Reply::err(400, "missing to or channel")),
+        (Some(_), Some(_)) => Err(Response::err(400, "give either to or channel, not both")),
+        (None, None) => Err(Response::err(400, "missing to or channel")),
         (Some(to), None) => {
             if !valid_id(&to) {
-                return Err(Reply::err(400, "invalid to"));
+                return Err(Response::err(400, "invalid to"));
             }
             let key = to.clone();
-            let req = Req::PubUser {
+            let req = Request::PubUser {
                 to,
                 from,
                 body,
                 ttl,
             };
-            Ok(answer(shard.call_user(&key, req).await))
+            Ok(answer(router.call_user(&key, req).await))
         }
         (None, Some(channel)) => {
             if !valid_id(&channel) {
-                return Err(Reply::err(400, "invalid channel"));
+                return Err(Response::err(400, "invalid channel"));
             }
-            let req = Req::PubChannel {
+            let req = Request::PubChannel {
                 channel,
                 from,
                 body,
@@ -248,66 +259,70 @@ async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Result
             };
             // Every core of every node delivers to its own members; answer once all have
             // stored theirs.
-            Ok(answer(shard.publish_channel_cluster(req).await))
+            Ok(answer(router.publish_channel_cluster(req).await))
         }
     }
 }
 
-async fn subscription(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Reply> {
+async fn subscription(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Get, Method::Post])?;
     let uid = id_param(head, "uid")?;
     let cid = id_param(head, "cid")?;
     let key = uid.clone();
     let req = if head.path == "/sub" {
-        Req::Sub { uid, cid }
+        Request::Sub { uid, cid }
     } else {
-        Req::Unsub { uid, cid }
+        Request::Unsub { uid, cid }
     };
-    Ok(answer(shard.call_user(&key, req).await))
+    Ok(answer(router.call_user(&key, req).await))
 }
 
-async fn offline(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Reply> {
+async fn offline(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Get])?;
     let uid = id_param(head, "uid")?;
     let key = uid.clone();
-    Ok(answer(shard.call_user(&key, Req::Msg { uid }).await))
+    Ok(answer(router.call_user(&key, Request::Msg { uid }).await))
 }
 
-fn where_is(shard: &Shard, head: &RequestHead) -> Result<Reply, Reply> {
+fn where_is(router: &Router, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Get])?;
     let uid = id_param(head, "uid")?;
-    let node = shard.members.owner(&uid);
-    let addr = if shard.members.is_cluster() {
-        shard.members.node(node).client_addr()
+    let view = router.view();
+    let addr = if view.is_cluster() {
+        view.node(view.locate(&uid).node).client_addr()
     } else {
-        shard.cfg.advertise_addr()
+        router.shard().cfg().advertise_addr()
     };
-    Ok(Reply::ok(json!(addr)))
+    Ok(Response::ok(json!(addr)))
 }
 
-async fn disconnect(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Reply> {
+async fn disconnect(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Post])?;
     let uid = id_param(head, "uid")?;
     let key = uid.clone();
-    match shard.call_user(&key, Req::Disconnect { uid }).await {
-        Rep::Found(true) => Ok(Reply::ok(json!("ok"))),
-        Rep::Found(false) => Err(Reply::err(404, "user not connected")),
+    match router.call_user(&key, Request::Disconnect { uid }).await {
+        Answer::Found(true) => Ok(Response::ok(json!("ok"))),
+        Answer::Found(false) => Err(Response::err(404, "user not connected")),
         other => Ok(answer(other)),
     }
 }
 
-async fn stats_reply(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Reply> {
+async fn stats_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Get])?;
-    let (per_core, rates) = shard.gather_stats().await;
-    Ok(Reply::ok(metrics::stats_json(shard, &per_core, &rates)))
+    let (per_core, rates) = router.gather_stats().await;
+    Ok(Response::ok(metrics::stats_json(
+        router.shard(),
+        &per_core,
+        &rates,
+    )))
 }
 
-async fn metrics_reply(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, Reply> {
+async fn metrics_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Get])?;
-    let (per_core, rates) = shard.gather_stats().await;
-    Ok(Reply {
+    let (per_core, rates) = router.gather_stats().await;
+    Ok(Response {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
-        body: metrics::prometheus(&per_core, &rates, &metrics::bus_lines(shard)).into_bytes(),
+        body: metrics::prometheus(&per_core, &rates, &metrics::bus_lines(router)).into_bytes(),
     })
 }

@@ -1,20 +1,19 @@
-//! Cluster membership and ownership: which node owns a uid (rendezvous hashing over node
-//! names, so adding a node moves only about 1/N of the users) and which core on it. Pure;
-//! built once at start-up and read by every core.
+//! The cluster view and the one answer to "where does this uid live": its node (rendezvous
+//! hashing over node names, so adding a node moves only about 1/N of the users) and its core
+//! there. Pure; built once at start-up, shared by every core and the bus threads.
 
-pub mod bridge;
+pub mod bus;
 pub mod wire;
 
+use ipush_placement::{core_of, Rendezvous};
+
 use crate::config::{Config, NodeSpec};
-use crate::shard::ids::{shard_of, stable_hash, ShardId};
+pub use crate::ids::NodeId;
+use crate::ids::ShardId;
 
-/// Index of a node in `--nodes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u16);
-
-/// Where a uid lives.
+/// Where a uid lives: the node that owns it and the core that owns it there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
+pub struct Owner {
     pub node: NodeId,
     pub core: ShardId,
 }
@@ -22,14 +21,14 @@ pub struct Location {
 #[derive(Debug, Clone)]
 pub struct Membership {
     nodes: Vec<NodeSpec>,
-    salts: Vec<u64>,
+    ring: Rendezvous,
     me: NodeId,
     cores: usize,
 }
 
 impl Membership {
     /// The static membership of `--node`/`--nodes`; one node (this one) when they are empty.
-    pub fn from_config(cfg: &Config) -> Self {
+    pub fn from_config(cfg: &Config, cores: usize) -> Self {
         if cfg.nodes.is_empty() {
             let me = NodeSpec {
                 name: "self".into(),
@@ -38,54 +37,41 @@ impl Membership {
                 admin_port: cfg.admin_port,
                 bus_port: cfg.bus_port,
             };
-            return Self::new(vec![me], 0, cfg.cores);
+            return Self::new(vec![me], 0, cores);
         }
         let me = cfg
             .nodes
             .iter()
             .position(|n| n.name == cfg.node)
             .expect("config validation guarantees --node is in --nodes");
-        Self::new(cfg.nodes.clone(), me, cfg.cores)
+        Self::new(cfg.nodes.clone(), me, cores)
     }
 
     pub fn new(nodes: Vec<NodeSpec>, me: usize, cores: usize) -> Self {
-        let salts = nodes
-            .iter()
-            .map(|n| stable_hash(0x4e4f_4445, n.name.as_bytes()))
-            .collect();
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         Membership {
+            ring: Rendezvous::new(&names),
             nodes,
-            salts,
             me: NodeId(me as u16),
             cores: cores.max(1),
         }
     }
 
-    /// The node that owns `uid`: the highest `hash(node, uid)` (rendezvous hashing).
-    pub fn owner(&self, uid: &str) -> NodeId {
-        if self.nodes.len() == 1 {
-            return NodeId(0);
-        }
-        let mut best = (0u64, 0usize);
-        for (i, salt) in self.salts.iter().enumerate() {
-            let score = stable_hash(*salt, uid.as_bytes());
-            if i == 0 || score > best.0 {
-                best = (score, i);
-            }
-        }
-        NodeId(best.1 as u16)
-    }
-
-    /// Node and core of `uid` (the core hash is independent of the node hash).
-    pub fn locate(&self, uid: &str) -> Location {
-        Location {
-            node: self.owner(uid),
-            core: shard_of(uid, self.cores),
+    /// Where `uid` lives: every routing decision (`/shard`, 303s, hand-offs, bus requests)
+    /// asks this, and `loadtest` uses the same placement crate.
+    pub fn locate(&self, uid: &str) -> Owner {
+        Owner {
+            node: NodeId(self.ring.owner(uid) as u16),
+            core: ShardId(core_of(uid, self.cores)),
         }
     }
 
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    pub fn cores(&self) -> usize {
+        self.cores
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -134,9 +120,9 @@ mod tests {
         let mut per_node = [0usize; 3];
         for i in 0..10_000 {
             let uid = format!("user{i}");
-            let o = views[0].owner(&uid);
-            assert!(views.iter().all(|v| v.owner(&uid) == o));
-            per_node[o.0 as usize] += 1;
+            let o = views[0].locate(&uid);
+            assert!(views.iter().all(|v| v.locate(&uid) == o));
+            per_node[o.node.0 as usize] += 1;
         }
         for c in per_node {
             assert!((2_900..3_800).contains(&c), "uneven: {per_node:?}");
@@ -150,7 +136,7 @@ mod tests {
         let moved = (0..10_000)
             .filter(|i| {
                 let uid = format!("u{i}");
-                three.node(three.owner(&uid)).name != four.node(four.owner(&uid)).name
+                three.node(three.locate(&uid).node).name != four.node(four.locate(&uid).node).name
             })
             .count();
         // Ideal is 1/4; only users that move go to the new node.
@@ -161,7 +147,7 @@ mod tests {
         );
         for i in 0..10_000 {
             let uid = format!("u{i}");
-            let (a, b) = (three.owner(&uid), four.owner(&uid));
+            let (a, b) = (three.locate(&uid).node, four.locate(&uid).node);
             if three.node(a).name != four.node(b).name {
                 assert_eq!(four.node(b).name, "n4", "a user moved between old nodes");
             }
@@ -172,7 +158,7 @@ mod tests {
     fn single_node_owns_everything() {
         let m = Membership::new(nodes(1), 0, 4);
         assert!(!m.is_cluster());
-        assert_eq!(m.owner("anyone"), NodeId(0));
+        assert_eq!(m.locate("anyone").node, NodeId(0));
         assert_eq!(m.peers().count(), 0);
     }
 }

@@ -1,14 +1,14 @@
 //! Messages between nodes on the cluster bus: a versioned, length-checked binary frame around
-//! a request (`Req`), its answer (`Rep`) or a liveness ping. Pure encode/decode; a frame that
+//! a request (`Request`), its answer (`Answer`) or a liveness ping. Pure encode/decode; a frame that
 //! does not decode is counted and dropped by the bridge, never acted on.
 //!
 //! Frame: `"IPB" version(1) kind(u8) from_node(u16) core(u16) id(u64)` then the body; all
 //! integers little-endian, strings u32 length + UTF-8, the whole frame at most `MAX_FRAME`.
 
 use super::NodeId;
+use crate::ids::ShardId;
+use crate::msg::{Answer, Request};
 use crate::protocol::{ClientMessage, MsgType};
-use crate::shard::ids::ShardId;
-use crate::shard::msg::{Rep, Req};
 
 pub const MAGIC: &[u8; 3] = b"IPB";
 pub const VERSION: u8 = 1;
@@ -22,8 +22,8 @@ const K_PING: u8 = 3;
 #[derive(Debug)]
 pub enum Body {
     /// `id == 0`: no answer wanted.
-    Req(Req),
-    Rep(Rep),
+    Request(Request),
+    Answer(Answer),
     Ping,
 }
 
@@ -80,24 +80,24 @@ pub fn encode(f: &Frame) -> Vec<u8> {
     w.0.extend_from_slice(MAGIC);
     w.u8(VERSION);
     w.u8(match f.body {
-        Body::Req(_) => K_REQ,
-        Body::Rep(_) => K_REP,
+        Body::Request(_) => K_REQ,
+        Body::Answer(_) => K_REP,
         Body::Ping => K_PING,
     });
     w.u16(f.from.0);
     w.u16(f.core.0 as u16);
     w.u64(f.id);
     match &f.body {
-        Body::Req(r) => encode_req(&mut w, r),
-        Body::Rep(r) => encode_rep(&mut w, r),
+        Body::Request(r) => encode_req(&mut w, r),
+        Body::Answer(r) => encode_rep(&mut w, r),
         Body::Ping => {}
     }
     w.0
 }
 
-fn encode_req(w: &mut W, r: &Req) {
+fn encode_req(w: &mut W, r: &Request) {
     match r {
-        Req::PubUser {
+        Request::PubUser {
             to,
             from,
             body,
@@ -109,7 +109,7 @@ fn encode_req(w: &mut W, r: &Req) {
             w.str(body);
             w.u64(*ttl);
         }
-        Req::PubChannel {
+        Request::PubChannel {
             channel,
             from,
             body,
@@ -121,25 +121,25 @@ fn encode_req(w: &mut W, r: &Req) {
             w.str(body);
             w.u64(*ttl);
         }
-        Req::Sub { uid, cid } => {
+        Request::Sub { uid, cid } => {
             w.u8(3);
             w.str(uid);
             w.str(cid);
         }
-        Req::Unsub { uid, cid } => {
+        Request::Unsub { uid, cid } => {
             w.u8(4);
             w.str(uid);
             w.str(cid);
         }
-        Req::Msg { uid } => {
+        Request::Msg { uid } => {
             w.u8(5);
             w.str(uid);
         }
-        Req::Disconnect { uid } => {
+        Request::Disconnect { uid } => {
             w.u8(6);
             w.str(uid);
         }
-        Req::Client { uid, msg } => {
+        Request::Client { uid, msg } => {
             w.u8(7);
             w.str(uid);
             w.u8(msg.y.map_or(255, |y| y as u8));
@@ -155,14 +155,14 @@ fn encode_req(w: &mut W, r: &Req) {
             }
         }
         // Stats are per node; this variant never crosses the bus.
-        Req::Stats => w.u8(8),
+        Request::Stats => w.u8(8),
     }
 }
 
-fn encode_rep(w: &mut W, r: &Rep) {
+fn encode_rep(w: &mut W, r: &Answer) {
     match r {
-        Rep::Ok => w.u8(1),
-        Rep::Seq(s) => {
+        Answer::Ok => w.u8(1),
+        Answer::Seq(s) => {
             w.u8(2);
             match s {
                 Some(s) => {
@@ -172,30 +172,30 @@ fn encode_rep(w: &mut W, r: &Rep) {
                 None => w.u8(0),
             }
         }
-        Rep::Count(n) => {
+        Answer::Count(n) => {
             w.u8(3);
             w.u64(*n);
         }
-        Rep::Msgs(list) => {
+        Answer::Msgs(list) => {
             w.u8(4);
             w.0.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for m in list {
                 w.str(m);
             }
         }
-        Rep::Found(b) => {
+        Answer::Found(b) => {
             w.u8(5);
             w.u8(u8::from(*b));
         }
-        Rep::Err(e) => {
+        Answer::Err(e) => {
             w.u8(6);
             w.str(e);
         }
-        Rep::Stats(_) => {
+        Answer::Stats(_) => {
             w.u8(6);
             w.str("stats are not served across nodes");
         }
-        Rep::Unavailable(e) => {
+        Answer::Unavailable(e) => {
             w.u8(7);
             w.str(e);
         }
@@ -263,8 +263,8 @@ pub fn decode(b: &[u8]) -> Result<Frame, WireError> {
     let core = ShardId(r.u16()? as usize);
     let id = r.u64()?;
     let body = match kind {
-        K_REQ => Body::Req(decode_req(&mut r)?),
-        K_REP => Body::Rep(decode_rep(&mut r)?),
+        K_REQ => Body::Request(decode_req(&mut r)?),
+        K_REP => Body::Answer(decode_rep(&mut r)?),
         K_PING => Body::Ping,
         _ => return Err(WireError::Malformed),
     };
@@ -279,30 +279,30 @@ pub fn decode(b: &[u8]) -> Result<Frame, WireError> {
     })
 }
 
-fn decode_req(r: &mut R<'_>) -> Result<Req, WireError> {
+fn decode_req(r: &mut R<'_>) -> Result<Request, WireError> {
     Ok(match r.u8()? {
-        1 => Req::PubUser {
+        1 => Request::PubUser {
             to: r.str()?,
             from: r.str()?,
             body: r.str()?,
             ttl: r.u64()?,
         },
-        2 => Req::PubChannel {
+        2 => Request::PubChannel {
             channel: r.str()?,
             from: r.str()?,
             body: r.str()?,
             ttl: r.u64()?,
         },
-        3 => Req::Sub {
+        3 => Request::Sub {
             uid: r.str()?,
             cid: r.str()?,
         },
-        4 => Req::Unsub {
+        4 => Request::Unsub {
             uid: r.str()?,
             cid: r.str()?,
         },
-        5 => Req::Msg { uid: r.str()? },
-        6 => Req::Disconnect { uid: r.str()? },
+        5 => Request::Msg { uid: r.str()? },
+        6 => Request::Disconnect { uid: r.str()? },
         7 => {
             let uid = r.str()?;
             let y = MsgType::from_u8(r.u8()?).ok_or(WireError::Malformed)?;
@@ -315,17 +315,17 @@ fn decode_req(r: &mut R<'_>) -> Result<Req, WireError> {
                 b: r.opt()?,
                 s: r.opt_u64()?,
             };
-            Req::Client { uid, msg }
+            Request::Client { uid, msg }
         }
         _ => return Err(WireError::Malformed),
     })
 }
 
-fn decode_rep(r: &mut R<'_>) -> Result<Rep, WireError> {
+fn decode_rep(r: &mut R<'_>) -> Result<Answer, WireError> {
     Ok(match r.u8()? {
-        1 => Rep::Ok,
-        2 => Rep::Seq(r.opt_u64()?),
-        3 => Rep::Count(r.u64()?),
+        1 => Answer::Ok,
+        2 => Answer::Seq(r.opt_u64()?),
+        3 => Answer::Count(r.u64()?),
         4 => {
             let n = r.u32()? as usize;
             // Each entry takes at least 4 bytes: refuse counts the frame cannot hold.
@@ -336,11 +336,11 @@ fn decode_rep(r: &mut R<'_>) -> Result<Rep, WireError> {
             for _ in 0..n {
                 list.push(r.str()?);
             }
-            Rep::Msgs(list)
+            Answer::Msgs(list)
         }
-        5 => Rep::Found(r.u8()? != 0),
-        6 => Rep::Err(r.str()?),
-        7 => Rep::Unavailable(r.str()?),
+        5 => Answer::Found(r.u8()? != 0),
+        6 => Answer::Err(r.str()?),
+        7 => Answer::Unavailable(r.str()?),
         _ => return Err(WireError::Malformed),
     })
 }
@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn requests_and_replies_round_trip() {
-        let f = round(Body::Req(Req::PubUser {
+        let f = round(Body::Request(Request::PubUser {
             to: "u".into(),
             from: "op".into(),
             body: "héllo".into(),
@@ -373,7 +373,7 @@ mod tests {
         }));
         assert_eq!((f.from, f.core, f.id), (NodeId(2), ShardId(1), 77));
         assert!(
-            matches!(f.body, Body::Req(Req::PubUser { ref body, ttl: 60, .. }) if body == "héllo")
+            matches!(f.body, Body::Request(Request::PubUser { ref body, ttl: 60, .. }) if body == "héllo")
         );
         let msg = ClientMessage {
             y: Some(MsgType::Channel),
@@ -381,16 +381,16 @@ mod tests {
             b: Some("x".into()),
             ..Default::default()
         };
-        let f = round(Body::Req(Req::Client {
+        let f = round(Body::Request(Request::Client {
             uid: "a".into(),
             msg: msg.clone(),
         }));
-        assert!(matches!(f.body, Body::Req(Req::Client { msg: ref m, .. }) if *m == msg));
-        let f = round(Body::Rep(Rep::Msgs(vec!["a\n".into(), "b\n".into()])));
-        assert!(matches!(f.body, Body::Rep(Rep::Msgs(ref l)) if l.len() == 2));
+        assert!(matches!(f.body, Body::Request(Request::Client { msg: ref m, .. }) if *m == msg));
+        let f = round(Body::Answer(Answer::Msgs(vec!["a\n".into(), "b\n".into()])));
+        assert!(matches!(f.body, Body::Answer(Answer::Msgs(ref l)) if l.len() == 2));
         assert!(matches!(
-            round(Body::Rep(Rep::Seq(Some(9)))).body,
-            Body::Rep(Rep::Seq(Some(9)))
+            round(Body::Answer(Answer::Seq(Some(9)))).body,
+            Body::Answer(Answer::Seq(Some(9)))
         ));
         assert!(matches!(round(Body::Ping).body, Body::Ping));
     }
@@ -420,7 +420,7 @@ mod tests {
             from: NodeId(0),
             core: ShardId(0),
             id: 1,
-            body: Body::Rep(Rep::Msgs(vec![])),
+            body: Body::Answer(Answer::Msgs(vec![])),
         });
         let n = huge.len();
         huge[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());

@@ -186,6 +186,22 @@ pub fn write_stream_head(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The head of a Server-Sent Events stream.
+pub fn write_sse_head(out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\n",
+    );
+    date_header(out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The 101 answer to an accepted WebSocket handshake.
+pub fn write_upgrade_head(out: &mut Vec<u8>, accept: &str) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
 /// `HTTP/1.1 303 See Other\r\nDate: ..\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n`.
 /// The connection stays persistent (HTTP/1.1 default); `location` must not contain CR or LF.
 pub fn write_redirect(out: &mut Vec<u8>, location: &str) {

@@ -4,8 +4,12 @@
 //! [`ClientMessage`]; it does no I/O and reuses a per-thread scratch buffer and tape. Encoders
 //! append to a `Vec<u8>` the caller owns and allocate nothing of their own.
 
+pub mod codec;
 pub mod msgpack;
+
 use std::cell::RefCell;
+
+pub use codec::{close, Codec, Mode, Transport};
 
 use simd_json::prelude::*;
 use simd_json::{Buffers, Tape};
@@ -41,6 +45,16 @@ impl MsgType {
             _ => return None,
         })
     }
+}
+
+/// What the recipients of one message share: stored once, referenced by every recipient's
+/// (uid, seq).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MsgBody {
+    pub kind: MsgType,
+    pub from: Box<str>,
+    pub channel: Option<Box<str>>,
+    pub body: Box<str>,
 }
 
 /// One message as a client sends it. After [`decode_client_message`], `y` is always `Some`
@@ -349,7 +363,7 @@ pub fn encode_channel_msg(
 }
 
 /// `{"error":"..."}`.
-pub fn encode_error(out: &mut Vec<u8>, reason: &str) {
+pub fn encode_json_error(out: &mut Vec<u8>, reason: &str) {
     write_key_str(out, br#"{"error":"#, reason);
     out.push(b'}');
 }
@@ -647,7 +661,7 @@ mod tests {
             br#"{"y":4,"f":"user002","t":"user001","c":"channel1","b":"hi","s":18446744073709551615}"#
         );
         out.clear();
-        encode_error(&mut out, "replaced");
+        encode_json_error(&mut out, "replaced");
         assert_eq!(out, br#"{"error":"replaced"}"#);
 
         for s in NASTY {
@@ -660,7 +674,7 @@ mod tests {
             let v: Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v, json!({"y":4,"f":s,"t":s,"c":s,"b":s}));
             out.clear();
-            encode_error(&mut out, s);
+            encode_json_error(&mut out, s);
             let v: Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v, json!({"error":s}));
         }

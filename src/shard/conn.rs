@@ -8,9 +8,9 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::Waker;
 
-use super::ids::ConnId;
-use crate::storage::MsgBody;
-use crate::transport::stream::{Codec, Mode, Transport};
+use crate::ids::ConnId;
+use crate::protocol::close::{GOING_AWAY, NORMAL};
+use crate::protocol::{Mode, MsgBody};
 
 /// Something queued for a stream, encoded for its transport only when written.
 #[derive(Debug, Clone)]
@@ -30,14 +30,18 @@ pub enum Out {
     End(u16),
 }
 
-/// WebSocket close codes used by final items (RFC 6455 §7.4.1).
-pub const CLOSE_NORMAL: u16 = 1000;
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-
 impl Out {
     pub fn is_final(&self) -> bool {
         matches!(self, Out::Error(..) | Out::End(_))
     }
+}
+
+/// What housekeeping does to a stream this second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    Nothing,
+    Heartbeat,
+    Abort,
 }
 
 pub struct Conn {
@@ -53,9 +57,9 @@ pub struct Conn {
     /// Close at once, dropping what is queued (slow reader, shutdown deadline).
     abort: Cell<bool>,
     /// Seconds (shard clock) of the last write, for heartbeats.
-    pub last_send: Cell<u32>,
+    last_send: Cell<u32>,
     /// Housekeeping ticks seen while ending: a final chunk nobody reads is given up on.
-    pub ending_ticks: Cell<u8>,
+    ending_ticks: Cell<u8>,
     /// In the core's list of streams to flush.
     pub dirty: Cell<bool>,
     /// The final item is encoded: nothing more is written after `unsent`.
@@ -83,10 +87,7 @@ impl Conn {
             dirty: Cell::new(false),
             final_encoded: Cell::new(false),
             fd: Cell::new(-1),
-            mode: Cell::new(Mode {
-                transport: Transport::Chunked,
-                codec: Codec::Json,
-            }),
+            mode: Cell::new(Mode::default()),
             unsent: RefCell::new(None),
         }
     }
@@ -131,8 +132,8 @@ impl Conn {
     /// None, the terminating chunk (the server is going away).
     pub fn finish(&self, reason: Option<&str>) {
         let item = match reason {
-            Some(r) => Out::Error(Rc::from(r), CLOSE_NORMAL),
-            None => Out::End(CLOSE_GOING_AWAY),
+            Some(r) => Out::Error(Rc::from(r), NORMAL),
+            None => Out::End(GOING_AWAY),
         };
         self.push_final(item);
     }
@@ -212,6 +213,32 @@ impl Conn {
         self.waker.set(w);
     }
 
+    /// Records a write at `now` (shard clock seconds): no heartbeat is due until it is quiet.
+    pub fn sent_at(&self, now: u32) {
+        self.last_send.set(now);
+    }
+
+    /// What once-a-second housekeeping owes this stream at `now`, given the heartbeat
+    /// interval: a heartbeat when it has been quiet, an abort when its final item has waited
+    /// five ticks for a reader that does not read.
+    pub fn tick(&self, now: u32, heartbeat: u32) -> Tick {
+        if self.is_ending() {
+            let ticks = self.ending_ticks.get() + 1;
+            self.ending_ticks.set(ticks);
+            return if ticks >= 5 {
+                Tick::Abort
+            } else {
+                Tick::Nothing
+            };
+        }
+        let quiet = now.saturating_sub(self.last_send.get());
+        if quiet >= heartbeat && !self.is_replaying() && self.queue_len() == 0 {
+            self.last_send.set(now);
+            return Tick::Heartbeat;
+        }
+        Tick::Nothing
+    }
+
     /// Bytes wait for the socket to become writable.
     pub fn has_unsent(&self) -> bool {
         self.unsent.borrow().is_some()
@@ -248,12 +275,36 @@ mod tests {
     }
 
     #[test]
+    fn housekeeping_ticks() {
+        let c = Conn::new(ConnId(1), Rc::from("u"), 0);
+        assert_eq!(c.tick(5, 30), Tick::Nothing, "replaying: no heartbeat yet");
+        c.finish_replay(Vec::new());
+        c.pop();
+        assert_eq!(c.tick(29, 30), Tick::Nothing);
+        assert_eq!(c.tick(30, 30), Tick::Heartbeat);
+        assert_eq!(
+            c.tick(31, 30),
+            Tick::Nothing,
+            "the heartbeat counts as a write"
+        );
+        c.finish(None);
+        for _ in 0..4 {
+            assert_eq!(c.tick(100, 30), Tick::Nothing);
+        }
+        assert_eq!(
+            c.tick(100, 30),
+            Tick::Abort,
+            "a final item unread for 5 ticks"
+        );
+    }
+
+    #[test]
     fn replay_goes_first() {
         let c = Conn::new(ConnId(1), Rc::from("u"), 0);
-        c.end(CLOSE_NORMAL);
+        c.end(NORMAL);
         c.finish_replay(vec![Out::Heartbeat]);
         assert!(matches!(c.pop(), Some(Out::Heartbeat)));
-        assert!(matches!(c.pop(), Some(Out::End(CLOSE_NORMAL))));
+        assert!(matches!(c.pop(), Some(Out::End(NORMAL))));
         assert!(c.pop().is_none());
     }
 }

@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use super::{MsgBody, Storage, Store, UserMeta};
-use crate::protocol::MsgType;
+use super::{Storage, Store, UserMeta};
+use crate::protocol::{MsgBody, MsgType};
 
 fn body(text: &str, channel: Option<&str>) -> Rc<MsgBody> {
     Rc::new(MsgBody {

@@ -25,7 +25,8 @@ use glommio::io::{BufferedFile, Directory, OpenOptions};
 
 use super::log::{self, Decoded, Header, Record};
 use super::memory::MemoryStore;
-use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
+use super::{Storage, StorageError, StoredMsg, UserMeta};
+use crate::protocol::MsgBody;
 
 /// Entries per log record of a channel fan-out (keeps records far below `log::MAX_RECORD`).
 const ENTRIES_PER_RECORD: usize = 65_536;

@@ -8,8 +8,7 @@
 
 use std::rc::Rc;
 
-use super::MsgBody;
-use crate::protocol::MsgType;
+use crate::protocol::{MsgBody, MsgType};
 
 pub const WAL_MAGIC: &[u8; 8] = b"IPUSHWAL";
 pub const SNAP_MAGIC: &[u8; 8] = b"IPUSHSNP";

@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
-use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
+use super::{Storage, StorageError, StoredMsg, UserMeta};
+use crate::protocol::MsgBody;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Members = HashSet<Rc<str>, ahash::RandomState>;

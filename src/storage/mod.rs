@@ -12,16 +12,7 @@ pub mod scylla;
 
 use std::rc::Rc;
 
-use crate::protocol::MsgType;
-
-/// What a user's messages share: stored once, referenced by every recipient's (uid, seq).
-#[derive(Debug, PartialEq, Eq)]
-pub struct MsgBody {
-    pub kind: MsgType,
-    pub from: Box<str>,
-    pub channel: Option<Box<str>>,
-    pub body: Box<str>,
-}
+use crate::protocol::MsgBody;
 
 /// One message in one user's sequence.
 #[derive(Debug, Clone)]

@@ -50,9 +50,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
+use super::{Storage, StorageError, StoredMsg, UserMeta};
 use crate::config::ScyllaConsistency;
-use crate::protocol::MsgType;
+use crate::protocol::{MsgBody, MsgType};
 
 /// Statements in flight per core (the bridge's pipeline depth).
 const MAX_STATEMENTS: usize = 256;

@@ -9,23 +9,32 @@ use std::time::Duration;
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use super::stream::{Codec, Mode, NewStream, Opening, Transport};
+use super::stream::NewStream;
 use super::{read_body, read_head, ws, HeadRead};
+use crate::auth::Authenticator;
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
 use crate::http::response::{write_error, write_redirect, write_response};
-use crate::protocol::{msgpack, valid_id};
-use crate::shard::msg::{Handoff, Rep, Req, ShardMsg};
+use crate::msg::{Answer, CoreMsg, Handoff, Opening, Request};
+use crate::protocol::{codec, valid_id, Codec, Mode, Transport};
+use crate::router::Router;
 use crate::shard::Shard;
 
 /// The demo client page (`GET /demo`), plain HTML and JS, no build step.
 const DEMO: &str = include_str!("../../web/demo.html");
 
-pub async fn client_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// What a core's client port needs: its router (and through it the core's state) and the
+/// authenticator.
+pub struct ClientPort {
+    pub router: Rc<Router>,
+    pub auth: Authenticator,
+}
+
+pub async fn client_loop(port: Rc<ClientPort>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(on_client(shard.clone(), stream)).detach();
+                glommio::spawn_local(on_client(port.clone(), stream)).detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays.
@@ -47,12 +56,13 @@ async fn respond(mut stream: TcpStream, status: u16, reason: &str) {
 type Refusal = (u16, String);
 
 fn bad(shard: &Shard, status: u16, reason: impl Into<String>) -> Refusal {
-    shard.bump(&shard.stats.bad_request);
+    shard.bump(&shard.stats().bad_request);
     (status, reason.into())
 }
 
 /// The uid, after checking it and its password.
-fn authenticate(shard: &Shard, head: &RequestHead) -> Result<String, Refusal> {
+fn authenticate(port: &ClientPort, head: &RequestHead) -> Result<String, Refusal> {
+    let shard = port.router.shard();
     let uid = match query_param(&head.query, "uid") {
         Ok(Some(u)) if valid_id(&u) => u,
         _ => return Err(bad(shard, 400, "invalid uid")),
@@ -61,15 +71,15 @@ fn authenticate(shard: &Shard, head: &RequestHead) -> Result<String, Refusal> {
         Ok(p) => p.unwrap_or_default(),
         Err(_) => return Err(bad(shard, 400, "invalid password")),
     };
-    if let Err(e) = shard.auth.check(&uid, &password) {
+    if let Err(e) = port.auth.check(&uid, &password) {
         tracing::debug!(%uid, error = %e, "auth failed");
-        shard.bump(&shard.stats.auth_fail);
+        shard.bump(&shard.stats().auth_fail);
         return Err((401, "auth failed".into()));
     }
     Ok(uid)
 }
 
-fn codec(shard: &Shard, head: &RequestHead) -> Result<Codec, Refusal> {
+fn codec_param(shard: &Shard, head: &RequestHead) -> Result<Codec, Refusal> {
     match query_param(&head.query, "codec") {
         Ok(None) => Ok(Codec::Json),
         Ok(Some(c)) if c == "json" => Ok(Codec::Json),
@@ -78,22 +88,28 @@ fn codec(shard: &Shard, head: &RequestHead) -> Result<Codec, Refusal> {
     }
 }
 
-/// The uid of a `/connect` that another node owns.
-fn remote_user(shard: &Shard, head: &RequestHead) -> Option<String> {
-    if !shard.members.is_cluster() {
+/// The client address of the node that owns the uid of a `/connect`, when that is another node.
+fn remote_owner(router: &Router, head: &RequestHead) -> Option<String> {
+    let view = router.view();
+    if !view.is_cluster() {
         return None;
     }
     let uid = query_param(&head.query, "uid").ok()??;
-    (valid_id(&uid) && shard.members.owner(&uid) != shard.members.me()).then_some(uid)
+    if !valid_id(&uid) {
+        return None;
+    }
+    let node = view.locate(&uid).node;
+    (node != view.me()).then(|| view.node(node).client_addr())
 }
 
 /// What a `/connect` asks for: transport, codec and the rest of its opening.
-fn opening(shard: &Shard, head: &RequestHead, leftover: Vec<u8>) -> Result<Opening, Refusal> {
+fn opening(port: &ClientPort, head: &RequestHead, leftover: Vec<u8>) -> Result<Opening, Refusal> {
+    let shard = port.router.shard().as_ref();
     if head.method != Method::Get {
         return Err(bad(shard, 405, "method not allowed"));
     }
-    let uid = authenticate(shard, head)?;
-    let codec = codec(shard, head)?;
+    let uid = authenticate(port, head)?;
+    let codec = codec_param(shard, head)?;
     let (transport, ws_accept, last_event_id) = if head.upgrade_websocket {
         let accept = ws::check_handshake(head).map_err(|(st, r)| bad(shard, st, r))?;
         (Transport::WebSocket, Some(accept), None)
@@ -125,55 +141,40 @@ fn opening(shard: &Shard, head: &RequestHead, leftover: Vec<u8>) -> Result<Openi
     })
 }
 
-async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
+    let shard = port.router.shard().clone();
     let mut buf = Vec::new();
-    let limit = Duration::from_millis(shard.cfg.head_timeout_ms);
+    let limit = Duration::from_millis(shard.cfg().head_timeout_ms);
     let read = glommio::timer::timeout(limit, async {
         Ok(read_head(&mut stream, &mut buf, MAX_HEAD_BYTES).await)
     })
     .await;
     drop(buf);
+    let stats = shard.stats();
     let (head, leftover) = match read {
         Ok(HeadRead::Head(h, rest)) => (h, rest),
         Ok(HeadRead::Bad(e)) => {
-            shard.bump(&shard.stats.bad_request);
+            shard.bump(&stats.bad_request);
             return respond(stream, e.status(), e.reason()).await;
         }
         Ok(HeadRead::Closed) | Ok(HeadRead::Io(_)) => return,
         Err(_) => {
             // Half-sent head: give up on it; nothing else waited for it.
-            shard.bump(&shard.stats.bad_request);
+            shard.bump(&stats.bad_request);
             return respond(stream, 408, "request timeout").await;
         }
     };
     match head.path.as_str() {
         "/connect" => {
-            shard.bump(&shard.stats.req_connect);
-            if let Some(uid) = remote_user(&shard, &head) {
-                // Another node serves this user: send the client there, same query.
-                let node = shard.members.owner(&uid);
-                let location = format!(
-                    "http://{}/connect?{}",
-                    shard.members.node(node).client_addr(),
-                    head.query
-                );
-                shard.bump(&shard.stats.redirect);
-                let mut out = Vec::with_capacity(256);
-                write_redirect(&mut out, &location);
-                let _ = stream.write_all(&out).await;
-                return super::linger_close(&mut stream).await;
-            }
-            match opening(&shard, &head, leftover) {
-                Ok(o) => start(shard, stream, o).await,
-                Err((status, reason)) => respond(stream, status, &reason).await,
-            }
+            shard.bump(&stats.req_connect);
+            connect(port, stream, head, leftover).await
         }
         "/send" => {
-            shard.bump(&shard.stats.req_send);
-            send(shard, stream, head, leftover).await
+            shard.bump(&stats.req_send);
+            send(port, stream, head, leftover).await
         }
         "/demo" if matches!(head.method, Method::Get | Method::Head) => {
-            shard.bump(&shard.stats.req_demo);
+            shard.bump(&stats.req_demo);
             let mut out = Vec::with_capacity(DEMO.len() + 200);
             write_response(
                 &mut out,
@@ -187,70 +188,91 @@ async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
             super::linger_close(&mut stream).await;
         }
         _ => {
-            shard.bump(&shard.stats.req_other);
+            shard.bump(&stats.req_other);
             respond(stream, 404, "not found").await
         }
     }
 }
 
+/// `/connect`: a uid of another node is sent there (303, same query); otherwise the stream
+/// starts on the uid's core.
+async fn connect(
+    port: Rc<ClientPort>,
+    mut stream: TcpStream,
+    head: RequestHead,
+    leftover: Vec<u8>,
+) {
+    if let Some(addr) = remote_owner(&port.router, &head) {
+        let location = format!("http://{addr}/connect?{}", head.query);
+        let shard = port.router.shard();
+        shard.bump(&shard.stats().redirect);
+        let mut out = Vec::with_capacity(256);
+        write_redirect(&mut out, &location);
+        let _ = stream.write_all(&out).await;
+        return super::linger_close(&mut stream).await;
+    }
+    match opening(&port, &head, leftover) {
+        Ok(o) => start(port.router.clone(), stream, o).await,
+        Err((status, reason)) => respond(stream, status, &reason).await,
+    }
+}
+
 /// Starts the stream here, or hands the socket to the uid's owner core.
-async fn start(shard: Rc<Shard>, stream: TcpStream, opening: Opening) {
-    let owner = shard.owner(&opening.uid);
-    if owner == shard.id {
+async fn start(router: Rc<Router>, stream: TcpStream, opening: Opening) {
+    let owner = router.owner(&opening.uid).core;
+    if owner == router.id() {
         let new = Box::new(NewStream { stream, opening });
-        glommio::spawn_local(super::stream::run(shard, new)).detach();
+        glommio::spawn_local(super::stream::run(router, new)).detach();
         return;
     }
+    let shard = router.shard();
     // A duplicate fd crosses to the owner; this core's copy closes.
     // SAFETY: dup of a valid fd we own; the result is owned by the Handoff.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     if fd < 0 {
-        shard.bump(&shard.stats.error);
+        shard.bump(&shard.stats().error);
         return respond(stream, 503, "server busy").await;
     }
     drop(stream);
-    shard.bump(&shard.stats.handoff);
-    shard
-        .send_to(owner, ShardMsg::Handoff(Handoff::new(fd, opening)))
+    shard.bump(&shard.stats().handoff);
+    router
+        .send_to(owner, CoreMsg::Handoff(Handoff::new(fd, opening)))
         .await;
 }
 
 /// Starts a stream handed over by another core.
-pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
-    let fd = h.take_fd();
+pub fn adopt(router: Rc<Router>, h: Handoff) {
+    let (fd, opening) = h.into_parts();
     // SAFETY: the Handoff owned this fd and gave it up to us.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    let Some(opening) = h.opening.take() else {
-        return;
-    };
     let new = Box::new(NewStream { stream, opening });
-    glommio::spawn_local(super::stream::run(shard, new)).detach();
+    glommio::spawn_local(super::stream::run(router, new)).detach();
 }
 
 /// `POST /send?uid=U&password=P[&codec=msgpack]`: one client message in the body, for clients
 /// whose stream is one-way (SSE). Acted on by the uid's core like a message on a stream.
-async fn send(shard: Rc<Shard>, mut stream: TcpStream, head: RequestHead, leftover: Vec<u8>) {
+async fn send(port: Rc<ClientPort>, mut stream: TcpStream, head: RequestHead, leftover: Vec<u8>) {
+    let shard = port.router.shard().clone();
     let res: Result<(), Refusal> = async {
         if head.method != Method::Post {
             return Err(bad(&shard, 405, "method not allowed"));
         }
-        let uid = authenticate(&shard, &head)?;
-        let codec = codec(&shard, &head)?;
-        let body = read_body(&mut stream, &head, leftover, shard.cfg.max_message_bytes)
+        let uid = authenticate(&port, &head)?;
+        let codec = codec_param(&shard, &head)?;
+        let body = read_body(&mut stream, &head, leftover, shard.cfg().max_message_bytes)
             .await
             .map_err(|(st, r)| bad(&shard, st, r))?;
-        shard.bump(&shard.stats.recv_number);
-        let b = &shard.stats.recv_bytes;
-        b.set(b.get() + body.len() as u64);
-        let msg = match codec {
-            Codec::Json => crate::protocol::decode_client_message(&body),
-            Codec::MsgPack => msgpack::decode_client_message(&body),
-        }
-        .map_err(|e| bad(&shard, 400, e.to_string()))?;
+        shard.bump(&shard.stats().recv_number);
+        shard.add(&shard.stats().recv_bytes, body.len() as u64);
+        let msg = codec::decode(codec, &body).map_err(|e| bad(&shard, 400, e.to_string()))?;
         let key = uid.clone();
-        match shard.call_user(&key, Req::Client { uid, msg }).await {
-            Rep::Err(e) => Err((500, e)),
-            Rep::Unavailable(e) => Err((503, e)),
+        match port
+            .router
+            .call_user(&key, Request::Client { uid, msg })
+            .await
+        {
+            Answer::Err(e) => Err((500, e)),
+            Answer::Unavailable(e) => Err((503, e)),
             _ => Ok(()),
         }
     }

@@ -1,8 +1,8 @@
 //! Client-facing transports: accepting on the client port, handing sockets to their owner core,
-//! and the chunked stream itself. Runs on each core's executor.
+//! the streams (chunked, WebSocket, SSE) and their pure decoders. Runs on each core's executor.
 
 pub mod accept;
-pub mod client_msg;
+pub mod decode;
 pub mod stream;
 pub mod ws;
 

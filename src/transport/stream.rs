@@ -25,13 +25,15 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::decode::{Decoder, Input};
 use super::ws;
-use crate::http::chunk::{encode_chunk, parse_chunk, Chunk, LAST_CHUNK};
-use crate::http::response::{http_date, write_error, write_stream_head};
-use crate::protocol::{self, msgpack, ClientMessage, DecodeError, HEARTBEAT};
+use crate::http::chunk::{encode_chunk, LAST_CHUNK};
+use crate::http::response::{write_error, write_sse_head, write_stream_head, write_upgrade_head};
+use crate::msg::Opening;
+use crate::protocol::{codec, ClientMessage, Codec, Mode, Transport};
+use crate::router::Router;
 use crate::shard::conn::{Conn, Out};
-use crate::shard::{encode_msg, AttachError, Shard};
-use crate::storage::MsgBody;
+use crate::shard::{AttachError, Shard};
 
 /// Bytes coalesced into one write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -45,40 +47,6 @@ thread_local! {
     static OUT: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(WRITE_BATCH + 4096));
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Chunked,
-    WebSocket,
-    Sse,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    Json,
-    MsgPack,
-}
-
-/// How a stream's messages travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
-    pub transport: Transport,
-    pub codec: Codec,
-}
-
-/// An accepted, authenticated `/connect` whose stream has not started yet; `Send`, so it can
-/// travel to the owner core with its socket.
-#[derive(Debug)]
-pub struct Opening {
-    pub uid: String,
-    /// Bytes the client sent after its request head.
-    pub leftover: Vec<u8>,
-    pub mode: Mode,
-    /// `Sec-WebSocket-Accept` of an accepted handshake.
-    pub ws_accept: Option<String>,
-    /// SSE `Last-Event-ID`: replay after it, and count it as an ack.
-    pub last_event_id: Option<u64>,
-}
-
 /// A socket on its owner core whose stream has not started yet.
 pub struct NewStream {
     pub stream: TcpStream,
@@ -87,10 +55,10 @@ pub struct NewStream {
 
 /// Starts a stream: registration, 200 head and offline replay run in this (short-lived)
 /// task; the stream itself then lives in a task of its own whose state is only `StreamTask`.
-pub async fn run(shard: Rc<Shard>, new: Box<NewStream>) {
-    if let Some((stream, conn, io)) = open(&shard, new).await {
+pub async fn run(router: Rc<Router>, new: Box<NewStream>) {
+    if let Some((stream, conn, io)) = open(router.shard(), new).await {
         glommio::spawn_local(StreamTask {
-            shard,
+            router,
             conn,
             stream,
             io,
@@ -140,12 +108,12 @@ pub fn write_queued(shard: &Shard, conn: &Conn) -> Wrote {
             if out.is_empty() {
                 return if ending { Wrote::Finished } else { Wrote::Idle };
             }
-            shard.bump(&shard.stats.send_writes);
+            shard.bump(&shard.stats().send_writes);
             match send_now(fd, &out) {
                 Ok(n) => {
-                    conn.last_send.set(shard.clock());
+                    conn.sent_at(shard.clock());
                     if n < out.len() {
-                        shard.bump(&shard.stats.send_blocked);
+                        shard.bump(&shard.stats().send_blocked);
                         conn.keep_unsent(&out[n..]);
                         return Wrote::Blocked;
                     }
@@ -154,7 +122,7 @@ pub fn write_queued(shard: &Shard, conn: &Conn) -> Wrote {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    shard.bump(&shard.stats.send_blocked);
+                    shard.bump(&shard.stats().send_blocked);
                     conn.keep_unsent(&out);
                     return Wrote::Blocked;
                 }
@@ -229,7 +197,7 @@ async fn reactor_turn() {
 /// An open stream's task, written by hand so that its idle state is exactly these fields
 /// (an `async fn` would also keep iterators, closures and await slots).
 pub struct StreamTask {
-    shard: Rc<Shard>,
+    router: Rc<Router>,
     conn: Rc<Conn>,
     stream: TcpStream,
     io: StreamIo,
@@ -249,32 +217,38 @@ impl Future for StreamTask {
                 }
                 this.handling = None;
             }
-            match this.io.step(cx, &this.shard, &this.conn, &mut this.stream) {
+            let shard = this.router.shard();
+            match this.io.step(cx, shard, &this.conn, &mut this.stream) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Event::Msgs(msgs)) => {
-                    let (shard, conn) = (this.shard.clone(), this.conn.clone());
+                    let (router, conn) = (this.router.clone(), this.conn.clone());
                     this.handling = Some(Box::pin(async move {
                         for m in msgs {
-                            if let Err(e) =
-                                super::client_msg::handle(&shard, &conn.uid, Some(&conn), m).await
-                            {
+                            if let Err(e) = router.client_message(&conn.uid, Some(&conn), m).await {
                                 tracing::warn!(uid = %conn.uid, error = %e, "client message failed");
                             }
                         }
                     }));
                 }
                 Poll::Ready(Event::Done) => {
-                    this.conn.set_fd(None);
                     if !this.conn.is_aborted() {
                         // glommio's close is a synchronous shutdown(SHUT_WR): ready at once.
                         let _ = Pin::new(&mut this.stream).poll_close(cx);
                     }
-                    this.conn.clear_waker();
-                    this.shard.detach(&this.conn);
                     return Poll::Ready(());
                 }
             }
         }
+    }
+}
+
+impl Drop for StreamTask {
+    /// However the task ends (done, or dropped at shutdown), no write reaches its socket's
+    /// descriptor number again, and the stream is forgotten by its core.
+    fn drop(&mut self) {
+        self.conn.set_fd(None);
+        self.conn.clear_waker();
+        self.router.shard().detach(&self.conn);
     }
 }
 
@@ -284,14 +258,17 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
         mut stream,
         opening,
     } = *new;
-    super::tune_socket(&stream, Duration::from_secs(shard.cfg.heartbeat_interval_s));
+    super::tune_socket(
+        &stream,
+        Duration::from_secs(shard.cfg().heartbeat_interval_s),
+    );
     if let Some(id) = opening.last_event_id {
         // The browser says what it has: that is an ack.
         if let Err(e) = shard.ack(&opening.uid, id).await {
             tracing::warn!(uid = %opening.uid, error = %e, "Last-Event-ID ack failed");
         }
     }
-    let (conn, after, upto) = match shard.attach(&opening.uid).await {
+    let attached = match shard.attach(&opening.uid).await {
         Ok(x) => x,
         Err(e) => {
             let status = match e {
@@ -304,19 +281,14 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
             return None;
         }
     };
+    let conn = attached.conn;
     let mut head = Vec::with_capacity(200);
     match opening.mode.transport {
         Transport::Chunked => write_stream_head(&mut head),
         Transport::WebSocket => {
-            ws::write_upgrade(&mut head, opening.ws_accept.as_deref().unwrap_or_default())
+            write_upgrade_head(&mut head, opening.ws_accept.as_deref().unwrap_or_default())
         }
-        Transport::Sse => {
-            head.extend_from_slice(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\nDate: ",
-            );
-            head.extend_from_slice(http_date().as_bytes());
-            head.extend_from_slice(b"\r\n\r\n");
-        }
+        Transport::Sse => write_sse_head(&mut head),
     }
     conn.mode.set(opening.mode);
     if stream.write_all(&head).await.is_err() {
@@ -326,14 +298,14 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
     }
     // From here on, the flusher writes queued messages (once the replay is in front of them).
     conn.set_fd(Some(stream.as_raw_fd()));
-    shard.replay(&conn, after, upto).await;
+    shard.replay(&conn, attached.after, attached.upto).await;
     let leftover = opening.leftover;
     let io = StreamIo {
         pending_input: !leftover.is_empty(),
         bufs: (!leftover.is_empty()).then(|| {
             Box::new(Bufs {
                 inbuf: leftover,
-                ..Bufs::default()
+                decoder: Decoder::default(),
             })
         }),
     };
@@ -356,9 +328,7 @@ struct StreamIo {
 struct Bufs {
     /// Bytes of an incomplete frame from the client.
     inbuf: Vec<u8>,
-    /// A fragmented WebSocket message being reassembled, and whether it is binary.
-    frag: Vec<u8>,
-    frag_binary: Option<bool>,
+    decoder: Decoder,
 }
 
 impl StreamIo {
@@ -371,7 +341,7 @@ impl StreamIo {
         if self
             .bufs
             .as_ref()
-            .is_some_and(|b| b.inbuf.is_empty() && b.frag_binary.is_none())
+            .is_some_and(|b| b.inbuf.is_empty() && b.decoder.is_idle())
         {
             self.bufs = None;
         }
@@ -399,7 +369,7 @@ impl StreamIo {
                             return Poll::Ready(Event::Done)
                         }
                         Poll::Ready(Ok(n)) => {
-                            conn.last_send.set(shard.clock());
+                            conn.sent_at(shard.clock());
                             if n == lo.len() {
                                 *slot = None;
                             } else {
@@ -464,7 +434,7 @@ impl StreamIo {
         Poll::Pending
     }
 
-    /// Takes `data` (read just now) through the transport's decoder.
+    /// Takes `data` (read just now) through the transport's decoder and acts on what it says.
     fn feed(
         &mut self,
         data: &mut [u8],
@@ -473,34 +443,36 @@ impl StreamIo {
         conn: &Rc<Conn>,
     ) {
         let mode = conn.mode.get();
-        if mode.transport == Transport::Sse {
-            // An event stream is one-way: anything the client sends is ignored.
-            return;
-        }
-        let b = self.bufs();
-        let Bufs {
-            inbuf,
-            frag,
-            frag_binary,
-            ..
-        } = b;
-        let mut decode = |buf: &mut [u8]| match mode.transport {
-            Transport::WebSocket => {
-                decode_ws(buf, frag, frag_binary, mode.codec, msgs, shard, conn)
+        let max = shard.cfg().max_message_bytes;
+        let mut inputs = Vec::new();
+        let Bufs { inbuf, decoder } = self.bufs();
+        let progress = if inbuf.is_empty() {
+            let p = decoder.decode(mode, data, max, &mut inputs);
+            if p.used < data.len() && !inputs.last().is_some_and(Input::is_final) {
+                inbuf.extend_from_slice(&data[p.used..]);
             }
-            _ => decode_chunks(buf, mode.codec, msgs, shard, conn),
-        };
-        if inbuf.is_empty() {
-            let used = decode(data);
-            if used < data.len() && !conn.is_ending() {
-                inbuf.extend_from_slice(&data[used..]);
-            }
+            p
         } else {
             inbuf.extend_from_slice(data);
-            let used = decode(&mut inbuf[..]);
-            inbuf.drain(..used);
+            let p = decoder.decode(mode, &mut inbuf[..], max, &mut inputs);
+            inbuf.drain(..p.used);
             if inbuf.is_empty() {
                 *inbuf = Vec::new();
+            }
+            p
+        };
+        let stats = shard.stats();
+        shard.add(&stats.recv_number, progress.payloads);
+        shard.add(&stats.recv_bytes, progress.payload_bytes);
+        for input in inputs {
+            match input {
+                Input::Message(m) => msgs.push(m),
+                Input::Ping(payload) => shard.push(conn, Out::Pong(payload)),
+                Input::Close(code) => conn.end(code),
+                Input::Fail(reason, code) => {
+                    shard.bump(&stats.bad_request);
+                    conn.fail(&reason, code);
+                }
             }
         }
     }
@@ -516,21 +488,15 @@ fn fill(out: &mut Vec<u8>, shard: &Shard, conn: &Conn, mode: Mode) -> bool {
             payload.clear();
             let seq = match &item {
                 Out::Msg { body, seq } => {
-                    encode_payload(&mut payload, mode.codec, &conn.uid, body, *seq);
+                    codec::encode(&mut payload, mode.codec, &conn.uid, body, *seq);
                     *seq
                 }
                 Out::Heartbeat => {
-                    match mode.codec {
-                        Codec::Json => payload.extend_from_slice(HEARTBEAT),
-                        Codec::MsgPack => msgpack::encode_heartbeat(&mut payload),
-                    }
+                    codec::encode_heartbeat(&mut payload, mode.codec);
                     None
                 }
                 Out::Error(reason, _) => {
-                    match mode.codec {
-                        Codec::Json => protocol::encode_error(&mut payload, reason),
-                        Codec::MsgPack => msgpack::encode_error(&mut payload, reason),
-                    }
+                    codec::encode_error(&mut payload, mode.codec, reason);
                     None
                 }
                 Out::Pong(p) => {
@@ -543,9 +509,8 @@ fn fill(out: &mut Vec<u8>, shard: &Shard, conn: &Conn, mode: Mode) -> bool {
             };
             if !payload.is_empty() {
                 frame_message(out, mode, &payload, seq);
-                shard.bump(&shard.stats.send_number);
-                let b = &shard.stats.send_bytes;
-                b.set(b.get() + payload.len() as u64);
+                shard.bump(&shard.stats().send_number);
+                shard.add(&shard.stats().send_bytes, payload.len() as u64);
             }
             if item.is_final() {
                 match (mode.transport, &item) {
@@ -562,17 +527,6 @@ fn fill(out: &mut Vec<u8>, shard: &Shard, conn: &Conn, mode: Mode) -> bool {
         }
     });
     ending
-}
-
-/// A message's payload in the stream's codec.
-fn encode_payload(out: &mut Vec<u8>, codec: Codec, to: &str, body: &MsgBody, seq: Option<u64>) {
-    match codec {
-        Codec::Json => encode_msg(out, to, body, seq),
-        Codec::MsgPack => match &body.channel {
-            Some(c) => msgpack::encode_channel_msg(out, &body.from, to, c, &body.body, seq),
-            None => msgpack::encode_user_msg(out, &body.from, to, &body.body, seq),
-        },
-    }
 }
 
 /// Frames one message for the transport: a chunk, a WebSocket data frame, or an SSE event
@@ -600,174 +554,4 @@ fn frame_message(out: &mut Vec<u8>, mode: Mode, payload: &[u8], seq: Option<u64>
             out.extend_from_slice(b"\n\n");
         }
     }
-}
-
-/// One client message in the stream's codec, counted.
-fn decode_message(
-    payload: &[u8],
-    codec: Codec,
-    shard: &Shard,
-) -> Result<ClientMessage, DecodeError> {
-    shard.bump(&shard.stats.recv_number);
-    let b = &shard.stats.recv_bytes;
-    b.set(b.get() + payload.len() as u64);
-    match codec {
-        Codec::Json => protocol::decode_client_message(payload),
-        Codec::MsgPack => msgpack::decode_client_message(payload),
-    }
-}
-
-/// Decodes whole WebSocket frames from `buf` (unmasking in place); returns the bytes used.
-/// Protocol errors close the stream with their close code.
-#[allow(clippy::too_many_arguments)]
-fn decode_ws(
-    buf: &mut [u8],
-    frag: &mut Vec<u8>,
-    frag_binary: &mut Option<bool>,
-    codec: Codec,
-    msgs: &mut Vec<ClientMessage>,
-    shard: &Shard,
-    conn: &Rc<Conn>,
-) -> usize {
-    use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-    let max = shard.cfg.max_message_bytes;
-    let fail = |reason: &str, code: u16| {
-        shard.bump(&shard.stats.bad_request);
-        conn.fail(reason, code);
-    };
-    let mut pos = 0;
-    while pos < buf.len() && !conn.is_ending() {
-        let f = match ws::parse_frame(&mut buf[pos..], max) {
-            Ok(None) => break,
-            Ok(Some(f)) => f,
-            Err(e) => {
-                fail(e.reason, e.code);
-                break;
-            }
-        };
-        let payload = &buf[pos + f.start..pos + f.end];
-        pos += f.end;
-        let whole: Option<(bool, Vec<u8>)> = match f.opcode {
-            OpCode::Data(Data::Text) | OpCode::Data(Data::Binary) => {
-                let binary = f.opcode == ws::BINARY;
-                if frag_binary.is_some() {
-                    fail("expected a continuation frame", ws::PROTOCOL_ERROR);
-                    break;
-                }
-                if f.fin {
-                    // The common case: decoded straight from the read buffer.
-                    if !binary && std::str::from_utf8(payload).is_err() {
-                        fail("invalid utf-8", ws::INVALID_DATA);
-                        break;
-                    }
-                    match decode_message(payload, codec, shard) {
-                        Ok(m) => msgs.push(m),
-                        Err(e) => {
-                            fail(&e.to_string(), ws::POLICY);
-                            break;
-                        }
-                    }
-                    None
-                } else {
-                    frag.extend_from_slice(payload);
-                    *frag_binary = Some(binary);
-                    None
-                }
-            }
-            OpCode::Data(Data::Continue) => {
-                let Some(binary) = *frag_binary else {
-                    fail("unexpected continuation frame", ws::PROTOCOL_ERROR);
-                    break;
-                };
-                if frag.len() + payload.len() > max {
-                    fail("message too large", ws::TOO_BIG);
-                    break;
-                }
-                frag.extend_from_slice(payload);
-                if f.fin {
-                    *frag_binary = None;
-                    Some((binary, std::mem::take(frag)))
-                } else {
-                    None
-                }
-            }
-            OpCode::Control(Control::Ping) => {
-                shard.push(conn, Out::Pong(payload.into()));
-                None
-            }
-            OpCode::Control(Control::Pong) => None,
-            OpCode::Control(Control::Close) => {
-                let code = if payload.len() >= 2 {
-                    u16::from_be_bytes([payload[0], payload[1]])
-                } else {
-                    ws::NORMAL
-                };
-                // Echo the close (RFC 6455 §5.5.1); 1005/1006 are never sent on the wire.
-                conn.end(if code == 1005 || code == 1006 {
-                    ws::NORMAL
-                } else {
-                    code
-                });
-                break;
-            }
-            _ => {
-                fail("reserved opcode", ws::PROTOCOL_ERROR);
-                break;
-            }
-        };
-        if let Some((binary, data)) = whole {
-            if !binary && std::str::from_utf8(&data).is_err() {
-                fail("invalid utf-8", ws::INVALID_DATA);
-                break;
-            }
-            match decode_message(&data, codec, shard) {
-                Ok(m) => msgs.push(m),
-                Err(e) => {
-                    fail(&e.to_string(), ws::POLICY);
-                    break;
-                }
-            }
-        }
-    }
-    pos
-}
-
-/// Decodes whole chunks from `buf` into messages; returns the bytes used. Bad input ends the
-/// stream (with its reason) and only this stream.
-fn decode_chunks(
-    buf: &mut [u8],
-    codec: Codec,
-    msgs: &mut Vec<ClientMessage>,
-    shard: &Shard,
-    conn: &Rc<Conn>,
-) -> usize {
-    let max = shard.cfg.max_message_bytes;
-    let mut pos = 0;
-    while pos < buf.len() {
-        match parse_chunk(&buf[pos..], max) {
-            Ok(None) => break,
-            Ok(Some((Chunk::End, used))) => {
-                pos += used;
-                conn.end(ws::NORMAL);
-                break;
-            }
-            Ok(Some((Chunk::Data(payload), used))) => {
-                pos += used;
-                match decode_message(payload, codec, shard) {
-                    Ok(m) => msgs.push(m),
-                    Err(e) => {
-                        shard.bump(&shard.stats.bad_request);
-                        conn.fail(&e.to_string(), ws::POLICY);
-                        break;
-                    }
-                }
-            }
-            Err(e) => {
-                shard.bump(&shard.stats.bad_request);
-                conn.fail(e.reason(), ws::PROTOCOL_ERROR);
-                break;
-            }
-        }
-    }
-    pos
 }

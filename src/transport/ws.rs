@@ -10,14 +10,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use crate::http::head::RequestHead;
-
-/// Close codes we send (RFC 6455 §7.4.1).
-pub const NORMAL: u16 = 1000;
-pub const GOING_AWAY: u16 = 1001;
-pub const PROTOCOL_ERROR: u16 = 1002;
-pub const INVALID_DATA: u16 = 1007;
-pub const POLICY: u16 = 1008;
-pub const TOO_BIG: u16 = 1009;
+use crate::protocol::close::{PROTOCOL_ERROR, TOO_BIG};
 
 /// Why a handshake is refused, as (status, reason).
 pub fn check_handshake(head: &RequestHead) -> Result<String, (u16, &'static str)> {
@@ -28,13 +21,6 @@ pub fn check_handshake(head: &RequestHead) -> Result<String, (u16, &'static str)
         Some(k) if k.len() == 24 => Ok(tungstenite::handshake::derive_accept_key(k.as_bytes())),
         _ => Err((400, "bad Sec-WebSocket-Key")),
     }
-}
-
-/// The 101 answer to an accepted handshake.
-pub fn write_upgrade(out: &mut Vec<u8>, accept: &str) {
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-    out.extend_from_slice(accept.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

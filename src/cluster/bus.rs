@@ -1,4 +1,4 @@
-//! The NNG bus bridge: two threads of its own (NNG calls block and NNG runs its own I/O
+//! The NNG cluster bus: two threads of its own (NNG calls block and NNG runs its own I/O
 //! threads) that own every bus socket. They never touch a core's state: inbound frames reach
 //! the owner core over a channel plus a waker; cores hand outbound frames to the sender
 //! thread over a channel. No lock is shared with the push path.
@@ -8,7 +8,7 @@
 //! send on all of them. NNG redials by itself when a peer comes back. Every node pings every
 //! peer twice a second; a peer not heard from for `DOWN_AFTER` counts as down.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ use atomic_waker::AtomicWaker;
 
 use super::wire::{self, Body, Frame};
 use super::{Membership, NodeId};
-use crate::shard::ids::{shard_of, ShardId};
-use crate::shard::msg::Req;
+use crate::ids::ShardId;
+use crate::shutdown::Signal;
 
 const PING_EVERY: Duration = Duration::from_millis(500);
 /// A peer not heard from for this long is down: requests to it fail at once (503).
@@ -80,12 +80,12 @@ pub struct CoreLink {
     pub state: Arc<BusState>,
 }
 
-/// The bridge's threads; stopping happens when `stop` is set.
-pub struct Bridge {
+/// The bus threads; they end once `stop` fires.
+pub struct Bus {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Bridge {
+impl Bus {
     pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
@@ -103,11 +103,8 @@ fn url(host: &str, port: u16) -> String {
 
 /// Opens the bus: listens on this node's bus address, dials every peer, and starts the
 /// receiving and sending threads. Fails (clearly) when the bus port cannot be bound.
-pub fn start(
-    members: Arc<Membership>,
-    cores: usize,
-    stop: Arc<AtomicBool>,
-) -> Result<(Bridge, Vec<CoreLink>), String> {
+pub fn start(members: Arc<Membership>, stop: Arc<Signal>) -> Result<(Bus, Vec<CoreLink>), String> {
+    let cores = members.cores();
     let me = members.me();
     let my = members.node(me).clone();
     let state = Arc::new(BusState::new(members.len()));
@@ -154,10 +151,10 @@ pub fn start(
     }
 
     let recv = {
-        let (state, stop) = (state.clone(), stop.clone());
+        let (state, stop, members) = (state.clone(), stop.clone(), members.clone());
         std::thread::Builder::new()
             .name("ipush-bus-recv".into())
-            .spawn(move || receive(listener, inboxes, cores, state, stop))
+            .spawn(move || receive(listener, inboxes, members, state, stop))
             .map_err(|e| format!("cannot start the bus thread: {e}"))?
     };
     let send = {
@@ -168,35 +165,21 @@ pub fn start(
             .map_err(|e| format!("cannot start the bus thread: {e}"))?
     };
     Ok((
-        Bridge {
+        Bus {
             threads: vec![recv, send],
         },
         links,
     ))
 }
 
-/// The core that must act on an inbound request.
-fn target_core(req: &Req, cores: usize) -> ShardId {
-    match req {
-        Req::PubUser { to: uid, .. }
-        | Req::Sub { uid, .. }
-        | Req::Unsub { uid, .. }
-        | Req::Msg { uid }
-        | Req::Disconnect { uid }
-        | Req::Client { uid, .. } => shard_of(uid, cores),
-        // Node-wide work is coordinated by core 0.
-        Req::PubChannel { .. } | Req::Stats => ShardId(0),
-    }
-}
-
 fn receive(
     socket: nng::Socket,
     inboxes: Vec<(crossbeam_channel::Sender<Frame>, Arc<AtomicWaker>)>,
-    cores: usize,
+    members: Arc<Membership>,
     state: Arc<BusState>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Signal>,
 ) {
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         let msg = match socket.recv() {
             Ok(m) => m,
             Err(nng::Error::TimedOut) => continue,
@@ -219,8 +202,9 @@ fn receive(
         state.seen(frame.from);
         let core = match &frame.body {
             Body::Ping => continue,
-            Body::Rep(_) => frame.core,
-            Body::Req(r) => target_core(r, cores),
+            Body::Answer(_) => frame.core,
+            // Node-wide work (channel fan-out, stats) is coordinated by core 0.
+            Body::Request(r) => r.uid().map_or(ShardId(0), |uid| members.locate(uid).core),
         };
         let Some((tx, wake)) = inboxes.get(core.0) else {
             state.malformed.fetch_add(1, Ordering::Relaxed);
@@ -238,7 +222,7 @@ fn send_loop(
     dialers: Vec<(NodeId, nng::Socket)>,
     out: crossbeam_channel::Receiver<Outbound>,
     state: Arc<BusState>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Signal>,
 ) {
     let ping = wire::encode(&Frame {
         from: me,
@@ -258,7 +242,7 @@ fn send_loop(
         }
     };
     let mut next_ping = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         if Instant::now() >= next_ping {
             for (_, s) in &dialers {
                 put(s, &ping);

@@ -1,20 +1,34 @@
-//! The one typed enum that crosses cores, and its request/reply payloads; built on any core,
-//! consumed on the receiving core's executor.
+//! The typed vocabulary that crosses cores (over bounded channels) and nodes (over the bus):
+//! requests for the core that owns a user, their answers, and sockets handed to their owner
+//! core. Built on any core, consumed on the receiving core's executor.
 
 use std::os::fd::RawFd;
 
-use super::ids::ShardId;
-use crate::protocol::ClientMessage;
+use crate::ids::ShardId;
+use crate::protocol::{ClientMessage, Mode};
 use crate::stats::{Rates, Snapshot};
-use crate::transport::stream::Opening;
+
+/// An accepted, authenticated `/connect` whose stream has not started yet; `Send`, so it can
+/// travel to the owner core with its socket.
+#[derive(Debug)]
+pub struct Opening {
+    pub uid: String,
+    /// Bytes the client sent after its request head.
+    pub leftover: Vec<u8>,
+    pub mode: Mode,
+    /// `Sec-WebSocket-Accept` of an accepted handshake.
+    pub ws_accept: Option<String>,
+    /// SSE `Last-Event-ID`: replay after it, and count it as an ack.
+    pub last_event_id: Option<u64>,
+}
 
 /// A client socket accepted on one core, its head already read, moving to the core that owns
 /// its uid. Owns the fd: dropping an undelivered `Handoff` closes it.
 #[derive(Debug)]
 pub struct Handoff {
     fd: RawFd,
-    /// What the accepting core learnt from the request: uid, transport, early bytes.
-    pub opening: Option<Opening>,
+    /// Always Some until `into_parts`.
+    opening: Option<Opening>,
 }
 
 impl Handoff {
@@ -25,9 +39,11 @@ impl Handoff {
         }
     }
 
-    /// Takes the fd out; the caller now owns it.
-    pub fn take_fd(&mut self) -> RawFd {
-        std::mem::replace(&mut self.fd, -1)
+    /// Takes the fd and the opening out; the caller now owns the fd.
+    pub fn into_parts(mut self) -> (RawFd, Opening) {
+        let fd = std::mem::replace(&mut self.fd, -1);
+        let opening = self.opening.take().expect("a handoff is taken apart once");
+        (fd, opening)
     }
 }
 
@@ -42,7 +58,7 @@ impl Drop for Handoff {
 
 /// Work for the core that owns a user (or, for channels, for every core).
 #[derive(Debug, Clone)]
-pub enum Req {
+pub enum Request {
     PubUser {
         to: String,
         from: String,
@@ -77,8 +93,23 @@ pub enum Req {
     Stats,
 }
 
+impl Request {
+    /// The user whose core must act on this request; None for node-wide work.
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            Request::PubUser { to: uid, .. }
+            | Request::Sub { uid, .. }
+            | Request::Unsub { uid, .. }
+            | Request::Msg { uid }
+            | Request::Disconnect { uid }
+            | Request::Client { uid, .. } => Some(uid),
+            Request::PubChannel { .. } | Request::Stats => None,
+        }
+    }
+}
+
 #[derive(Debug)]
-pub enum Rep {
+pub enum Answer {
     Ok,
     /// Seq given to a unicast message (None for ttl=0).
     Seq(Option<u64>),
@@ -94,16 +125,16 @@ pub enum Rep {
     Unavailable(String),
 }
 
-pub enum ShardMsg {
+pub enum CoreMsg {
     Handoff(Handoff),
-    /// `id == 0`: fire and forget, no reply.
-    Req {
+    /// `id == 0`: fire and forget, no answer.
+    Request {
         id: u64,
         from: ShardId,
-        req: Req,
+        req: Request,
     },
-    Rep {
+    Answer {
         id: u64,
-        rep: Rep,
+        answer: Answer,
     },
 }

@@ -1,0 +1,162 @@
+//! Messages to this core's users: seqs, live delivery, persistence, acks and the offline list.
+//! Part of `Shard`; runs on its core's executor.
+
+use std::rc::Rc;
+
+use super::conn::Out;
+use super::{Shard, User};
+use crate::protocol::{codec, MsgBody, MsgType};
+use crate::storage::{Storage, StorageError};
+
+impl Shard {
+    /// A message to one user of this core: next seq, persisted (unless ttl is 0), delivered
+    /// live when the user has a stream.
+    pub async fn publish_user(
+        &self,
+        to: &str,
+        from: &str,
+        body: &str,
+        ttl: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        let user = self.user(to).await?;
+        let body = Rc::new(MsgBody {
+            kind: MsgType::User,
+            from: from.into(),
+            channel: None,
+            body: body.into(),
+        });
+        if ttl == 0 {
+            self.deliver(&user, Out::Msg { body, seq: None });
+            return Ok(None);
+        }
+        // Seq, live delivery and the storage write are issued with no await between them.
+        let seq = self.next_seq(&user);
+        self.deliver(
+            &user,
+            Out::Msg {
+                body: body.clone(),
+                seq: Some(seq),
+            },
+        );
+        let expires = crate::stats::unix_now().saturating_add(ttl);
+        self.persist(&body, expires, &[(user.uid.clone(), seq)])
+            .await?;
+        Ok(Some(seq))
+    }
+
+    /// This core's part of a channel message: every local member gets its own seq.
+    pub async fn publish_channel(
+        &self,
+        channel: &str,
+        from: &str,
+        body: &str,
+        ttl: u64,
+    ) -> Result<u64, StorageError> {
+        let users = self.member_users(channel).await?;
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let body = Rc::new(MsgBody {
+            kind: MsgType::Channel,
+            from: from.into(),
+            channel: Some(channel.into()),
+            body: body.into(),
+        });
+        if ttl == 0 {
+            for u in &users {
+                let item = Out::Msg {
+                    body: body.clone(),
+                    seq: None,
+                };
+                self.deliver(u, item);
+            }
+            return Ok(users.len() as u64);
+        }
+        let mut entries = Vec::with_capacity(users.len());
+        for u in &users {
+            let seq = self.next_seq(u);
+            let item = Out::Msg {
+                body: body.clone(),
+                seq: Some(seq),
+            };
+            self.deliver(u, item);
+            entries.push((u.uid.clone(), seq));
+        }
+        let expires = crate::stats::unix_now().saturating_add(ttl);
+        self.persist(&body, expires, &entries).await?;
+        Ok(entries.len() as u64)
+    }
+
+    /// The loaded users of this core's members of `channel`.
+    async fn member_users(&self, channel: &str) -> Result<Vec<Rc<User>>, StorageError> {
+        let members = self.channel_members(channel).await?;
+        let mut users = Vec::with_capacity(members.len());
+        let mut awaited = false;
+        for uid in &members {
+            match self.loaded_user(uid) {
+                Some(u) => users.push(u),
+                None => {
+                    awaited = true;
+                    users.push(self.user(uid).await?);
+                }
+            }
+        }
+        if awaited {
+            // Membership may have changed while users loaded: deliver to who is a member now.
+            self.retain_members(channel, &mut users);
+        }
+        Ok(users)
+    }
+
+    fn next_seq(&self, user: &User) -> u64 {
+        let mut meta = user.meta.get();
+        meta.max_seq += 1;
+        user.meta.set(meta);
+        meta.max_seq
+    }
+
+    async fn persist(
+        &self,
+        body: &Rc<MsgBody>,
+        expires: u64,
+        entries: &[(Rc<str>, u64)],
+    ) -> Result<(), StorageError> {
+        let res = self.store.append(body, expires, entries).await;
+        match &res {
+            Ok(()) => self.add(&self.stats.stored, entries.len() as u64),
+            Err(e) => {
+                tracing::error!(error = %e, "storing a message failed");
+                self.bump(&self.stats.storage_error);
+            }
+        }
+        res
+    }
+
+    /// `last_ack = max(last_ack, s)`, never above the highest seq given.
+    pub async fn ack(&self, uid: &str, s: u64) -> Result<(), StorageError> {
+        let user = self.user(uid).await?;
+        let mut meta = user.meta.get();
+        let new = s.min(meta.max_seq);
+        if new <= meta.last_ack {
+            return Ok(());
+        }
+        meta.last_ack = new;
+        user.meta.set(meta);
+        self.store.set_ack(uid, new).await
+    }
+
+    /// Offline messages of `uid` as JSON lines, for `/msg`.
+    pub async fn offline_lines(&self, uid: &str) -> Result<Vec<String>, StorageError> {
+        let user = self.user(uid).await?;
+        let meta = user.meta.get();
+        let (max, now) = (self.cfg.max_offline_msg_num, crate::stats::unix_now());
+        let msgs = self
+            .store
+            .offline(uid, meta.last_ack, meta.max_seq, max, now)
+            .await?;
+        Ok(msgs
+            .iter()
+            .map(|m| codec::json_line(uid, &m.body, m.seq))
+            .collect())
+    }
+}
