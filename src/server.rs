@@ -15,6 +15,7 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, FsyncMode, StorageKind};
+use crate::net::{io_in_use, retry_bind};
 use crate::shard::ids::ShardId;
 use crate::shard::msg::ShardMsg;
 use crate::shard::Shard;
@@ -85,13 +86,18 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
     let client_addr = SocketAddr::new(cfg.client_host, cfg.client_port);
     let admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
     for (addr, flag) in [(client_addr, "client_port"), (admin_addr, "admin_port")] {
-        probe(addr).with_context(|| format!("cannot bind --{flag} {addr}"))?;
+        let what = format!("--{flag} {addr}");
+        retry_bind(&what, io_in_use, || probe(addr))
+            .with_context(|| format!("cannot bind {what}"))?;
     }
     let mut listeners = Vec::with_capacity(cores);
     for _ in 0..cores {
-        let c = listen(client_addr, cfg.listen_backlog)
-            .with_context(|| format!("cannot listen on client address {client_addr}"))?;
-        let a = listen(admin_addr, cfg.listen_backlog)
+        let backlog = cfg.listen_backlog;
+        let c = retry_bind("the client port", io_in_use, || {
+            listen(client_addr, backlog)
+        })
+        .with_context(|| format!("cannot listen on client address {client_addr}"))?;
+        let a = retry_bind("the admin port", io_in_use, || listen(admin_addr, backlog))
             .with_context(|| format!("cannot listen on admin address {admin_addr}"))?;
         listeners.push((c, a));
     }
