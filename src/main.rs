@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ipush::config::{self, AuthMode, ConfigError};
+use ipush::lockfile::{LockError, LockFile};
 
 fn main() {
     let cfg = match config::parse_args(std::env::args()) {
@@ -33,18 +34,36 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let pid_file = cfg.pid_file.clone();
-    let mut wrote_pid = false;
+    // Locked for the life of the process: a second server with the same --pid_file is refused
+    // rather than overwriting (and at its exit deleting) a live server's pid file.
+    let mut pid_lock = match cfg.pid_path() {
+        None => None,
+        Some(path) => match LockFile::acquire(&path) {
+            Ok(l) => Some(l),
+            Err(e @ LockError::Held { .. }) => {
+                eprintln!(
+                    "ipush_server: --pid_file {} belongs to a running server: {e}. Give every \
+                     server its own --pid_file (and --data_dir), or stop the other one",
+                    path.display()
+                );
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("ipush_server: --pid_file: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
     let res = ipush::server::run(cfg, stop, || {
-        if !pid_file.is_empty() {
-            match std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
-                Ok(()) => wrote_pid = true,
-                Err(e) => tracing::error!(path = %pid_file, error = %e, "cannot write --pid_file"),
+        if let Some(l) = &mut pid_lock {
+            if let Err(e) = l.write_pid() {
+                tracing::error!(path = %l.path().display(), error = %e, "cannot write --pid_file");
             }
         }
     });
-    if wrote_pid {
-        let _ = std::fs::remove_file(&pid_file);
+    if let Some(l) = pid_lock {
+        // Still locked by us, so the file is ours to remove.
+        let _ = std::fs::remove_file(l.path());
     }
     match res {
         Ok(()) => tracing::info!("ipush_server stopped"),

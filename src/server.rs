@@ -15,6 +15,7 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, FsyncMode, StorageKind};
+use crate::lockfile::{LockError, LockFile};
 use crate::net::{io_in_use, retry_bind};
 use crate::shard::ids::ShardId;
 use crate::shard::msg::ShardMsg;
@@ -79,10 +80,15 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
     if cores > cpus.len() {
         bail!("--cores={cores} but only {} CPUs are available", cpus.len());
     }
-    if cfg.storage == StorageKind::Embedded {
-        check_data_dir(&cfg.data_dir, cores)?;
-    }
     let data_dir = (cfg.storage == StorageKind::Embedded).then(|| cfg.data_dir.clone());
+    // Held until this function returns, i.e. until every core has stopped.
+    let mut dir_lock = match &data_dir {
+        Some(dir) => Some(lock_data_dir(dir)?),
+        None => None,
+    };
+    if let Some(dir) = &data_dir {
+        check_data_dir(dir, cores)?;
+    }
     let client_addr = SocketAddr::new(cfg.client_host, cfg.client_port);
     let admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
     for (addr, flag) in [(client_addr, "client_port"), (admin_addr, "admin_port")] {
@@ -192,6 +198,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
                 startup_error = Some(format!("{e:#}"));
             }
         }
+        if let Some(lock) = &mut dir_lock {
+            if let Err(e) = lock.write_pid() {
+                tracing::warn!(path = %lock.path().display(), error = %e, "cannot write the pid into the lock file");
+            }
+        }
     }
     if startup_error.is_some() {
         stop.store(true, Ordering::SeqCst);
@@ -223,6 +234,23 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
         bail!("a core stopped abnormally");
     }
     Ok(())
+}
+
+/// Locks `dir/ipush.lock` (creating `dir` if needed) so that no second server uses the same
+/// embedded store; the refusal names the holder.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<LockFile> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --data_dir {}", dir.display()))?;
+    match LockFile::acquire(&dir.join("ipush.lock")) {
+        Ok(l) => Ok(l),
+        Err(e @ LockError::Held { .. }) => bail!(
+            "--data_dir {} is in use by another ipush_server: {e}. Two servers on one store \
+             would give the same seqs twice and lose messages: give every server its own \
+             --data_dir (and --pid_file), or stop the other one",
+            dir.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The embedded store places users by core count: refuse a data directory written with
