@@ -13,7 +13,7 @@ use super::stream::{Codec, Mode, NewStream, Opening, Transport};
 use super::{read_body, read_head, ws, HeadRead};
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::{write_error, write_redirect, write_response};
+use crate::http::response::{strip_body_for_head, write_error, write_redirect, write_response};
 use crate::protocol::{msgpack, valid_id};
 use crate::shard::msg::{Handoff, Rep, Req, ShardMsg};
 use crate::shard::Shard;
@@ -36,9 +36,17 @@ pub async fn client_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn respond(mut stream: TcpStream, status: u16, reason: &str) {
+async fn respond(stream: TcpStream, status: u16, reason: &str) {
+    respond_to(stream, false, status, reason).await
+}
+
+/// [`respond`] to a request whose method is known: `head_only` (HEAD) sends the head alone.
+async fn respond_to(mut stream: TcpStream, head_only: bool, status: u16, reason: &str) {
     let mut out = Vec::with_capacity(256);
     write_error(&mut out, status, reason, false);
+    if head_only {
+        strip_body_for_head(&mut out, 0);
+    }
     let _ = stream.write_all(&out).await;
     super::linger_close(&mut stream).await;
 }
@@ -165,7 +173,9 @@ async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             match opening(&shard, &head, leftover) {
                 Ok(o) => start(shard, stream, o).await,
-                Err((status, reason)) => respond(stream, status, &reason).await,
+                Err((status, reason)) => {
+                    respond_to(stream, head.method == Method::Head, status, &reason).await
+                }
             }
         }
         "/send" => {
@@ -183,12 +193,15 @@ async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
                 DEMO.as_bytes(),
                 false,
             );
+            if head.method == Method::Head {
+                strip_body_for_head(&mut out, 0);
+            }
             let _ = stream.write_all(&out).await;
             super::linger_close(&mut stream).await;
         }
         _ => {
             shard.bump(&shard.stats.req_other);
-            respond(stream, 404, "not found").await
+            respond_to(stream, head.method == Method::Head, 404, "not found").await
         }
     }
 }

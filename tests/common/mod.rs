@@ -93,7 +93,7 @@ impl Server {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         // Run inside the test's directory: a relative --data_dir lands there.
-        let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+        let child = Command::new(server_bin())
             .args(&args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -619,7 +619,7 @@ impl Server {
                 (self.client_port, self.admin_port) = distinct_ports();
             }
             let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
-            let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+            let child = Command::new(server_bin())
                 .args(&args)
                 .current_dir(&self.dir)
                 .stdin(Stdio::null())
@@ -655,7 +655,7 @@ impl Server {
         let (client, admin) = distinct_ports();
         let args = server_args(&self.dir, client, admin, extra);
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+        let mut child = Command::new(server_bin())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
