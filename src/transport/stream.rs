@@ -697,17 +697,11 @@ fn decode_ws(
             }
             OpCode::Control(Control::Pong) => None,
             OpCode::Control(Control::Close) => {
-                let code = if payload.len() >= 2 {
-                    u16::from_be_bytes([payload[0], payload[1]])
-                } else {
-                    ws::NORMAL
-                };
-                // Echo the close (RFC 6455 §5.5.1); 1005/1006 are never sent on the wire.
-                conn.end(if code == 1005 || code == 1006 {
-                    ws::NORMAL
-                } else {
-                    code
-                });
+                // Echo a valid close (RFC 6455 §5.5.1), answer a bad one with 1002/1007.
+                match ws::check_close(payload) {
+                    Ok(code) => conn.end(code.unwrap_or(ws::NORMAL)),
+                    Err((code, reason)) => fail(reason, code),
+                }
                 break;
             }
             _ => {
