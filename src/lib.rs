@@ -40,6 +40,8 @@
 //! - [`storage`]: the `Storage` trait, memory / embedded (a log written by io_uring from the
 //!   core) / scylla backends, and the conformance suite every backend passes.
 //! - [`auth`]: none / HS256 JWT.
+//! - [`lockfile`]: the `--data_dir` and `--pid_file` locks (one server per directory).
+//! - [`net`]: binding listeners at start-up (bounded retry while the address is in use).
 //! - [`stats`]: per-core counters and their merged snapshots.
 
 pub mod admin;
@@ -48,7 +50,9 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod lockfile;
 pub mod msg;
+pub mod net;
 pub mod protocol;
 pub mod router;
 pub mod server;

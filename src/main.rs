@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ipush::config::{self, AuthMode, ConfigError};
+use ipush::lockfile::{LockError, LockFile};
 use ipush::shutdown::Signal;
 
 fn main() {
@@ -31,32 +32,37 @@ fn main() {
         eprintln!("ipush_server: cannot install the signal handler: {e}");
         std::process::exit(1);
     }
-    let pid_file = cfg.pid_file.clone();
-    let mut wrote_pid = false;
+    // Locked for the life of the process: a second server with the same --pid_file is refused
+    // rather than overwriting (and at its exit deleting) a live server's pid file.
+    let mut pid_lock = match cfg.pid_path() {
+        None => None,
+        Some(path) => match LockFile::acquire(&path) {
+            Ok(l) => Some(l),
+            Err(e @ LockError::Held { .. }) => {
+                eprintln!(
+                    "ipush_server: --pid_file {} belongs to a running server: {e}. Give every \
+                     server its own --pid_file (and --data_dir), or stop the other one",
+                    path.display()
+                );
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("ipush_server: --pid_file: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
     let res = ipush::server::run(cfg, stop, |bound| {
-        // One line on stdout for whoever started us (tests, scripts): the addresses bound.
-        let bus = bound
-            .bus
-            .map(|p| format!(" bus_port={p}"))
-            .unwrap_or_default();
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stdout(),
-            "ipush_server ready client={} admin={}{bus} pid={}",
-            bound.client,
-            bound.admin,
-            std::process::id()
-        );
-        let _ = std::io::stdout().flush();
-        if !pid_file.is_empty() {
-            match std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
-                Ok(()) => wrote_pid = true,
-                Err(e) => tracing::error!(path = %pid_file, error = %e, "cannot write --pid_file"),
+        report_ready(bound);
+        if let Some(l) = &mut pid_lock {
+            if let Err(e) = l.write_pid() {
+                tracing::error!(path = %l.path().display(), error = %e, "cannot write --pid_file");
             }
         }
     });
-    if wrote_pid {
-        let _ = std::fs::remove_file(&pid_file);
+    if let Some(l) = pid_lock {
+        // Still locked by us, so the file is ours to remove.
+        let _ = std::fs::remove_file(l.path());
     }
     match res {
         Ok(()) => tracing::info!("ipush_server stopped"),
@@ -67,12 +73,29 @@ fn main() {
     }
 }
 
+/// One line on stdout for whoever started us (tests, scripts): the addresses bound (port 0
+/// asks the kernel for a free one).
+fn report_ready(bound: &ipush::server::Bound) {
+    use std::io::Write;
+    let bus = bound
+        .bus
+        .map(|p| format!(" bus_port={p}"))
+        .unwrap_or_default();
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "ipush_server ready client={} admin={}{bus} pid={}",
+        bound.client,
+        bound.admin,
+        std::process::id()
+    );
+    let _ = out.flush();
+}
+
 /// SIGTERM and SIGINT fire `stop` (from a thread of their own).
 fn on_signal(stop: Arc<Signal>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("ipush-signals".into())
         .spawn(move || {

@@ -19,7 +19,9 @@ use crate::cluster::bus::{self, CoreLink};
 use crate::cluster::Membership;
 use crate::config::{Config, FsyncMode, StorageKind};
 use crate::ids::ShardId;
+use crate::lockfile::{LockError, LockFile};
 use crate::msg::CoreMsg;
+use crate::net::{io_in_use, retry_bind};
 use crate::router::Router;
 use crate::shard::Shard;
 use crate::shutdown::Signal;
@@ -54,7 +56,10 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     if cores > cpus.len() {
         bail!("--cores={cores} but only {} CPUs are available", cpus.len());
     }
+    // Held until this function returns, i.e. until every core has stopped.
+    let mut dir_lock = None;
     if cfg.storage == StorageKind::Embedded {
+        dir_lock = Some(lock_data_dir(&cfg.data_dir)?);
         check_data_dir(&cfg.data_dir, cores)?;
     }
     let (listeners, bound) = bind(&mut cfg, cores)?;
@@ -94,6 +99,12 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     let startup = wait_ready(&ready_rx, cores, &cfg);
     match &startup {
         Ok(()) => {
+            if let Some(lock) = &mut dir_lock {
+                if let Err(e) = lock.write_pid() {
+                    let path = lock.path().display();
+                    tracing::warn!(%path, error = %e, "cannot write the pid into the lock file");
+                }
+            }
             go.fire();
             tracing::info!(
                 client_addr = %bound.client, admin_addr = %bound.admin, cores,
@@ -131,14 +142,19 @@ fn bind(cfg: &mut Config, cores: usize) -> anyhow::Result<(Vec<Listeners>, Bound
     let mut admin_addr = SocketAddr::new(cfg.admin_host, cfg.admin_port);
     for (addr, flag) in [(client_addr, "client_port"), (admin_addr, "admin_port")] {
         if addr.port() != 0 {
-            probe(addr).with_context(|| format!("cannot bind --{flag} {addr}"))?;
+            let what = format!("--{flag} {addr}");
+            retry_bind(&what, io_in_use, || probe(addr))
+                .with_context(|| format!("cannot bind {what}"))?;
         }
     }
+    let backlog = cfg.listen_backlog;
     let mut out = Vec::with_capacity(cores);
     for _ in 0..cores {
-        let c = listen(client_addr, cfg.listen_backlog)
-            .with_context(|| format!("cannot listen on client address {client_addr}"))?;
-        let a = listen(admin_addr, cfg.listen_backlog)
+        let c = retry_bind("the client port", io_in_use, || {
+            listen(client_addr, backlog)
+        })
+        .with_context(|| format!("cannot listen on client address {client_addr}"))?;
+        let a = retry_bind("the admin port", io_in_use, || listen(admin_addr, backlog))
             .with_context(|| format!("cannot listen on admin address {admin_addr}"))?;
         client_addr = c.local_addr()?;
         admin_addr = a.local_addr()?;
@@ -264,6 +280,23 @@ fn join(handles: Vec<glommio::ExecutorJoinHandle<()>>) -> bool {
         }
     }
     failed
+}
+
+/// Locks `dir/ipush.lock` (creating `dir` if needed) so that no second server uses the same
+/// embedded store; the refusal names the holder.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<LockFile> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --data_dir {}", dir.display()))?;
+    match LockFile::acquire(&dir.join("ipush.lock")) {
+        Ok(l) => Ok(l),
+        Err(e @ LockError::Held { .. }) => bail!(
+            "--data_dir {} is in use by another ipush_server: {e}. Two servers on one store \
+             would give the same seqs twice and lose messages: give every server its own \
+             --data_dir (and --pid_file), or stop the other one",
+            dir.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The embedded store places users by core count: refuse a data directory written with

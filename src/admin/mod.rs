@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::write_response;
+use crate::http::response::{strip_body_for_head, write_response};
 use crate::msg::{Answer, Request};
 use crate::protocol::valid_id;
 use crate::router::Router;
@@ -86,7 +86,13 @@ async fn serve(router: Rc<Router>, mut stream: TcpStream) {
             Ok(HeadRead::Head(h, rest)) => (h, rest),
             Ok(HeadRead::Bad(e)) => {
                 shard.bump(&shard.stats().bad_request);
-                write_reply(&mut stream, Response::err(e.status(), e.reason()), false).await;
+                write_reply(
+                    &mut stream,
+                    Response::err(e.status(), e.reason()),
+                    false,
+                    false,
+                )
+                .await;
                 crate::transport::linger_close(&mut stream).await;
                 return;
             }
@@ -101,21 +107,31 @@ async fn serve(router: Rc<Router>, mut stream: TcpStream) {
             Ok(b) => b,
             Err((status, reason)) => {
                 shard.bump(&shard.stats().bad_request);
-                write_reply(&mut stream, Response::err(status, reason), false).await;
+                write_reply(&mut stream, Response::err(status, reason), false, false).await;
                 crate::transport::linger_close(&mut stream).await;
                 return;
             }
         };
         let reply = route(&router, &head, body).await;
-        if !write_reply(&mut stream, reply, head.keep_alive).await || !head.keep_alive {
+        let head_only = head.method == Method::Head;
+        if !write_reply(&mut stream, reply, head.keep_alive, head_only).await || !head.keep_alive {
             return;
         }
     }
 }
 
-async fn write_reply(stream: &mut TcpStream, r: Response, keep_alive: bool) -> bool {
+/// Writes `r`; `head_only` (a `HEAD` request) leaves its body out but keeps its length.
+async fn write_reply(
+    stream: &mut TcpStream,
+    r: Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> bool {
     let mut out = Vec::with_capacity(r.body.len() + 200);
     write_response(&mut out, r.status, r.content_type, &[], &r.body, keep_alive);
+    if head_only {
+        strip_body_for_head(&mut out, 0);
+    }
     stream.write_all(&out).await.is_ok()
 }
 

@@ -111,7 +111,13 @@ pub fn start(members: Arc<Membership>, stop: Arc<Signal>) -> Result<(Bus, Vec<Co
     let listener = nng::Socket::new(nng::Protocol::Bus0)
         .map_err(|e| format!("cannot open the bus socket: {e}"))?;
     let listen_url = url(&my.host, my.bus_port);
-    listener.listen(&listen_url).map_err(|e| {
+    let what = format!("the bus {listen_url}");
+    crate::net::retry_bind(
+        &what,
+        |e: &nng::Error| *e == nng::Error::AddressInUse,
+        || listener.listen(&listen_url),
+    )
+    .map_err(|e| {
         format!(
             "cannot listen on the bus at {listen_url} (--nodes entry of {}): {e}",
             my.name

@@ -158,6 +158,15 @@ pub fn write_response(
     }
 }
 
+/// Cuts the body off the response written into `out` from `start` on, for a `HEAD` request:
+/// the head stays whole, its `Content-Length` included (that of the GET, RFC 9110 §9.3.2), so a
+/// keep-alive client reads the next response in sync.
+pub fn strip_body_for_head(out: &mut Vec<u8>, start: usize) {
+    if let Some(i) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(start + i + 4);
+    }
+}
+
 /// An error response with body `{"error":"<reason>"}` (reason JSON-escaped) and
 /// `Content-Type: text/json; charset=utf-8`.
 pub fn write_error(out: &mut Vec<u8>, status: u16, reason: &str, keep_alive: bool) {
@@ -410,5 +419,32 @@ mod tests {
         assert_eq!(esc("\n\r\t\u{8}\u{c}"), r#""\n\r\t\b\f""#);
         assert_eq!(esc("\u{0}\u{1f}\u{7f}"), "\"\\u0000\\u001f\u{7f}\"");
         assert_eq!(esc("你好/é"), "\"你好/é\"");
+    }
+
+    #[test]
+    fn head_keeps_the_head_and_its_content_length() {
+        let mut out = b"earlier".to_vec();
+        let start = out.len();
+        write_response(
+            &mut out,
+            200,
+            "text/plain",
+            &[],
+            b"hello\r\n\r\nworld",
+            true,
+        );
+        let full = out.clone();
+        strip_body_for_head(&mut out, start);
+        let head = std::str::from_utf8(&out[start..]).unwrap();
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 14\r\n"), "{head}");
+        assert_eq!(&full[..out.len()], &out[..]);
+        assert!(out.starts_with(b"earlier"));
+        // No body (204): nothing to cut.
+        let mut out = Vec::new();
+        write_response(&mut out, 204, "", &[], b"", true);
+        let before = out.clone();
+        strip_body_for_head(&mut out, 0);
+        assert_eq!(out, before);
     }
 }

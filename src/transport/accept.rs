@@ -14,7 +14,7 @@ use super::{read_body, read_head, ws, HeadRead};
 use crate::auth::Authenticator;
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::{write_error, write_redirect, write_response};
+use crate::http::response::{strip_body_for_head, write_error, write_redirect, write_response};
 use crate::msg::{Answer, CoreMsg, Handoff, Opening, Request};
 use crate::protocol::{codec, valid_id, Codec, Mode, Transport};
 use crate::router::Router;
@@ -45,9 +45,17 @@ pub async fn client_loop(port: Rc<ClientPort>, listener: TcpListener) {
     }
 }
 
-async fn respond(mut stream: TcpStream, status: u16, reason: &str) {
+async fn respond(stream: TcpStream, status: u16, reason: &str) {
+    respond_to(stream, false, status, reason).await
+}
+
+/// [`respond`] to a request whose method is known: `head_only` (HEAD) sends the head alone.
+async fn respond_to(mut stream: TcpStream, head_only: bool, status: u16, reason: &str) {
     let mut out = Vec::with_capacity(256);
     write_error(&mut out, status, reason, false);
+    if head_only {
+        strip_body_for_head(&mut out, 0);
+    }
     let _ = stream.write_all(&out).await;
     super::linger_close(&mut stream).await;
 }
@@ -184,12 +192,15 @@ async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
                 DEMO.as_bytes(),
                 false,
             );
+            if head.method == Method::Head {
+                strip_body_for_head(&mut out, 0);
+            }
             let _ = stream.write_all(&out).await;
             super::linger_close(&mut stream).await;
         }
         _ => {
             shard.bump(&stats.req_other);
-            respond(stream, 404, "not found").await
+            respond_to(stream, head.method == Method::Head, 404, "not found").await
         }
     }
 }
@@ -213,7 +224,9 @@ async fn connect(
     }
     match opening(&port, &head, leftover) {
         Ok(o) => start(port.router.clone(), stream, o).await,
-        Err((status, reason)) => respond(stream, status, &reason).await,
+        Err((status, reason)) => {
+            respond_to(stream, head.method == Method::Head, status, &reason).await
+        }
     }
 }
 

@@ -162,19 +162,13 @@ fn message(payload: &[u8], binary: bool, codec: Codec, p: &mut Progress) -> Inpu
     }
 }
 
-/// The answer to a client's close frame: its code echoed (RFC 6455 §5.5.1); 1005/1006 are
-/// never sent on the wire.
+/// The answer to a client's close frame: a valid close is echoed (RFC 6455 §5.5.1), a bad one
+/// answered with 1002/1007.
 fn close_reply(payload: &[u8]) -> Input {
-    let code = if payload.len() >= 2 {
-        u16::from_be_bytes([payload[0], payload[1]])
-    } else {
-        NORMAL
-    };
-    Input::Close(if code == 1005 || code == 1006 {
-        NORMAL
-    } else {
-        code
-    })
+    match ws::check_close(payload) {
+        Ok(code) => Input::Close(code.unwrap_or(NORMAL)),
+        Err((code, reason)) => fail(reason, code),
+    }
 }
 
 /// Decodes whole chunks of `buf` into messages.
@@ -295,9 +289,12 @@ mod tests {
     }
 
     #[test]
-    fn close_codes_never_sent_are_mapped() {
-        assert_eq!(close_reply(&1005u16.to_be_bytes()), Input::Close(NORMAL));
+    fn closes_are_echoed_or_refused() {
         assert_eq!(close_reply(&[]), Input::Close(NORMAL));
         assert_eq!(close_reply(&4000u16.to_be_bytes()), Input::Close(4000));
+        assert!(matches!(
+            close_reply(&1005u16.to_be_bytes()),
+            Input::Fail(_, PROTOCOL_ERROR)
+        ));
     }
 }

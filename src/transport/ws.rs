@@ -10,7 +10,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use crate::http::head::RequestHead;
-use crate::protocol::close::{PROTOCOL_ERROR, TOO_BIG};
+use crate::protocol::close::{INVALID_DATA, PROTOCOL_ERROR, TOO_BIG};
 
 /// Why a handshake is refused, as (status, reason).
 pub fn check_handshake(head: &RequestHead) -> Result<String, (u16, &'static str)> {
@@ -95,6 +95,28 @@ pub fn parse_frame(buf: &mut [u8], max: usize) -> Result<Option<Frame>, WsError>
         start,
         end,
     }))
+}
+
+/// Checks the payload of a client's close frame (RFC 6455 §5.5.1, §7.4): `Ok(None)` for an
+/// empty body, `Ok(Some(code))` for a valid code (to echo) with a UTF-8 reason; otherwise the
+/// close code to answer with and why: 1002 for a 1-byte body or a code that may not be sent on
+/// the wire (below 1000, 1004-1006, 1015, 1016-2999 unassigned, 5000 and up), 1007 for a reason
+/// that is not UTF-8.
+pub fn check_close(payload: &[u8]) -> Result<Option<u16>, (u16, &'static str)> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err((PROTOCOL_ERROR, "close frame with a 1-byte body")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                return Err((PROTOCOL_ERROR, "invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err((INVALID_DATA, "invalid utf-8 in the close reason"));
+            }
+            Ok(Some(code))
+        }
+    }
 }
 
 /// Appends a server frame (unmasked, final).
@@ -186,6 +208,39 @@ mod tests {
             parse_frame(&mut reserved, 1024).unwrap_err().code,
             PROTOCOL_ERROR
         );
+    }
+
+    #[test]
+    fn close_payloads() {
+        let close = |code: u16, reason: &[u8]| {
+            let mut p = code.to_be_bytes().to_vec();
+            p.extend_from_slice(reason);
+            check_close(&p)
+        };
+        assert_eq!(check_close(b""), Ok(None));
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+        ] {
+            assert_eq!(close(code, b""), Ok(Some(code)), "{code}");
+        }
+        for code in [3000, 3999, 4000, 4999] {
+            assert_eq!(close(code, "fin ✓".as_bytes()), Ok(Some(code)), "{code}");
+        }
+        for code in [
+            0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 60000, 65535,
+        ] {
+            assert_eq!(close(code, b"").unwrap_err().0, PROTOCOL_ERROR, "{code}");
+            assert_eq!(
+                close(code, b"\xff").unwrap_err().0,
+                PROTOCOL_ERROR,
+                "{code}"
+            );
+        }
+        assert_eq!(check_close(&[0x03]).unwrap_err().0, PROTOCOL_ERROR);
+        assert_eq!(close(1000, b"\xce").unwrap_err().0, INVALID_DATA);
+        assert_eq!(close(1000, b"ok\xed\xa0\x80").unwrap_err().0, INVALID_DATA);
+        // The largest a control frame allows: 2 + 123 bytes.
+        assert_eq!(close(1000, &[b'a'; 123]), Ok(Some(1000)));
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Server {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         // Run inside the test's directory: a relative --data_dir lands there.
-        let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+        let child = Command::new(server_bin())
             .args(&args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -619,7 +619,7 @@ impl Server {
                 (self.client_port, self.admin_port) = distinct_ports();
             }
             let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
-            let child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+            let child = Command::new(server_bin())
                 .args(&args)
                 .current_dir(&self.dir)
                 .stdin(Stdio::null())
@@ -655,7 +655,7 @@ impl Server {
         let (client, admin) = distinct_ports();
         let args = server_args(&self.dir, client, admin, extra);
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
+        let mut child = Command::new(server_bin())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -722,4 +722,47 @@ pub fn wal_files(core_dir: &std::path::Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+// ---- Helpers added for crash_restart / data_dir_lock ----
+
+/// The `ipush_server` binary: `IPUSH_SERVER` when set, else the one cargo built for the tests.
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("IPUSH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ipush_server")))
+}
+
+impl Server {
+    /// Starts the server once more on exactly its client and admin ports and directory, with
+    /// `extra`, and waits up to `limit` for `/health`. `Err(stderr)` when it exits first.
+    pub fn restart_same_ports(&mut self, extra: &[&str], limit: Duration) -> Result<(), String> {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
+        let log = self.dir.join("restart.stderr");
+        let child = Command::new(server_bin())
+            .args(&args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("stderr file"))
+            .spawn()
+            .expect("spawn ipush_server");
+        self.child = Some(child);
+        let end = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child.as_mut().unwrap().try_wait() {
+                self.child = None;
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!("exited with {st}: {err}"));
+            }
+            if let Ok((200, _)) = self.try_request("GET", "/health", b"") {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!("not healthy within {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
