@@ -1,4 +1,4 @@
-//! Three real nodes on 127.0.0.1, 127.0.0.2 and 127.0.0.3: ownership, redirects, routing of
+//! Three real nodes, each on a loopback address of its own: ownership, redirects, routing of
 //! admin requests and client messages over the NNG bus, channel broadcast, failure and healing.
 mod common;
 use common::*;
@@ -28,20 +28,32 @@ struct Cluster {
 /// Clusters of this file run one at a time: three servers each are plenty for two cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Ports every node uses, each node on an address of its own. A static cluster names its
+/// nodes' ports before any starts, so they cannot be port 0; an address block per cluster
+/// (127.X.Y.node, X from the process, Y counting clusters) keeps them apart.
+const CLIENT_PORT: u16 = 19000;
+const ADMIN_PORT: u16 = 19001;
+const BUS_PORT: u16 = 19002;
+
+/// The loopback network of the next cluster of this process.
+fn next_network() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let y = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250 + 1;
+    format!("127.{}.{y}", 10 + std::process::id() % 200)
+}
+
 impl Cluster {
     fn start(n: usize) -> Cluster {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let net = next_network();
         let nodes: Vec<Node> = (0..n)
-            .map(|i| {
-                let ip = format!("127.0.0.{}", i + 1);
-                Node {
-                    name: format!("n{}", i + 1),
-                    client: free_port_on(&ip),
-                    admin: free_port_on(&ip),
-                    bus: free_port_on(&ip),
-                    ip,
-                    child: None,
-                }
+            .map(|i| Node {
+                name: format!("n{}", i + 1),
+                ip: format!("{net}.{}", i + 1),
+                client: CLIENT_PORT,
+                admin: ADMIN_PORT,
+                bus: BUS_PORT,
+                child: None,
             })
             .collect();
         let spec = nodes
@@ -49,11 +61,7 @@ impl Cluster {
             .map(|n| format!("{}={}:{}:{}:{}", n.name, n.ip, n.client, n.admin, n.bus))
             .collect::<Vec<_>>()
             .join(",");
-        let dir = std::env::temp_dir().join(format!(
-            "ipush-cluster-{}-{}",
-            std::process::id(),
-            nodes[0].client
-        ));
+        let dir = std::env::temp_dir().join(unique("cluster"));
         let mut c = Cluster {
             nodes,
             spec,

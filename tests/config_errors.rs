@@ -14,11 +14,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!(
-            "ipush-cfg-{}-{tag}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let d = std::env::temp_dir().join(unique(&format!("cfg-{tag}")));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         TempDir(d)
@@ -35,9 +31,9 @@ impl Drop for TempDir {
 fn safe_flags(dir: &TempDir) -> Vec<String> {
     vec![
         "--client_host=127.0.0.1".into(),
-        format!("--client_port={}", free_port()),
-        format!("--admin_port={}", free_port()),
-        format!("--bus_port={}", free_port()),
+        "--client_port=0".into(),
+        "--admin_port=0".into(),
+        "--bus_port=0".into(),
         format!("--pid_file={}", dir.0.join("ipush.pid").display()),
         format!("--data_dir={}", dir.0.join("data").display()),
         "--storage=memory".into(),
@@ -131,86 +127,65 @@ fn bad_flag_inside_flagfile_is_an_error_naming_it() {
 
 #[test]
 fn command_line_overrides_flagfile() {
-    for _attempt in 0..5 {
-        let d = TempDir::new("ff");
-        let (client_port, admin_port, bus_port) = (free_port(), free_port(), free_port());
-        if client_port == admin_port || admin_port == bus_port || client_port == bus_port {
-            continue;
-        }
-        let ff = d.0.join("ipush.conf");
-        std::fs::write(
-            &ff,
-            format!(
-                "# test flagfile\n\n--client_host=127.0.0.1\n--client_port=1\n--admin_port={admin_port}\n\
-                 --bus_port={bus_port}\n--pid_file={}\n--data_dir={}\n--storage=memory\n--cores=1\n\
-                 --log_level=warn\n",
-                d.0.join("ipush.pid").display(),
-                d.0.join("data").display()
-            ),
-        )
-        .unwrap();
-        let args = vec![
-            format!("--flagfile={}", ff.display()),
-            format!("--client_port={client_port}"),
-        ];
-        let mut child = spawn(&args);
-        let end = Instant::now() + LIMIT;
-        let mut healthy = false;
-        let mut exited = false;
-        while Instant::now() < end {
-            if child.try_wait().unwrap().is_some() {
-                exited = true;
-                break;
-            }
-            let probe = std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
-                && raw_exchange(
-                    &format!("127.0.0.1:{admin_port}"),
-                    b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                    LIMIT,
-                )
-                .0 == 200;
-            if probe {
-                healthy = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        if exited {
-            // Possibly lost a port race: show why and retry with new ports.
+    let d = TempDir::new("ff");
+    let ff = d.0.join("ipush.conf");
+    // The flagfile asks for client port 1; the command line overrides it with 0 (any free port).
+    std::fs::write(
+        &ff,
+        format!(
+            "# test flagfile\n\n--client_host=127.0.0.1\n--client_port=1\n--admin_port=0\n\
+             --bus_port=0\n--pid_file={}\n--data_dir={}\n--storage=memory\n--cores=1\n\
+             --log_level=warn\n",
+            d.0.join("ipush.pid").display(),
+            d.0.join("data").display()
+        ),
+    )
+    .unwrap();
+    let args = vec![
+        format!("--flagfile={}", ff.display()),
+        "--client_port=0".to_string(),
+    ];
+    let mut child = spawn(&args);
+    let ready = match wait_ready(&mut child, LIMIT) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            eprintln!(
-                "server exited early (retrying): {}",
+            panic!(
+                "server from flagfile {e}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            continue;
         }
-        if !healthy {
+    };
+    assert_ne!(
+        ready.client_port, 1,
+        "the command line wins over the flagfile"
+    );
+    let (st, _, _) = raw_exchange(
+        &format!("127.0.0.1:{}", ready.admin_port),
+        b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        LIMIT,
+    );
+    assert_eq!(st, 200, "the flagfile's admin settings are in force");
+    // The command-line client port is the one in use.
+    let c = Client::connect(&format!("127.0.0.1:{}", ready.client_port), "cfguser", "pw")
+        .expect("connect on the command-line client port");
+    assert_eq!(c.status, 200);
+    drop(c);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + LIMIT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "exit {st:?}");
+            break;
+        }
+        if Instant::now() > end {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("server from flagfile not healthy within {LIMIT:?}");
+            panic!("server did not stop after SIGTERM");
         }
-        // The command-line client port is the one in use.
-        let c = Client::connect(&format!("127.0.0.1:{client_port}"), "cfguser", "pw")
-            .expect("connect on the command-line client port");
-        assert_eq!(c.status, 200);
-        drop(c);
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + LIMIT;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                assert!(st.success(), "exit {st:?}");
-                break;
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("server did not stop after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        return;
+        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("server from flagfile never started");
 }
 
 #[test]

@@ -3,40 +3,65 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A free port on 127.0.0.1 that this test process has not handed out before.
-pub fn free_port() -> u16 {
-    free_port_on("127.0.0.1")
+/// A name no other call in this test process gets (for temp dirs).
+pub fn unique(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("ipush-{tag}-{}-{n}", std::process::id())
 }
 
-/// A free port on `ip` that this test process has not handed out before. bind(0) alone may
-/// return a port just released (even one given to the previous caller), which once made a
-/// node's admin and bus ports equal; remembering every port given out rules that out.
-pub fn free_port_on(ip: &str) -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    // Hold refused listeners open so the kernel cannot offer the same port again.
-    let mut held = Vec::new();
-    loop {
-        let l = TcpListener::bind((ip, 0)).unwrap();
-        let port = l.local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+/// What the server printed when it was ready: the ports it bound (it is started on port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    pub client_port: u16,
+    pub admin_port: u16,
+}
+
+/// Parses `ipush_server ready client=HOST:PORT admin=HOST:PORT ...`.
+fn parse_ready(line: &str) -> Option<Ready> {
+    let port = |key: &str| -> Option<u16> {
+        let v = line.split(' ').find_map(|w| w.strip_prefix(key))?;
+        v.rsplit(':').next()?.parse().ok()
+    };
+    line.starts_with("ipush_server ready ").then_some(())?;
+    Some(Ready {
+        client_port: port("client=")?,
+        admin_port: port("admin=")?,
+    })
+}
+
+/// Waits (bounded) for a spawned server's ready line on its piped stdout; keeps draining its
+/// stdout afterwards. `Err` says why it never got ready (it exited, or `limit` passed).
+pub fn wait_ready(child: &mut Child, limit: Duration) -> Result<Ready, String> {
+    let out = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(r) = parse_ready(&line) {
+                let _ = tx.send(r);
+            }
         }
-        held.push(l);
+    });
+    let end = Instant::now() + limit;
+    loop {
+        if let Ok(r) = rx.recv_timeout(Duration::from_millis(20)) {
+            return Ok(r);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("exited with {st} before it was ready"));
+        }
+        if Instant::now() > end {
+            return Err(format!("not ready within {limit:?}"));
+        }
     }
-}
-
-/// Two free ports that differ.
-pub fn distinct_ports() -> (u16, u16) {
-    (free_port(), free_port())
 }
 
 /// Waits for `cond` up to `limit`, polling every 20 ms; panics with `what` on timeout.
@@ -60,68 +85,52 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server with `--cores=2 --storage=memory` plus `extra` flags.
+    /// Starts a server with `--cores=2 --storage=memory` plus `extra` flags, on ports the
+    /// kernel picks (it reports them when ready).
     pub fn start(extra: &[&str]) -> Server {
-        for _ in 0..5 {
-            if let Some(s) = Self::try_start(extra) {
-                return s;
-            }
-        }
-        panic!("server did not start");
-    }
-
-    fn try_start(extra: &[&str]) -> Option<Server> {
-        let (client_port, admin_port, bus_port) = (free_port(), free_port(), free_port());
-        if client_port == admin_port || admin_port == bus_port || client_port == bus_port {
-            return None;
-        }
-        let dir =
-            std::env::temp_dir().join(format!("ipush-test-{}-{}", std::process::id(), client_port));
+        let dir = std::env::temp_dir().join(unique("test"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pid_file = dir.join("ipush.pid");
-        let mut args: Vec<String> = vec![
-            "--client_host=127.0.0.1".into(),
-            format!("--client_port={client_port}"),
-            format!("--admin_port={admin_port}"),
-            format!("--bus_port={bus_port}"),
-            format!("--pid_file={}", pid_file.display()),
-            format!("--data_dir={}", dir.join("data").display()),
-            "--storage=memory".into(),
-            "--cores=2".into(),
-            "--log_level=warn".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        // Run inside the test's directory: a relative --data_dir lands there.
-        let child = Command::new(server_bin())
-            .args(&args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ipush_server");
         let mut s = Server {
-            child: Some(child),
-            client_port,
-            admin_port,
+            child: None,
+            client_port: 0,
+            admin_port: 0,
             dir,
             pid_file,
         };
-        // Generous: start-up is fast, but a loaded 2-core machine can stall anything.
-        let end = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = s.child.as_mut().unwrap().try_wait() {
-                // Lost a port race (or a real failure): the caller retries.
-                s.child = None;
-                return None;
-            }
-            if let Ok((200, _)) = s.try_request("GET", "/health", b"") {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(30));
+        if let Err(e) = s.launch(extra) {
+            panic!("server did not start: {e}");
         }
-        panic!("server not healthy within 60 s");
+        s
+    }
+
+    /// Spawns the server on this directory and its ports (0 the first time) and waits for it
+    /// to be ready (60 s: start-up is fast, but a loaded 2-core machine can stall anything).
+    fn launch(&mut self, extra: &[&str]) -> Result<(), String> {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
+        // Run inside the test's directory: a relative --data_dir lands there.
+        let mut child = Command::new(server_bin())
+            .args(&args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ipush_server");
+        match wait_ready(&mut child, Duration::from_secs(60)) {
+            Ok(r) => {
+                (self.client_port, self.admin_port) = (r.client_port, r.admin_port);
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
 
     pub fn client_addr(&self) -> String {
@@ -554,20 +563,14 @@ impl Client {
 
 // ---- Helpers added for durability / store_corruption ----
 
-/// The arguments `Server::start` uses, for a given directory and ports, then `extra`.
+/// The arguments `Server::start` uses, for a given directory and ports (0: any free one), then
+/// `extra`.
 fn server_args(dir: &std::path::Path, client: u16, admin: u16, extra: &[&str]) -> Vec<String> {
-    // The three ports must differ (the server refuses otherwise).
-    let bus = loop {
-        let p = free_port();
-        if p != client && p != admin {
-            break p;
-        }
-    };
     let mut args: Vec<String> = vec![
         "--client_host=127.0.0.1".into(),
         format!("--client_port={client}"),
         format!("--admin_port={admin}"),
-        format!("--bus_port={bus}"),
+        "--bus_port=0".into(),
         format!("--pid_file={}", dir.join("ipush.pid").display()),
         format!("--data_dir={}", dir.join("data").display()),
         "--storage=memory".into(),
@@ -608,52 +611,20 @@ impl Server {
         }
     }
 
-    /// Starts the server again on the same directory (so the same `--data_dir`) with
-    /// `extra`; the same client and admin ports when they are free, fresh ones otherwise.
-    /// Waits up to 60 s for `/health` (recovery included).
+    /// Starts the server again on the same directory (so the same `--data_dir`) and the same
+    /// client and admin ports, with `extra`; waits up to 60 s for it to be ready (recovery
+    /// included). A port the dead process still held is the server's to wait out.
     pub fn restart(&mut self, extra: &[&str]) {
-        assert!(self.child.is_none(), "stop or kill the server first");
-        for attempt in 0..6 {
-            if attempt >= 3 {
-                // The old ports were taken meanwhile: the data dir is what matters.
-                (self.client_port, self.admin_port) = distinct_ports();
-            }
-            let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
-            let child = Command::new(server_bin())
-                .args(&args)
-                .current_dir(&self.dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn ipush_server");
-            self.child = Some(child);
-            let end = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
-                    self.child = None;
-                    break;
-                }
-                if let Ok((200, _)) = self.try_request("GET", "/health", b"") {
-                    return;
-                }
-                assert!(
-                    Instant::now() < end,
-                    "restarted server not healthy within 60 s"
-                );
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if let Err(e) = self.launch(extra) {
+            panic!("server did not restart on {}: {e}", self.dir.display());
         }
-        panic!("server did not restart on {}", self.dir.display());
     }
 
     /// Starts the server on the same directory with `extra` expecting it to refuse: waits up
     /// to `limit` for it to exit, captures stderr. Panics if it becomes healthy or runs on.
     pub fn start_expect_failure(&self, extra: &[&str], limit: Duration) -> FailedStart {
         assert!(self.child.is_none(), "stop or kill the server first");
-        let (client, admin) = distinct_ports();
-        let args = server_args(&self.dir, client, admin, extra);
+        let args = server_args(&self.dir, 0, 0, extra);
         let started = Instant::now();
         let mut child = Command::new(server_bin())
             .args(&args)
