@@ -8,7 +8,7 @@
 use crate::auth::Password;
 use crate::http::{self, Counts, StreamStatus};
 use crate::net::{classify, open_socket, resolve, Fail};
-use crate::report::{new_histogram, Failures};
+use crate::tally::{new_histogram, Failures};
 use crate::transport::{self, Codec, Counter, Transport};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;

@@ -2,8 +2,8 @@
 //! and checks, throughput, HDR latency histograms; rendered as JSON, text, or an HDR
 //! percentile distribution for plotting.
 
-use crate::report::new_histogram;
 use crate::sys::Mem;
+use crate::tally::new_histogram;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

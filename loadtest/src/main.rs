@@ -16,6 +16,7 @@ mod scenario;
 mod scenario_cli;
 mod scenario_wire;
 mod sys;
+mod tally;
 mod transport;
 // ramp / worker / coordinator (C10M-style connection runs)
 mod engine;

@@ -7,8 +7,8 @@
 
 use crate::engine::{self, EngineReport, Snapshot};
 use crate::owner;
-use crate::report::new_histogram;
 use crate::sys::{self, Kernel, Mem};
+use crate::tally::new_histogram;
 use crate::transport::{Codec, Transport};
 use crate::worker::{self, Event, Job, Workers, MAX_PER_WORKER};
 use anyhow::{Context, Result};

@@ -11,7 +11,7 @@
 
 use crate::engine::{self, EngineOpts, EngineReport, Snapshot, Uids};
 use crate::owner;
-use crate::report::Failures;
+use crate::tally::Failures;
 use crate::transport::{Codec, Transport};
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -309,7 +309,7 @@ pub fn hist_from_b64(s: &str) -> Result<Histogram<u64>> {
     Ok(h)
 }
 
-/// Merge `src` into `dst` (same bounds as [`crate::report::new_histogram`]; values out of
+/// Merge `src` into `dst` (same bounds as [`crate::tally::new_histogram`]; values out of
 /// range are clamped).
 pub fn merge_hist(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
     if dst.add(src).is_err() {
@@ -836,7 +836,7 @@ pub fn src_slice(src: &[std::net::Ipv4Addr], k: usize, w: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::new_histogram;
+    use crate::tally::new_histogram;
 
     #[test]
     fn base64_round_trip() {
