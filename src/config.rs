@@ -120,16 +120,6 @@ impl NodeSpec {
     pub fn client_addr(&self) -> String {
         host_port(&self.host, self.client_port)
     }
-
-    /// `HOST:ADMIN_PORT` (IPv6 hosts bracketed).
-    pub fn admin_addr(&self) -> String {
-        host_port(&self.host, self.admin_port)
-    }
-
-    /// `HOST:BUS_PORT` (IPv6 hosts bracketed).
-    pub fn bus_addr(&self) -> String {
-        host_port(&self.host, self.bus_port)
-    }
 }
 
 /// `host:port`, with `[...]` around an IPv6 literal.

@@ -2,7 +2,7 @@
 //! run, scylla when `IPUSH_TEST_SCYLLA=host:port` is set). Runs on a core's executor; called
 //! from `tests/storage_conformance.rs`.
 //!
-//! `open(generation)` returns a store of core 0 over the backend's data; a durable backend
+//! `open(generation)` returns a store of core 0 over the backend's data; a persistent backend
 //! returns, for a higher generation, the same data reopened (a restart). Each case uses its own
 //! uids and channels (with `prefix`), so a shared database needs no cleaning between runs.
 
@@ -32,7 +32,7 @@ fn seqs(m: &[super::StoredMsg]) -> Vec<u64> {
 const FAR: u64 = 4_000_000_000;
 
 /// Runs every case; panics with the case name on the first failure.
-pub async fn run<F, Fut>(prefix: &str, durable: bool, open: F)
+pub async fn run<F, Fut>(prefix: &str, persistent: bool, open: F)
 where
     F: Fn(u32) -> Fut,
     Fut: Future<Output = Store>,
@@ -158,7 +158,7 @@ where
     store.set_ack(&z, 1).await.unwrap();
     store.flush().await.unwrap();
 
-    if durable {
+    if persistent {
         store.close().await.unwrap();
         drop(store);
         let store = open(1).await;

@@ -67,7 +67,7 @@ struct Inner {
     writer: RefCell<Option<Writer>>,
     issued: Cell<u64>,
     /// Every ticket up to this one is written (and synced with --fsync=always).
-    durable: Cell<u64>,
+    written: Cell<u64>,
     /// Set once a write failed: the store answers errors from then on.
     failed: OnceCell<String>,
     /// The committer has stopped (after `Close`).
@@ -129,7 +129,7 @@ impl EmbeddedStore {
             committer: RefCell::default(),
             writer: RefCell::new(Some(writer)),
             issued: Cell::new(0),
-            durable: Cell::new(0),
+            written: Cell::new(0),
             failed: OnceCell::new(),
             closed: Cell::new(false),
             waiters: RefCell::default(),
@@ -200,7 +200,7 @@ impl Inner {
         match append_at(f, bytes, *len) {
             Ok(()) => {
                 *len += bytes.len() as u64;
-                self.durable.set(t);
+                self.written.set(t);
             }
             Err(e) => {
                 self.write_failed(&e);
@@ -222,7 +222,7 @@ impl Inner {
 
     /// Wakes the waiters whose tickets are written (all of them once the store failed).
     fn wake_waiters(&self) {
-        let (done, failed) = (self.durable.get(), self.failed.get().is_some());
+        let (done, failed) = (self.written.get(), self.failed.get().is_some());
         self.waiters.borrow_mut().retain(|(t, w)| {
             let ready = *t <= done || failed;
             if ready {
@@ -261,7 +261,7 @@ impl Inner {
             if let Some(e) = self.failed.get() {
                 return Poll::Ready(Err(StorageError::Unavailable(e.clone())));
             }
-            if self.durable.get() >= ticket {
+            if self.written.get() >= ticket {
                 return Poll::Ready(Ok(()));
             }
             if !registered {
@@ -306,7 +306,7 @@ async fn commit_loop(inner: Weak<Inner>) {
         if let Err(e) = res {
             inner.write_failed(&e);
         }
-        inner.durable.set(last);
+        inner.written.set(last);
         if closing {
             inner.closed.set(true);
             // Anything issued after the close has nobody to write it.
