@@ -151,7 +151,10 @@ async def _http_open(
             pass
         if head.status in (301, 302, 303, 307, 308) and head.header("location"):
             raise _Redirect(head.header("location") or "")
-        raise HttpStatusError(head.status, error_reason(body, head.reason), body)
+        reason = error_reason(body, head.reason)
+        if head.status in _IPUSH_REFUSALS:
+            raise HttpStatusError(head.status, reason, body)
+        raise TransportUnavailable(f"HTTP {head.status}: {reason}")
     except BaseException:
         await _close_writer(writer)
         raise
