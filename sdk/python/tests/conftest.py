@@ -83,7 +83,7 @@ class Server:
     def _args(self) -> List[str]:
         return [
             str(server_binary()),
-            f"--client_host=127.0.0.1",
+            "--client_host=127.0.0.1",
             f"--client_port={self.client_port}",
             f"--admin_port={self.admin_port}",
             f"--bus_port={self.bus_port}",
@@ -120,7 +120,7 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"ipush_server not ready within {timeout}s: {self.log_tail()}")
 
-    def start(self, tries: int = 4) -> "Server":
+    def start(self, tries: int = 4) -> Server:
         for i in range(tries):
             self.spawn()
             try:

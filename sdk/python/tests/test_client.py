@@ -34,12 +34,12 @@ async def test_receive(server: Server, transport: str) -> None:
     try:
         assert rec.of("connected") == [("connected", transport, server.client_url)]
         assert c.transport == transport
-        await admin.publish("rx1", "op", "live é 😀 \"q\" \\ \t")
+        await admin.publish("rx1", "op", 'live é 😀 "q" \\ \t')
         await admin.publish("rx1", "op", "no seq", ttl=0)
         await wait_until(lambda: len(rec.messages) >= 3, what="3 messages")
         m0, m1, m2 = rec.messages[:3]
         assert (m0.type, m0.sender, m0.to, m0.body, m0.seq) == (3, "op", "rx1", "offline one", 1)
-        assert (m1.body, m1.seq) == ("live é 😀 \"q\" \\ \t", 2)
+        assert (m1.body, m1.seq) == ('live é 😀 "q" \\ \t', 2)
         assert (m2.body, m2.seq) == ("no seq", None)
         assert c.last_seq == 2
     finally:
@@ -58,7 +58,12 @@ async def test_subscribe_send_and_channel(server: Server, transport: str) -> Non
         await a.subscribe("room")
         await b.subscribe("room")
         admin = AdminClient(server.admin_url)
-        # Subscriptions are stored at once; wait until both show by a channel publish.
+        # A stream's messages are handled in order: once each client gets a message it sent
+        # itself after its subscribe, that subscribe is in effect.
+        await a.send_to_user("sa", "barrier a")
+        await b.send_to_user("sb", "barrier b")
+        await wait_until(lambda: "barrier a" in bodies(ra.messages), what="barrier a")
+        await wait_until(lambda: "barrier b" in bodies(rb.messages), what="barrier b")
         await a.send_to_channel("room", "hello room")
         await wait_until(lambda: "hello room" in bodies(rb.messages), what="channel msg at b")
         await wait_until(lambda: "hello room" in bodies(ra.messages), what="channel msg at a")
@@ -69,6 +74,8 @@ async def test_subscribe_send_and_channel(server: Server, transport: str) -> Non
         dm = [m for m in ra.messages if m.body == "direct"][0]
         assert (dm.type, dm.sender, dm.to) == (3, "sb", "sa")
         await a.unsubscribe("room")
+        await a.send_to_user("sa", "barrier a2")
+        await wait_until(lambda: "barrier a2" in bodies(ra.messages), what="barrier a2")
         await admin.publish_channel("room", "op", "after unsub")
         await wait_until(lambda: "after unsub" in bodies(rb.messages), what="b still a member")
         assert "after unsub" not in bodies(ra.messages)

@@ -99,9 +99,7 @@ def test_chunked_stream_vector(s: Dict[str, Any]) -> None:
     assert b"".join(encode_chunk(p) for p in payloads) + b"0\r\n\r\n" == data
 
 
-@pytest.mark.parametrize(
-    "m", CHUNKED["malformed"], ids=[m["name"] for m in CHUNKED["malformed"]]
-)
+@pytest.mark.parametrize("m", CHUNKED["malformed"], ids=[m["name"] for m in CHUNKED["malformed"]])
 def test_chunked_malformed_vector(m: Dict[str, Any]) -> None:
     data = bytes.fromhex(m["bytes_hex"])
     for cut in _split_points(len(data)):
@@ -125,7 +123,9 @@ def _client_protocol() -> ClientProtocol:
     return ClientProtocol(parse_uri("ws://127.0.0.1/connect"), state=State.OPEN, max_size=None)
 
 
-@pytest.mark.parametrize("f", WS["frames"], ids=[f"{f['name']}-{i}" for i, f in enumerate(WS["frames"])])
+@pytest.mark.parametrize(
+    "f", WS["frames"], ids=[f"{f['name']}-{i}" for i, f in enumerate(WS["frames"])]
+)
 def test_websocket_frame_vector(f: Dict[str, Any]) -> None:
     raw = bytes.fromhex(f["hex"])
     proto: Any
@@ -160,7 +160,9 @@ def test_websocket_frame_vector(f: Dict[str, Any]) -> None:
             elif close.reason:
                 assert ended.reason == close.reason
     elif frame.opcode in (Opcode.TEXT, Opcode.BINARY) and frame.fin:
-        item = decode_json(frame.data) if frame.opcode == Opcode.TEXT else decode_msgpack(frame.data)
+        item = (
+            decode_json(frame.data) if frame.opcode == Opcode.TEXT else decode_msgpack(frame.data)
+        )
         # The SDK's encoder gives the same payload bytes.
         if isinstance(item, Message) and f["direction"] == "server_to_client":
             enc = encode_json(item) if frame.opcode == Opcode.TEXT else encode_msgpack(item)

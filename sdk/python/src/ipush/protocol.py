@@ -132,7 +132,7 @@ def _json_str(v: str) -> str:
     # The server's escaping: '"' and '\\' escaped, other characters below 0x20 as \u00XX,
     # everything else (non-ASCII and DEL included) as itself.
     v = v.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + _CONTROL.sub(lambda m: "\\u%04x" % ord(m.group()), v) + '"'
+    return '"' + _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", v) + '"'
 
 
 def _json_value(v: Any) -> str:
