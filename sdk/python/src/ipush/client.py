@@ -150,7 +150,7 @@ class Client:
         self._last_target: Target = self._base
         self._task: Optional[asyncio.Task[None]] = None
         self._first: Optional[asyncio.Future[None]] = None
-        self._closed = asyncio.Event()
+        self._closed_ev: Optional[asyncio.Event] = None  # made on first use, inside the loop
         self._closing = False
         self._close_reason = ""
         self._last_recv = 0.0
@@ -163,6 +163,12 @@ class Client:
         self._bg: Set[asyncio.Task[Any]] = set()
         #: Messages dropped because their seq was not above the highest delivered.
         self.duplicates_dropped = 0
+
+    @property
+    def _closed(self) -> asyncio.Event:
+        if self._closed_ev is None:
+            self._closed_ev = asyncio.Event()
+        return self._closed_ev
 
     # ---- public state ------------------------------------------------------------------
 
@@ -489,9 +495,9 @@ class Client:
         self._last_recv = self._last_send = loop.time()
         self._stream = stream
         self._last_target = stream.target
+        await self._emit("connected", stream.transport, stream.target.node_url)
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
-        await self._emit("connected", stream.transport, stream.target.node_url)
         if self._ack_pending > self._ack_sent:
             self._spawn_flush()
         reader = loop.create_task(self._read_loop(stream))
@@ -552,7 +558,12 @@ class Client:
                 next_hb = self._last_send + interval
                 if now >= next_hb:
                     try:
-                        await stream.send({"y": int(MsgType.HEARTBEAT)})
+                        # Bounded: a peer that stopped reading must not stall the watch.
+                        await asyncio.wait_for(
+                            stream.send({"y": int(MsgType.HEARTBEAT)}), max(interval, 1.0)
+                        )
+                    except asyncio.TimeoutError:
+                        return "heartbeat timeout", None, None
                     except (OSError, IpushError) as e:
                         return f"connection lost: {e!r}", None, None
                     self._last_send = now = loop.time()
