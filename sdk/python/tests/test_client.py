@@ -323,3 +323,24 @@ async def test_follow_303_to_owner(cluster: List[Server], transport: str) -> Non
         await wait_until(lambda: bodies(rec.messages) == ["via n1"], what="message on n2")
     finally:
         await c.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_initial_last_seq(server: Server, transport: str) -> None:
+    admin = AdminClient(server.admin_url)
+    for i in range(1, 4):
+        await admin.publish("ls1", "op", f"m{i}")
+    c = Client(server.client_url, "ls1", "pw", transport=transport, last_seq=2, ack_interval=0.05)
+    rec = Recorder(c)
+    await c.connect(timeout=10)
+    try:
+        await wait_until(lambda: bodies(rec.messages) == ["m3"], what="only m3")
+
+        async def empty() -> bool:
+            return await admin.msg("ls1") == []
+
+        await wait_until(empty, what="acked up to 3")
+        # The websocket replay carries 1 and 2 and drops them; SSE resumes after Last-Event-ID.
+        assert c.duplicates_dropped == (2 if transport == "websocket" else 0)
+    finally:
+        await c.close()

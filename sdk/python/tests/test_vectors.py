@@ -244,3 +244,18 @@ def test_error_http_vector(e: Dict[str, Any]) -> None:
 
         t = Target.from_location(e["location"])
         assert t.path == "/connect" and t.endpoint.port > 0
+
+
+@pytest.mark.parametrize(
+    "r", WS["rejected_by_server"], ids=[r["name"] for r in WS["rejected_by_server"]]
+)
+def test_websocket_rejection_answer_vector(r: Dict[str, Any]) -> None:
+    # The client side of a refusal: a text frame {"error": reason}, then a close with the code.
+    proto = _client_protocol()
+    proto.receive_data(bytes.fromhex(r["response_hex"]))
+    events = proto.events_received()
+    assert [int(e.opcode) for e in events] == [int(Opcode.TEXT), int(Opcode.CLOSE)]
+    item = decode_json(events[0].data)
+    assert isinstance(item, ServerError) and item.reason == r["reason"]
+    close = Close.parse(events[1].data)
+    assert (close.code, close.reason) == (r["close_code"], r["reason"])
