@@ -211,8 +211,8 @@ type Health struct {
 	Node    string `json:"node"`
 	Cores   int    `json:"cores"`
 	UptimeS int64  `json:"uptime_s"`
-	// Peers maps each other node's name to its state object.
-	Peers map[string]json.RawMessage `json:"peers"`
+	// Peers maps each other node's name to its state ("up", "down", …).
+	Peers map[string]string `json:"peers"`
 	// Raw is the whole result object.
 	Raw json.RawMessage `json:"-"`
 }

@@ -3,9 +3,11 @@ package ipush
 // server_test.go: the client against a real ipush_server.
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -121,4 +123,282 @@ func waitReal(t *testing.T, r *recorder, n int, timeout time.Duration) []Message
 		return len(withoutProbes(r.messages())) >= n
 	})
 	return withoutProbes(r.messages())
+}
+
+// waitMsg polls /msg until it lists exactly the seqs want.
+func waitMsg(t *testing.T, admin *Admin, uid string, want []uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var got []uint64
+	for time.Now().Before(deadline) {
+		msgs, err := admin.Msg(ctxT(t), uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = seqs(msgs)
+		if reflect.DeepEqual(got, want) {
+			return
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	t.Fatalf("/msg?uid=%s: seqs %v, want %v", uid, got, want)
+}
+
+func publishN(t *testing.T, admin *Admin, uid string, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if err := admin.Publish(ctxT(t), uid, "op", fmt.Sprintf("m%d", i)); err != nil {
+			t.Fatalf("publish m%d: %v", i, err)
+		}
+	}
+}
+
+// TestAck: automatic acks (batched by count and by time) and manual acks
+// empty /msg of the acked seqs, on every transport.
+func TestAck(t *testing.T) {
+	s := startServer(t, "memory")
+	admin := s.adminClient(t)
+	for _, tr := range []Transport{WebSocket, SSE, Chunked} {
+		tr := tr
+		t.Run("auto-"+string(tr), func(t *testing.T) {
+			uid := "ack-auto-" + string(tr)
+			r := newRecorder()
+			// 7 messages, a batch of 5: one ack by count (seq 5), one by time (7).
+			c := newTestClient(t, s.clientURL, uid, r, Options{Transports: []Transport{tr},
+				AckEvery: 5, AckInterval: 150 * time.Millisecond})
+			runClient(t, c)
+			r.waitKind(t, "connected", 1, 10*time.Second)
+			publishN(t, admin, uid, 1, 7)
+			r.waitMessages(t, 7, 10*time.Second)
+			waitMsg(t, admin, uid, []uint64{})
+		})
+		t.Run("manual-"+string(tr), func(t *testing.T) {
+			uid := "ack-manual-" + string(tr)
+			r := newRecorder()
+			c := newTestClient(t, s.clientURL, uid, r, Options{Transports: []Transport{tr}, ManualAck: true})
+			runClient(t, c)
+			r.waitKind(t, "connected", 1, 10*time.Second)
+			publishN(t, admin, uid, 1, 5)
+			r.waitMessages(t, 5, 10*time.Second)
+			waitMsg(t, admin, uid, []uint64{1, 2, 3, 4, 5})
+			if err := c.Ack(ctxT(t), 3); err != nil {
+				t.Fatal(err)
+			}
+			waitMsg(t, admin, uid, []uint64{4, 5})
+			if err := c.Ack(ctxT(t), 5); err != nil {
+				t.Fatal(err)
+			}
+			waitMsg(t, admin, uid, []uint64{})
+		})
+	}
+}
+
+// TestResumeAfterRestart: the server stops (SIGTERM) and restarts on the same
+// data; messages are published while the client is away and after it is
+// back; the application sees each exactly once, in seq order, though the
+// server replays the unacked ones it had already delivered.
+func TestResumeAfterRestart(t *testing.T) {
+	for _, tr := range []Transport{WebSocket, SSE, Chunked} {
+		tr := tr
+		t.Run(string(tr), func(t *testing.T) {
+			s := startServer(t, "embedded")
+			admin := s.adminClient(t)
+			uid := "resume-" + string(tr)
+			gate := make(chan struct{})
+			var calls int32
+			var mu sync.Mutex
+			token := func(ctx context.Context) (string, error) {
+				mu.Lock()
+				calls++
+				n := calls
+				mu.Unlock()
+				if n > 1 {
+					select { // hold the reconnect until the test opens the gate
+					case <-gate:
+					case <-ctx.Done():
+						return "", ctx.Err()
+					}
+				}
+				return "pw", nil
+			}
+			r := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}, Token: token,
+				ManualAck: true, BackoffBase: 20 * time.Millisecond, BackoffCap: 100 * time.Millisecond})
+			r.waitKind(t, "connected", 1, 10*time.Second)
+			publishN(t, admin, uid, 1, 5)
+			r.waitMessages(t, 5, 10*time.Second)
+			if err := r.client.Ack(ctxT(t), 3); err != nil {
+				t.Fatal(err)
+			}
+			waitMsg(t, admin, uid, []uint64{4, 5})
+
+			s.stop()
+			r.waitKind(t, "disconnected", 1, 10*time.Second)
+			s.restart()
+			publishN(t, admin, uid, 6, 8) // while the client is disconnected
+			if tr != SSE {
+				waitMsg(t, admin, uid, []uint64{4, 5, 6, 7, 8}) // 4, 5 will be replayed
+			}
+			close(gate)
+			r.waitKind(t, "connected", 2, 15*time.Second)
+			publishN(t, admin, uid, 9, 10)
+			msgs := r.waitMessages(t, 10, 10*time.Second)
+			time.Sleep(200 * time.Millisecond) // a duplicate would arrive right behind
+			msgs = r.messages()
+			want := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+			if got := seqs(msgs); !reflect.DeepEqual(got, want) {
+				t.Fatalf("seqs delivered: %v, want %v", got, want)
+			}
+			for i, m := range msgs {
+				if m.Body != fmt.Sprintf("m%d", i+1) {
+					t.Fatalf("message %d: body %q", i+1, m.Body)
+				}
+			}
+			if r.client.LastSeq() != 10 {
+				t.Fatalf("LastSeq %d", r.client.LastSeq())
+			}
+		})
+	}
+}
+
+// recClient is a running client with its recorder.
+type recClient struct {
+	*recorder
+	client *Client
+	run    *runner
+}
+
+func newTestRecorderClient(t *testing.T, base, uid string, o Options) *recClient {
+	t.Helper()
+	r := newRecorder()
+	c := newTestClient(t, base, uid, r, o)
+	return &recClient{recorder: r, client: c, run: runClient(t, c)}
+}
+
+// startCluster starts a 2-node static cluster on free ports.
+func startCluster(t *testing.T) (n1, n2 *server) {
+	t.Helper()
+	for try := 0; ; try++ {
+		p := make([]int, 6)
+		for i := range p {
+			p[i] = freePort(t)
+		}
+		nodes := fmt.Sprintf("--nodes=n1=127.0.0.1:%d:%d:%d,n2=127.0.0.1:%d:%d:%d", p[0], p[1], p[2], p[3], p[4], p[5])
+		n1 = &server{t: t, bin: serverBinary(t), dir: t.TempDir(), storage: "memory",
+			client: p[0], admin: p[1], bus: p[2], extra: []string{"--node=n1", nodes}}
+		n2 = &server{t: t, bin: serverBinary(t), dir: t.TempDir(), storage: "memory",
+			client: p[3], admin: p[4], bus: p[5], extra: []string{"--node=n2", nodes}}
+		t.Cleanup(n1.kill)
+		t.Cleanup(n2.kill)
+		err := n1.start()
+		if err == nil {
+			err = n2.start()
+		}
+		if err == nil {
+			break
+		}
+		n1.kill()
+		n2.kill()
+		if try == 3 {
+			t.Fatalf("cluster did not start: %v", err)
+		}
+	}
+	// Wait until each node sees the other.
+	for _, n := range []*server{n1, n2} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			h, err := n.adminClient(t).Health(ctxT(t))
+			if err == nil && len(h.Peers) == 1 && func() bool {
+				for _, st := range h.Peers {
+					return st == "up"
+				}
+				return false
+			}() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("peer never up: %+v %v", h, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return n1, n2
+}
+
+// TestFollow303: a uid owned by n2, connected through n1, is redirected to n2
+// on every transport and receives what is published through n1.
+func TestFollow303(t *testing.T) {
+	n1, n2 := startCluster(t)
+	admin1 := n1.adminClient(t)
+	n2addr := fmt.Sprintf("127.0.0.1:%d", n2.client)
+	var uids []string
+	for i := 0; len(uids) < 3 && i < 1000; i++ {
+		uid := fmt.Sprintf("redir-%d", i)
+		owner, err := admin1.Shard(ctxT(t), uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner == n2addr {
+			uids = append(uids, uid)
+		}
+	}
+	if len(uids) < 3 {
+		t.Fatalf("no uid owned by n2 (%s) among 1000", n2addr)
+	}
+	for i, tr := range []Transport{WebSocket, SSE, Chunked} {
+		uid := uids[i]
+		t.Run(string(tr), func(t *testing.T) {
+			r := newTestRecorderClient(t, n1.clientURL, uid, Options{Transports: []Transport{tr}})
+			evs := r.waitKind(t, "connected", 1, 10*time.Second)
+			for _, e := range evs {
+				if e.kind == "connected" && e.conn.URL != n2.clientURL {
+					t.Fatalf("connected to %s, want n2 %s", e.conn.URL, n2.clientURL)
+				}
+			}
+			if err := admin1.Publish(ctxT(t), uid, "op", "via n1"); err != nil {
+				t.Fatal(err)
+			}
+			msgs := r.waitMessages(t, 1, 10*time.Second)
+			if msgs[0].Body != "via n1" || msgs[0].Seq != 1 {
+				t.Fatalf("got %+v", msgs[0])
+			}
+		})
+	}
+	st, err := admin1.Stats(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RedirectNumber < 3 {
+		t.Fatalf("n1 redirect_number %d, want >= 3", st.RedirectNumber)
+	}
+}
+
+// TestReplaced: a second connection of the uid replaces the first, which
+// reports it and stops instead of fighting back.
+func TestReplaced(t *testing.T) {
+	s := startServer(t, "memory")
+	for _, tr := range []Transport{WebSocket, SSE, Chunked} {
+		tr := tr
+		t.Run(string(tr), func(t *testing.T) {
+			uid := "replaced-" + string(tr)
+			first := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}})
+			first.waitKind(t, "connected", 1, 10*time.Second)
+			second := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}})
+			second.waitKind(t, "connected", 1, 10*time.Second)
+			if err := first.run.wait(t, 10*time.Second); err != ErrReplaced {
+				t.Fatalf("first Run returned %v, want ErrReplaced", err)
+			}
+			if first.count("replaced") != 1 || first.count("connected") != 1 {
+				t.Fatalf("first client events:\n%s", dump(first.snapshot()))
+			}
+			if err := s.adminClient(t).Publish(ctxT(t), uid, "op", "to the second"); err != nil {
+				t.Fatal(err)
+			}
+			if m := second.waitMessages(t, 1, 10*time.Second); m[0].Body != "to the second" {
+				t.Fatalf("second got %+v", m)
+			}
+			if second.count("connected") != 1 || second.count("disconnected") != 0 {
+				t.Fatalf("second client events:\n%s", dump(second.snapshot()))
+			}
+		})
+	}
 }
