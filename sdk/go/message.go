@@ -100,7 +100,7 @@ func (m Message) validate() error {
 }
 
 // AppendJSON appends the JSON encoding of m to dst, keys in the order
-// y, f, t, u, c, b, s (the order the server uses).
+// y, f, t, c, u, b, s (the order the server uses).
 func (m Message) AppendJSON(dst []byte) ([]byte, error) {
 	if err := m.validate(); err != nil {
 		return dst, err
@@ -118,8 +118,8 @@ func (m Message) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	str("f", m.From, false)
 	str("t", m.To, false)
-	str("u", m.User, false)
 	str("c", m.Channel, false)
+	str("u", m.User, false)
 	str("b", m.Body, m.hasBody())
 	if m.HasSeq {
 		dst = append(dst, `,"s":`...)
@@ -146,8 +146,9 @@ func (m *Message) UnmarshalJSON(b []byte) error {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString escapes quote, backslash and control characters; every
-// other character (non-ASCII included) is written as its UTF-8 bytes.
+// appendJSONString escapes quote and backslash with a backslash and bytes
+// below 0x20 as \u00XX (as the server does); every other character, non-ASCII
+// included, is written as its UTF-8 bytes.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	for i := 0; i < len(s); i++ {
@@ -157,16 +158,6 @@ func appendJSONString(dst []byte, s string) []byte {
 			dst = append(dst, '\\', '"')
 		case c == '\\':
 			dst = append(dst, '\\', '\\')
-		case c == '\n':
-			dst = append(dst, '\\', 'n')
-		case c == '\r':
-			dst = append(dst, '\\', 'r')
-		case c == '\t':
-			dst = append(dst, '\\', 't')
-		case c == '\b':
-			dst = append(dst, '\\', 'b')
-		case c == '\f':
-			dst = append(dst, '\\', 'f')
 		case c < 0x20:
 			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 		default:
@@ -246,7 +237,7 @@ func (m Message) AppendMsgpack(dst []byte) ([]byte, error) {
 		v string
 	}
 	fields := make([]kv, 0, 5)
-	for _, f := range [...]kv{{"f", m.From}, {"t", m.To}, {"u", m.User}, {"c", m.Channel}} {
+	for _, f := range [...]kv{{"f", m.From}, {"t", m.To}, {"c", m.Channel}, {"u", m.User}} {
 		if f.v != "" {
 			fields = append(fields, f)
 		}

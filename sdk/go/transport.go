@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
@@ -174,9 +175,10 @@ type chunkedConn struct {
 }
 
 func dialNet(ctx context.Context, u *url.URL, opts *Options) (net.Conn, error) {
+	secure := u.Scheme == "https" || u.Scheme == "wss"
 	host := u.Host
 	if u.Port() == "" {
-		if u.Scheme == "https" {
+		if secure {
 			host = net.JoinHostPort(u.Hostname(), "443")
 		} else {
 			host = net.JoinHostPort(u.Hostname(), "80")
@@ -187,7 +189,7 @@ func dialNet(ctx context.Context, u *url.URL, opts *Options) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme == "https" {
+	if secure {
 		cfg := &tls.Config{}
 		if opts.TLSConfig != nil {
 			cfg = opts.TLSConfig.Clone()
@@ -195,6 +197,7 @@ func dialNet(ctx context.Context, u *url.URL, opts *Options) (net.Conn, error) {
 		if cfg.ServerName == "" {
 			cfg.ServerName = u.Hostname()
 		}
+		cfg.NextProtos = []string{"http/1.1"}
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
@@ -339,9 +342,10 @@ func (e *dialError) Unwrap() error { return e.err }
 
 type wsConn struct {
 	activity
-	ws    *websocket.Conn
-	codec Codec
-	wmu   sync.Mutex
+	ws        *websocket.Conn
+	codec     Codec
+	wmu       sync.Mutex
+	closeCode int // sent by close(): 1000, or why the client refused a frame
 }
 
 func dialWebSocket(ctx context.Context, p *dialParams) (streamConn, error) {
@@ -352,19 +356,22 @@ func dialWebSocket(ctx context.Context, p *dialParams) (streamConn, error) {
 		u.Scheme = "ws"
 	}
 	var dialFailed error
+	// The socket (TLS included) is dialled here so that wsTap sees the
+	// plaintext frames.
+	netDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dialNet(ctx, u, p.opts)
+		if err != nil {
+			dialFailed = err
+			return nil, err
+		}
+		return &wsTap{Conn: nc}, nil
+	}
 	d := websocket.Dialer{
-		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var nd net.Dialer
-			nc, err := nd.DialContext(ctx, network, addr)
-			if err != nil {
-				dialFailed = err
-			}
-			return nc, err
-		},
-		TLSClientConfig:  p.opts.TLSConfig,
-		HandshakeTimeout: p.opts.DialTimeout,
-		ReadBufferSize:   16 << 10,
-		WriteBufferSize:  16 << 10,
+		NetDialContext:    netDial,
+		NetDialTLSContext: netDial,
+		HandshakeTimeout:  p.opts.DialTimeout,
+		ReadBufferSize:    16 << 10,
+		WriteBufferSize:   16 << 10,
 	}
 	hdr := http.Header{"User-Agent": {userAgent}}
 	ws, resp, err := d.DialContext(ctx, u.String(), hdr)
@@ -383,7 +390,7 @@ func dialWebSocket(ctx context.Context, p *dialParams) (streamConn, error) {
 		}
 		return nil, &unavailableError{transport: WebSocket, err: err}
 	}
-	c := &wsConn{ws: ws, codec: p.codec}
+	c := &wsConn{ws: ws, codec: p.codec, closeCode: websocket.CloseNormalClosure}
 	ws.SetReadLimit(int64(p.opts.MaxMessageBytes))
 	ws.SetPingHandler(func(data string) error {
 		c.touch()
@@ -419,6 +426,11 @@ func (c *wsConn) read() (Message, error) {
 			}
 			return Message{}, fmt.Errorf("ipush: WebSocket closed: %w", err)
 		}
+		var te *wsTapError
+		if errors.As(err, &te) {
+			c.closeCode = websocket.CloseProtocolError
+			return Message{}, &ProtocolError{Transport: WebSocket, Err: te}
+		}
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 			return Message{}, err
@@ -431,11 +443,16 @@ func (c *wsConn) read() (Message, error) {
 	var f frame
 	switch typ {
 	case websocket.TextMessage:
+		if !utf8.Valid(data) {
+			c.closeCode = websocket.CloseInvalidFramePayloadData
+			return Message{}, &ProtocolError{Transport: WebSocket, Err: errors.New("text message is not UTF-8")}
+		}
 		f, err = decodeJSON(data)
 	case websocket.BinaryMessage:
 		f, err = decodeMsgpack(data)
 	}
 	if err != nil {
+		c.closeCode = websocket.ClosePolicyViolation
 		return Message{}, &ProtocolError{Transport: WebSocket, Err: err}
 	}
 	if f.end != nil {
@@ -471,10 +488,111 @@ func (c *wsConn) send(ctx context.Context, m Message) error {
 	return nil
 }
 
+// close sends a close frame (unless one was sent already: gorilla sends 1002
+// itself on a protocol error) and closes the socket. It runs after the reader
+// stopped, so closeCode is settled.
 func (c *wsConn) close() {
 	c.ws.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		websocket.FormatCloseMessage(c.closeCode, ""), time.Now().Add(time.Second))
 	c.ws.Close()
+}
+
+// wsTap sits under gorilla/websocket and follows the server's frame headers
+// to refuse what gorilla accepts but RFC 6455 forbids: a close frame with a
+// 1-byte payload (§5.5.1; gorilla reads it as "no status"). The bytes before
+// the bad frame's header end are passed on, then the read fails.
+type wsTap struct {
+	net.Conn
+	scan wsScanner
+	err  error
+}
+
+type wsTapError struct{ msg string }
+
+func (e *wsTapError) Error() string { return e.msg }
+
+func (t *wsTap) Read(p []byte) (int, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
+	n, err := t.Conn.Read(p)
+	if n > 0 {
+		if bad, serr := t.scan.feed(p[:n]); serr != nil {
+			t.err = serr
+			return bad, nil
+		}
+	}
+	return n, err
+}
+
+// wsScanner tracks frame boundaries in a stream of WebSocket frames: header
+// bytes are collected until the header is complete, then the payload length
+// is skipped.
+type wsScanner struct {
+	inFrames bool   // the HTTP response head is behind
+	tail     uint32 // the last 4 bytes of the head so far
+	hdr      [14]byte
+	nhdr     int
+	skip     uint64
+}
+
+// feed consumes b; on a forbidden frame it returns the offset of the header
+// byte that revealed it (the bytes before it are safe to pass on).
+func (s *wsScanner) feed(b []byte) (int, error) {
+	for i := 0; i < len(b); {
+		if !s.inFrames {
+			s.tail = s.tail<<8 | uint32(b[i])
+			s.inFrames = s.tail == 0x0d0a0d0a // "\r\n\r\n"
+			i++
+			continue
+		}
+		if s.skip > 0 {
+			n := uint64(len(b) - i)
+			if n > s.skip {
+				n = s.skip
+			}
+			s.skip -= n
+			i += int(n)
+			continue
+		}
+		s.hdr[s.nhdr] = b[i]
+		s.nhdr++
+		if s.nhdr < 2 {
+			i++
+			continue
+		}
+		need := 2
+		switch s.hdr[1] & 0x7f {
+		case 126:
+			need += 2
+		case 127:
+			need += 8
+		}
+		if s.hdr[1]&0x80 != 0 {
+			need += 4
+		}
+		if s.nhdr < need {
+			i++
+			continue
+		}
+		var length uint64
+		switch l := s.hdr[1] & 0x7f; l {
+		case 126:
+			length = uint64(s.hdr[2])<<8 | uint64(s.hdr[3])
+		case 127:
+			for k := 2; k < 10; k++ {
+				length = length<<8 | uint64(s.hdr[k])
+			}
+		default:
+			length = uint64(l)
+		}
+		if s.hdr[0]&0x0f == websocket.CloseMessage && length == 1 {
+			return i, &wsTapError{"close frame with a 1-byte payload"}
+		}
+		s.nhdr, s.skip = 0, length
+		i++
+	}
+	return len(b), nil
 }
 
 // ---------------------------------------------------------------------------
