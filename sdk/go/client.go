@@ -331,7 +331,7 @@ func (c *Client) Run(ctx context.Context) error {
 		return c.sleep(ctx, d)
 	}
 	for {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || c.isClosed() {
 			return exit()
 		}
 		conn, p, err := c.connect(ctx, node, extra)
@@ -482,7 +482,7 @@ func (c *Client) connect(ctx context.Context, node *url.URL, extra url.Values) (
 			c.emitError(err)
 			i++
 		default:
-			if ctx.Err() == nil && dctx.Err() != nil {
+			if ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
 				err = fmt.Errorf("ipush: %s connect to %s timed out after %v", t, node, c.opts.DialTimeout)
 			}
 			return nil, nil, err

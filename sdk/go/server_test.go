@@ -4,6 +4,10 @@ package ipush
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -400,5 +404,184 @@ func TestReplaced(t *testing.T) {
 				t.Fatalf("second client events:\n%s", dump(second.snapshot()))
 			}
 		})
+	}
+}
+
+// jwtHS256 mints a token with sub and exp.
+func jwtHS256(secret, sub string, exp time.Time) string {
+	enc := base64.RawURLEncoding
+	head := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	body := enc.EncodeToString([]byte(fmt.Sprintf(`{"sub":%q,"exp":%d}`, sub, exp.Unix())))
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(head + "." + body))
+	return head + "." + body + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+// TestJWTRefresh: with --auth=jwt the token callback is called before every
+// connect; a refused token is retried with a fresh one; a bad static
+// password is a final error.
+func TestJWTRefresh(t *testing.T) {
+	const secret = "test-secret"
+	s := startServer(t, "memory", "--auth=jwt", "--auth_secret="+secret)
+	admin := s.adminClient(t)
+	for _, tr := range []Transport{WebSocket, SSE, Chunked} {
+		tr := tr
+		t.Run(string(tr), func(t *testing.T) {
+			uid := "jwt-" + string(tr)
+			var mu sync.Mutex
+			calls := 0
+			token := func(context.Context) (string, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				if calls == 1 {
+					return jwtHS256("wrong-secret", uid, time.Now().Add(time.Minute)), nil
+				}
+				return jwtHS256(secret, uid, time.Now().Add(time.Minute)), nil
+			}
+			r := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}, Token: token,
+				BackoffBase: 10 * time.Millisecond, BackoffCap: 50 * time.Millisecond})
+			r.waitKind(t, "connected", 1, 10*time.Second)
+			var ae *APIError
+			if evs := r.snapshot(); evs[0].kind != "error" || !errors.As(evs[0].err, &ae) || ae.Status != 401 {
+				t.Fatalf("first event %s %v, want a 401 error", evs[0].kind, evs[0].err)
+			}
+			if err := admin.Publish(ctxT(t), uid, "op", "one"); err != nil {
+				t.Fatal(err)
+			}
+			r.waitMessages(t, 1, 10*time.Second)
+			// The server ends the stream: the client reconnects with a fresh token.
+			if err := admin.Disconnect(ctxT(t), uid); err != nil {
+				t.Fatal(err)
+			}
+			r.waitKind(t, "connected", 2, 10*time.Second)
+			mu.Lock()
+			n := calls
+			mu.Unlock()
+			if n != 3 {
+				t.Fatalf("token callback called %d times, want 3", n)
+			}
+			if err := admin.Publish(ctxT(t), uid, "op", "two"); err != nil {
+				t.Fatal(err)
+			}
+			if msgs := r.waitMessages(t, 2, 10*time.Second); msgs[1].Body != "two" {
+				t.Fatalf("got %+v", msgs)
+			}
+		})
+	}
+	t.Run("bad-password", func(t *testing.T) {
+		r := newTestRecorderClient(t, s.clientURL, "jwt-static", Options{Password: "not-a-jwt"})
+		err := r.run.wait(t, 10*time.Second)
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != 401 || ae.Reason != "auth failed" {
+			t.Fatalf("Run returned %v, want APIError 401 auth failed", err)
+		}
+	})
+}
+
+// TestHeartbeatKeepsAlive: against the real server, the client's heartbeats
+// are answered and a quiet stream stays up.
+func TestHeartbeatKeepsAlive(t *testing.T) {
+	s := startServer(t, "memory")
+	for _, tr := range []Transport{WebSocket, Chunked} {
+		tr := tr
+		t.Run(string(tr), func(t *testing.T) {
+			uid := "hb-" + string(tr)
+			r := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}, HeartbeatInterval: 100 * time.Millisecond})
+			r.waitKind(t, "connected", 1, 10*time.Second)
+			start, _ := s.adminClient(t).Stats(ctxT(t))
+			time.Sleep(800 * time.Millisecond) // 8 intervals: a dead stream would be dropped after 3
+			st, err := s.adminClient(t).Stats(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.count("disconnected") != 0 || r.count("connected") != 1 {
+				t.Fatalf("events:\n%s", dump(r.snapshot()))
+			}
+			if st.RecvType.Hb < start.RecvType.Hb+3 {
+				t.Fatalf("server counted %d heartbeats, want >= 3 more than %d", st.RecvType.Hb, start.RecvType.Hb)
+			}
+		})
+	}
+}
+
+// TestAdmin: every admin call, and the typed error.
+func TestAdmin(t *testing.T) {
+	s := startServer(t, "memory")
+	a := s.adminClient(t)
+	ctx := ctxT(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(a.Publish(ctx, "adm1", "op", "first", WithTTL(time.Hour), WithIdempotencyKey("k-1")))
+	must(a.Publish(ctx, "adm1", "op", "live only", WithTTL(0)))
+	must(a.Sub(ctx, "adm1", "news"))
+	must(a.PublishChannel(ctx, "news", "editor", "extra!", WithIdempotencyKey("k-2")))
+	msgs, err := a.Msg(ctx, "adm1")
+	must(err)
+	want := []Message{
+		{Type: TypeUser, From: "op", To: "adm1", Body: "first", Seq: 1, HasSeq: true},
+		{Type: TypeChannel, From: "editor", To: "adm1", Channel: "news", Body: "extra!", Seq: 2, HasSeq: true},
+	}
+	if !reflect.DeepEqual(msgs, want) {
+		t.Fatalf("Msg: %+v, want %+v", msgs, want)
+	}
+	must(a.Unsub(ctx, "adm1", "news"))
+	must(a.PublishChannel(ctx, "news", "editor", "not for adm1"))
+	if msgs, err := a.Msg(ctx, "adm1"); err != nil || len(msgs) != 2 {
+		t.Fatalf("after unsub: %+v %v", msgs, err)
+	}
+	shard, err := a.Shard(ctx, "adm1")
+	must(err)
+	if shard != fmt.Sprintf("127.0.0.1:%d", s.client) {
+		t.Fatalf("Shard: %q", shard)
+	}
+	h, err := a.Health(ctx)
+	must(err)
+	if h.Status != "ok" || h.Cores != 2 {
+		t.Fatalf("Health: %+v", h)
+	}
+	st, err := a.Stats(ctx)
+	must(err)
+	if st.Request["Pub"] < 4 || st.Request["Msg"] < 2 || st.ServerStartTimestamp == 0 || len(st.Raw) == 0 {
+		t.Fatalf("Stats: %+v", st)
+	}
+
+	// Disconnect: a connected user's stream ends; an absent one is a 404.
+	r := newTestRecorderClient(t, s.clientURL, "adm2", Options{Transports: []Transport{Chunked}})
+	r.waitKind(t, "connected", 1, 10*time.Second)
+	must(a.Disconnect(ctx, "adm2"))
+	evs := r.waitKind(t, "disconnected", 1, 10*time.Second)
+	for _, e := range evs {
+		var se *StreamError
+		if e.kind == "disconnected" && (!errors.As(e.err, &se) || se.Reason != "disconnected") {
+			t.Fatalf("disconnect reason %v", e.err)
+		}
+	}
+
+	// Errors carry status and reason.
+	for _, tc := range []struct {
+		call   func() error
+		status int
+		reason string
+	}{
+		{func() error { return a.Publish(ctx, "", "op", "x") }, 400, "invalid to"},
+		{func() error { _, err := a.Msg(ctx, ""); return err }, 400, ""},
+		{func() error { return a.Disconnect(ctx, "nobody-here") }, 404, ""},
+	} {
+		err := tc.call()
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != tc.status || (tc.reason != "" && ae.Reason != tc.reason) || ae.Reason == "" {
+			t.Fatalf("error %v, want status %d reason %q", err, tc.status, tc.reason)
+		}
+	}
+	if err := a.Publish(ctx, "adm1", "op", "x", WithTTL(-time.Second)); err == nil {
+		t.Fatal("negative ttl accepted")
+	}
+	if _, err := NewAdmin("localhost:9001", nil); err == nil {
+		t.Fatal("admin URL without scheme accepted")
 	}
 }

@@ -490,3 +490,160 @@ func TestVectorErrors(t *testing.T) {
 		})
 	}
 }
+
+type wsVector struct {
+	Name        string  `json:"name"`
+	Direction   string  `json:"direction"`
+	Hex         string  `json:"hex"`
+	Opcode      int     `json:"opcode"`
+	PayloadHex  string  `json:"payload_hex"`
+	CloseCode   *int    `json:"close_code"`
+	CloseReason *string `json:"close_reason"`
+}
+
+// TestVectorWebSocket: the server's frames, written by a fake server after
+// the handshake, are read by the client's WebSocket transport; the client's
+// frames carry the vectors' payloads.
+func TestVectorWebSocket(t *testing.T) {
+	var file struct {
+		Frames []wsVector `json:"frames"`
+	}
+	loadVectors(t, "websocket.json", &file)
+	var server, client []wsVector
+	for _, f := range file.Frames {
+		if f.Direction == "server_to_client" {
+			server = append(server, f)
+		} else {
+			client = append(client, f)
+		}
+	}
+	if len(server) == 0 || len(client) == 0 {
+		t.Fatal("no WebSocket vectors")
+	}
+	// Each server frame on its own connection, followed by a close 1001
+	// unless it is a close itself.
+	for _, vec := range server {
+		vec := vec
+		t.Run("server/"+vec.Name, func(t *testing.T) {
+			raw := unhex(t, vec.Hex)
+			f := newFake(t, func(n int, fc *fakeConn) {
+				fc.ok()
+				fc.Write(raw)
+				if vec.Opcode != 8 {
+					fc.Write([]byte{0x88, 0x02, 0x03, 0xe9})
+				}
+				fc.hold()
+			})
+			c, err := NewClient(f.url, "u1", Options{Password: "pw"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &dialParams{node: c.base, uid: "u1", token: "pw", codec: JSON, opts: &c.opts}
+			conn, err := dialWebSocket(ctxT(t), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.close()
+			var got []Message
+			var end error
+			for {
+				m, err := conn.read()
+				if err != nil {
+					end = err
+					break
+				}
+				got = append(got, m)
+			}
+			payload := unhex(t, vec.PayloadHex)
+			switch vec.Opcode {
+			case 1, 2:
+				f, err := JSON.decode(payload)
+				if vec.Opcode == 2 {
+					f, err = MsgPack.decode(payload)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.end != nil {
+					if se, ok := end.(*StreamError); !ok || *se != *f.end {
+						t.Fatalf("stream end %v, want %+v", end, f.end)
+					}
+					return
+				}
+				if !reflect.DeepEqual(got, []Message{f.msg}) || end != errCleanEnd {
+					t.Fatalf("read %+v then %v, want %+v then a clean end", got, end, f.msg)
+				}
+			case 9, 10: // ping / pong: nothing for the application
+				if len(got) != 0 || end != errCleanEnd {
+					t.Fatalf("read %+v then %v", got, end)
+				}
+			case 8:
+				if len(got) != 0 {
+					t.Fatalf("messages before the close: %+v", got)
+				}
+				var se *StreamError
+				switch code := *vec.CloseCode; {
+				case code == 1012:
+					if !errors.As(end, &se) || se.Reason != "moved" || se.Location == "" {
+						t.Fatalf("close 1012 read as %v", end)
+					}
+				case code == 1000 || code == 1001:
+					if end != errCleanEnd {
+						t.Fatalf("close %d read as %v", code, end)
+					}
+				default:
+					if end == errCleanEnd || end == nil || !strings.Contains(end.Error(), strconv.Itoa(code)) {
+						t.Fatalf("close %d read as %v", code, end)
+					}
+				}
+			default:
+				t.Fatalf("unexpected opcode %d", vec.Opcode)
+			}
+		})
+	}
+	// The client's data frames: same opcode and payload (the mask is random).
+	for _, vec := range client {
+		vec := vec
+		if vec.Opcode != 1 && vec.Opcode != 2 {
+			continue // fragments and control frames are the library's
+		}
+		payload := unhex(t, vec.PayloadHex)
+		codec := JSON
+		if vec.Opcode == 2 {
+			codec = MsgPack
+		}
+		m, err := DecodeMessage(codec, payload)
+		if err != nil {
+			continue // a fragment's first half
+		}
+		t.Run("client/"+vec.Name, func(t *testing.T) {
+			frames := make(chan []byte, 1)
+			f := newFake(t, func(n int, fc *fakeConn) {
+				fc.ok()
+				op, p, err := readClientFrame(fc.br)
+				if err != nil {
+					t.Error(err)
+				}
+				frames <- append([]byte{op}, p...)
+				fc.hold()
+			})
+			c, err := NewClient(f.url, "u1", Options{Password: "pw", Codec: codec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &dialParams{node: c.base, uid: "u1", token: "pw", codec: codec, opts: &c.opts}
+			conn, err := dialWebSocket(ctxT(t), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.close()
+			if err := conn.send(ctxT(t), m); err != nil {
+				t.Fatal(err)
+			}
+			got := <-frames
+			if int(got[0]) != vec.Opcode || !bytes.Equal(got[1:], payload) {
+				t.Fatalf("client frame opcode %d payload %x, want %d %x", got[0], got[1:], vec.Opcode, payload)
+			}
+		})
+	}
+}
