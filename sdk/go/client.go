@@ -535,6 +535,15 @@ func (c *Client) serve(ctx context.Context, conn streamConn) error {
 	ackTimer.Stop()
 	defer ackTimer.Stop()
 	since := func() time.Duration { return time.Duration(time.Now().UnixNano() - conn.lastRead()) }
+	hbOutstanding := false // a heartbeat of ours awaits the server's answer
+	sendHeartbeat := func() {
+		hbOutstanding = true
+		go func() {
+			sctx, cancel := context.WithTimeout(ctx, hb)
+			defer cancel()
+			conn.send(sctx, Message{Type: TypeHeartbeat})
+		}()
+	}
 
 	for {
 		select {
@@ -546,6 +555,16 @@ func (c *Client) serve(ctx context.Context, conn streamConn) error {
 		case r := <-frames:
 			if r.err != nil {
 				return r.err
+			}
+			if r.msg.Type == TypeHeartbeat {
+				// Answer the server's heartbeat, but not the server's answer to
+				// ours (that would ping-pong forever).
+				if !hbOutstanding && hb > 0 && conn.transport() != SSE {
+					sendHeartbeat()
+				} else {
+					hbOutstanding = false
+				}
+				continue
 			}
 			if c.deliver(r.msg) && !c.opts.ManualAck {
 				if c.unacked >= c.opts.AckEvery {
@@ -566,11 +585,7 @@ func (c *Client) serve(ctx context.Context, conn streamConn) error {
 				continue
 			}
 			if conn.transport() != SSE {
-				go func() {
-					sctx, cancel := context.WithTimeout(ctx, hb)
-					defer cancel()
-					conn.send(sctx, Message{Type: TypeHeartbeat})
-				}()
+				sendHeartbeat()
 			}
 			idle.Reset(hb)
 		case <-deadC:

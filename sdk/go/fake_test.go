@@ -669,3 +669,54 @@ func TestConnectURL(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatAnswered: a heartbeat from the server is answered once; the
+// server's answer to that is not answered again.
+func TestHeartbeatAnswered(t *testing.T) {
+	for _, tr := range []Transport{Chunked, WebSocket} {
+		tr := tr
+		t.Run(string(tr), func(t *testing.T) {
+			t.Parallel()
+			got := make(chan string, 8)
+			f := newFake(t, func(n int, fc *fakeConn) {
+				fc.ok()
+				fc.message(t, Message{Type: TypeHeartbeat}) // the server's probe
+				read := func() string {
+					if tr == WebSocket {
+						_, p, err := readClientFrame(fc.br)
+						if err != nil {
+							return "error: " + err.Error()
+						}
+						return string(p)
+					}
+					line, _ := fc.br.ReadString('\n')
+					data, _ := fc.br.ReadString('\n')
+					return strings.TrimSpace(line) + " " + strings.TrimSpace(data)
+				}
+				got <- read()
+				fc.message(t, Message{Type: TypeHeartbeat}) // the answer to the client's answer
+				fc.message(t, after)
+				got <- read() // anything more the client sends (nothing until it closes)
+			})
+			r, _ := startFakeClient(t, f.url, Options{Transports: []Transport{tr}, HeartbeatInterval: time.Minute})
+			want := `{"y":0}`
+			if tr == Chunked {
+				want = `7 {"y":0}`
+			}
+			select {
+			case s := <-got:
+				if s != want {
+					t.Fatalf("client answered %q, want %q", s, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the server's heartbeat was not answered")
+			}
+			r.waitMessages(t, 1, 5*time.Second)
+			select {
+			case s := <-got:
+				t.Fatalf("the client answered the answer: %q", s)
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+}
