@@ -64,9 +64,13 @@ func TestReceive(t *testing.T) {
 			if err := c.SendToChannel(ctx, "ch-"+uid, "to the channel"); err != nil {
 				t.Fatal(err)
 			}
+			waitReal(t, r, 2, 10*time.Second)
 			if err := c.SendToUser(ctx, uid, "to myself"); err != nil {
 				t.Fatal(err)
 			}
+			// A send on the stream is processed after the write returns: wait for
+			// it before publishing the next message through the admin port.
+			waitReal(t, r, 3, 10*time.Second)
 			if err := admin.Publish(ctx, uid, "op", "no seq", WithTTL(0)); err != nil {
 				t.Fatal(err)
 			}
@@ -298,6 +302,11 @@ func startCluster(t *testing.T) (n1, n2 *server) {
 			err = n2.start()
 		}
 		if err == nil {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("n1 log:\n%s\nn2 log:\n%s", tail(n1.log.String(), 3000), tail(n2.log.String(), 3000))
+				}
+			})
 			break
 		}
 		n1.kill()
@@ -487,10 +496,10 @@ func TestHeartbeatKeepsAlive(t *testing.T) {
 		tr := tr
 		t.Run(string(tr), func(t *testing.T) {
 			uid := "hb-" + string(tr)
-			r := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}, HeartbeatInterval: 100 * time.Millisecond})
+			r := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}, HeartbeatInterval: 200 * time.Millisecond})
 			r.waitKind(t, "connected", 1, 10*time.Second)
 			start, _ := s.adminClient(t).Stats(ctxT(t))
-			time.Sleep(800 * time.Millisecond) // 8 intervals: a dead stream would be dropped after 3
+			time.Sleep(1200 * time.Millisecond) // 6 intervals: a dead stream would be dropped after 3
 			st, err := s.adminClient(t).Stats(ctxT(t))
 			if err != nil {
 				t.Fatal(err)
