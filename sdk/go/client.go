@@ -355,9 +355,13 @@ func (c *Client) Run(ctx context.Context) error {
 		if f := c.opts.OnConnected; f != nil {
 			f(Connected{Transport: conn.transport(), URL: p.node.String()})
 		}
+		connectedAt := time.Now()
 		end := c.serve(ctx, conn)
 		c.setConn(nil)
 		conn.close()
+		if time.Since(connectedAt) > stableStream {
+			moves = 0 // only moves in quick succession count towards maxMoves
+		}
 
 		if ctx.Err() != nil {
 			reason := ctx.Err()
@@ -408,9 +412,13 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// maxMoves bounds consecutive immediate reconnects on "moved" (two nodes
-// pointing at each other must not spin).
-const maxMoves = 8
+// maxMoves bounds immediate reconnects on "moved" in quick succession (two
+// nodes pointing at each other must not spin); after that the client backs
+// off. A stream that lived stableStream resets the count.
+const (
+	maxMoves     = 8
+	stableStream = 5 * time.Second
+)
 
 // maxRedirects bounds the 303 hops of one connect.
 const maxRedirects = 8

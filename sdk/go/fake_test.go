@@ -619,9 +619,9 @@ func TestDuplicatesDropped(t *testing.T) {
 		{2, []Message{m(0, "live"), m(3, "c")}},
 	} {
 		r, _ := startFakeClient(t, f.url, Options{Transports: []Transport{Chunked}, LastSeq: tc.last})
-		got := r.waitMessages(t, len(tc.want), 10*time.Second)
-		time.Sleep(100 * time.Millisecond)
-		if got = r.messages(); !reflect.DeepEqual(got, tc.want) {
+		r.waitMessages(t, len(tc.want), 10*time.Second)
+		time.Sleep(100 * time.Millisecond) // a duplicate would arrive right behind
+		if got := r.messages(); !reflect.DeepEqual(got, tc.want) {
 			t.Fatalf("LastSeq %d: delivered %+v, want %+v", tc.last, got, tc.want)
 		}
 		if r.client.LastSeq() != 3 {
@@ -718,5 +718,24 @@ func TestHeartbeatAnswered(t *testing.T) {
 			case <-time.After(300 * time.Millisecond):
 			}
 		})
+	}
+}
+
+// TestMoveLoopBacksOff: a node that keeps moving the client to itself gets
+// maxMoves immediate reconnects, then backoff.
+func TestMoveLoopBacksOff(t *testing.T) {
+	f := newFake(t, func(n int, fc *fakeConn) {
+		fc.ok()
+		fc.Write(appendChunk(nil, []byte(fmt.Sprintf(`{"error":"moved","location":"http://%s/connect"}`, fc.req.Host))))
+		io.WriteString(fc, "0\r\n\r\n")
+		fc.hold()
+	})
+	r, ns := startFakeClient(t, f.url, Options{Transports: []Transport{Chunked}})
+	r.waitFor(t, "a backoff", 10*time.Second, func([]ev) bool { return ns.count() > 0 })
+	if n := f.connects(); n < maxMoves+1 {
+		t.Fatalf("backoff after %d connects, want %d immediate moves first", n, maxMoves)
+	}
+	if moved := r.count("moved"); moved < maxMoves+1 {
+		t.Fatalf("%d moved events", moved)
 	}
 }

@@ -70,7 +70,6 @@ type server struct {
 	mu                  sync.Mutex
 	clientURL, adminURL string
 	storage             string
-	restarts            int
 }
 
 type syncBuffer struct {

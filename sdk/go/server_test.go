@@ -249,9 +249,9 @@ func TestResumeAfterRestart(t *testing.T) {
 			close(gate)
 			r.waitKind(t, "connected", 2, 15*time.Second)
 			publishN(t, admin, uid, 9, 10)
-			msgs := r.waitMessages(t, 10, 10*time.Second)
+			r.waitMessages(t, 10, 10*time.Second)
 			time.Sleep(200 * time.Millisecond) // a duplicate would arrive right behind
-			msgs = r.messages()
+			msgs := r.messages()
 			want := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 			if got := seqs(msgs); !reflect.DeepEqual(got, want) {
 				t.Fatalf("seqs delivered: %v, want %v", got, want)
