@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -47,11 +49,20 @@ type fakeConn struct {
 // newFake starts a fake server; handler runs for each /connect (n counts
 // them from 1); POST /send is answered ok.
 func newFake(t *testing.T, handler func(n int, fc *fakeConn)) *fakeServer {
+	return newFakeOn(t, handler, nil)
+}
+
+// newFakeOn is newFake over TLS when cfg is set (https:// URL).
+func newFakeOn(t *testing.T, handler func(n int, fc *fakeConn), cfg *tls.Config) *fakeServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeServer{t: t, ln: ln, url: "http://" + ln.Addr().String(), handler: handler}
+	scheme := "http://"
+	if cfg != nil {
+		ln, scheme = tls.NewListener(ln, cfg), "https://"
+	}
+	f := &fakeServer{t: t, ln: ln, url: scheme + ln.Addr().String(), handler: handler}
 	go f.accept()
 	t.Cleanup(f.close)
 	return f
@@ -737,5 +748,41 @@ func TestMoveLoopBacksOff(t *testing.T) {
 	}
 	if moved := r.count("moved"); moved < maxMoves+1 {
 		t.Fatalf("%d moved events", moved)
+	}
+}
+
+// TestTLS: https:// base URLs work on every transport (the WebSocket frame
+// tracker sits above TLS, on the plaintext).
+func TestTLS(t *testing.T) {
+	certs := httptest.NewTLSServer(http.NotFoundHandler()) // only for its certificate
+	defer certs.Close()
+	hc := certs.Client()
+	f := newFakeOn(t, func(n int, fc *fakeConn) {
+		fc.ok()
+		fc.message(t, after)
+		if fc.kind == WebSocket {
+			fc.Write([]byte{0x88, 0x01, 0x03}) // a 1-byte close: refused by the tracker
+		}
+		fc.hold()
+	}, &tls.Config{Certificates: certs.TLS.Certificates})
+	for _, tr := range []Transport{WebSocket, SSE, Chunked} {
+		t.Run(string(tr), func(t *testing.T) {
+			r, _ := startFakeClient(t, f.url, Options{Transports: []Transport{tr}, HTTPClient: hc,
+				TLSConfig: hc.Transport.(*http.Transport).TLSClientConfig})
+			if m := r.waitMessages(t, 1, 10*time.Second); !reflect.DeepEqual(m[0], after) {
+				t.Fatalf("got %+v", m)
+			}
+			if tr == WebSocket {
+				r.waitFor(t, "the protocol error", 10*time.Second, func(evs []ev) bool {
+					for _, e := range evs {
+						var pe *ProtocolError
+						if e.kind == "error" && errors.As(e.err, &pe) {
+							return true
+						}
+					}
+					return false
+				})
+			}
+		})
 	}
 }
