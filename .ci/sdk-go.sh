@@ -32,6 +32,7 @@ install() {
 run_tests() {
   go_ok || { echo "sdk-go: Go >= 1.21 is required; run '$0 install' first" >&2; exit 1; }
   export IPUSH_SERVER="${IPUSH_SERVER:-$PWD/target/debug/ipush_server}"
+  case "$IPUSH_SERVER" in /*) ;; *) IPUSH_SERVER="$PWD/$IPUSH_SERVER" ;; esac
   if [ ! -x "$IPUSH_SERVER" ]; then
     echo "sdk-go: no server binary at $IPUSH_SERVER (build it with cargo build)" >&2
     exit 1

@@ -32,12 +32,15 @@ func repoRoot(t testing.TB) string {
 
 func inCI() bool { return os.Getenv("CI") == "true" }
 
-// serverBinary is $IPUSH_SERVER or <repo>/target/debug/ipush_server. Missing:
+// serverBinary is $IPUSH_SERVER (a relative path is taken from the repository
+// root) or <repo>/target/debug/ipush_server. Missing:
 // a failure in CI, "skipped" elsewhere.
 func serverBinary(t testing.TB) string {
 	p := os.Getenv("IPUSH_SERVER")
 	if p == "" {
 		p = filepath.Join(repoRoot(t), "target", "debug", "ipush_server")
+	} else if !filepath.IsAbs(p) {
+		p = filepath.Join(repoRoot(t), p) // relative to the repository root
 	}
 	if _, err := os.Stat(p); err != nil {
 		if inCI() {
