@@ -491,15 +491,16 @@ func TestJWTRefresh(t *testing.T) {
 // TestHeartbeatKeepsAlive: against the real server, the client's heartbeats
 // are answered and a quiet stream stays up.
 func TestHeartbeatKeepsAlive(t *testing.T) {
-	s := startServer(t, "memory")
 	for _, tr := range []Transport{WebSocket, Chunked} {
 		tr := tr
 		t.Run(string(tr), func(t *testing.T) {
+			t.Parallel()
+			s := startServer(t, "memory") // its own: /stats counts this client's heartbeats only
 			uid := "hb-" + string(tr)
-			r := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}, HeartbeatInterval: 200 * time.Millisecond})
+			r := newTestRecorderClient(t, s.clientURL, uid, Options{Transports: []Transport{tr}, HeartbeatInterval: 400 * time.Millisecond})
 			r.waitKind(t, "connected", 1, 10*time.Second)
 			start, _ := s.adminClient(t).Stats(ctxT(t))
-			time.Sleep(1200 * time.Millisecond) // 6 intervals: a dead stream would be dropped after 3
+			time.Sleep(2 * time.Second) // 5 intervals: a dead stream would be dropped after 3
 			st, err := s.adminClient(t).Stats(ctxT(t))
 			if err != nil {
 				t.Fatal(err)
