@@ -544,6 +544,9 @@ export class Client {
       } else if (end.kind === 'malformed') {
         this.emit('error', end.error);
         this.emit('disconnected', { reason: end.error.message, willReconnect: true });
+      } else if (end.kind === 'failed') {
+        this.emit('error', end.error);
+        this.emit('disconnected', { reason: end.error.message, willReconnect: true });
       } else if (end.kind === 'server-error') {
         this.emit('error', new IpushError(0, end.reason));
         this.emit('disconnected', { reason: `server: ${end.reason}`, willReconnect: true });

@@ -43,6 +43,7 @@ export type End =
   | { kind: 'replaced' }
   | { kind: 'server-error'; reason: string }
   | { kind: 'malformed'; error: ProtocolError }
+  | { kind: 'failed'; error: Error }
   | { kind: 'closed'; reason: string };
 
 /** The uid's node is another one: connect to `location` instead. */
@@ -251,10 +252,9 @@ export function openWebSocket(Ctor: WebSocketConstructor, p: OpenParams): Promis
           /* not the moved JSON: a plain service restart */
         }
       }
-      finish({
-        kind: 'closed',
-        reason: `WebSocket closed (code ${code}${reason ? ', ' + reason : ''})`,
-      });
+      const why = `WebSocket closed (code ${code}${reason ? ', ' + reason : ''})`;
+      if (code === 1000 || code === 1001 || code === 1005) finish({ kind: 'closed', reason: why });
+      else finish({ kind: 'failed', error: new Error(why) });
     };
   });
 }
@@ -335,8 +335,11 @@ export async function openFetchStream(
     return true;
   };
   const streamEnded = () => finish({ kind: 'closed', reason: 'the server ended the stream' });
-  const readFailed = (e: unknown) =>
-    finish({ kind: 'closed', reason: `stream failed: ${(e as Error)?.message ?? String(e)}` });
+  const readFailed = (e: unknown) => {
+    const cause = (e as { cause?: { message?: string } })?.cause?.message;
+    const msg = `${transport} stream failed: ${(e as Error)?.message ?? String(e)}`;
+    finish({ kind: 'failed', error: new Error(cause ? `${msg} (${cause})` : msg) });
+  };
 
   if (transport === 'chunked' && p.codec === 'msgpack') {
     let readError: unknown = null;
@@ -416,7 +419,7 @@ export async function openFetchStream(
         }
       } catch (e) {
         if (e instanceof ProtocolError) finish({ kind: 'malformed', error: e });
-        else finish({ kind: 'closed', reason: `stream failed: ${(e as Error).message}` });
+        else finish({ kind: 'failed', error: e as Error });
         return;
       }
     }

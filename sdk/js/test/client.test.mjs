@@ -174,7 +174,10 @@ test('bad options are clear errors', () => {
     () => new Client(server.client, 'u', 'p', { transport: 'websocket' }),
     /no WebSocket here/,
   );
-  assert.throws(() => new Client(server.client, 'u', 'p', { transport: 'carrier-pigeon' }), /unknown/);
+  assert.throws(
+    () => new Client(server.client, 'u', 'p', { transport: 'carrier-pigeon' }),
+    /unknown/,
+  );
 });
 
 test('falls back from WebSocket to SSE when the upgrade fails', async () => {

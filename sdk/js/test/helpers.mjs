@@ -30,7 +30,9 @@ export async function waitFor(what, fn, timeoutMs = 10000, everyMs = 25) {
     if (last) return last;
     await new Promise((r) => setTimeout(r, everyMs));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`,
+  );
 }
 
 async function healthy(adminPort) {
@@ -60,8 +62,17 @@ export class Server {
     }
     let lastErr;
     for (let tries = 0; tries < 5; tries++) {
-      const p = ports ?? { client: await freePort(), admin: await freePort(), bus: await freePort() };
-      const s = new Server(p, dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'ipush-js-')), args, nodeArgs);
+      const p = ports ?? {
+        client: await freePort(),
+        admin: await freePort(),
+        bus: await freePort(),
+      };
+      const s = new Server(
+        p,
+        dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'ipush-js-')),
+        args,
+        nodeArgs,
+      );
       s.ownDir = !dataDir;
       try {
         await s.spawn();
