@@ -86,6 +86,11 @@ export function toServerValue(v: unknown): ServerValue {
   }
   if (o.s !== undefined) {
     const s = typeof o.s === 'bigint' ? Number(o.s) : o.s;
+    if (typeof s === 'number' && Number.isInteger(s) && s > Number.MAX_SAFE_INTEGER) {
+      throw new ProtocolError(
+        `seq ${String(o.s)} is above 2^53-1, the largest a JavaScript number holds exactly`,
+      );
+    }
     if (typeof s !== 'number' || !Number.isSafeInteger(s) || s < 0) {
       throw new ProtocolError(`"s" must be a non-negative integer, got ${describe(o.s)}`);
     }
@@ -148,8 +153,20 @@ function ordered(m: Message): Record<string, unknown> {
   return o;
 }
 
+const SHORT_ESCAPES: Record<string, string> = {
+  b: '\\u0008',
+  f: '\\u000c',
+  n: '\\u000a',
+  r: '\\u000d',
+  t: '\\u0009',
+};
+
+/** JSON as the server writes it: keys `y f t c u b s`, control characters as `\u00XX`. */
 export function encodeJson(m: Message): string {
-  return JSON.stringify(ordered(m));
+  return JSON.stringify(ordered(m)).replace(
+    /\\(u[0-9a-fA-F]{4}|.)/g,
+    (all: string, e: string) => SHORT_ESCAPES[e] ?? all,
+  );
 }
 
 export function encodeMsgpack(m: Message): Uint8Array {
@@ -217,6 +234,16 @@ export class ChunkDecoder {
       out.push(this.buf.slice(start, start + size));
       this.buf = this.buf.subarray(start + size + 2);
     }
+  }
+
+  /** Call at the end of the input: throws unless the stream ended with its last chunk. */
+  finish(): void {
+    if (this.done) return;
+    throw new ProtocolError(
+      this.buf.length > 0
+        ? 'the stream ended inside a chunk'
+        : 'the stream ended without its last chunk',
+    );
   }
 }
 

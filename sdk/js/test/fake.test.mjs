@@ -3,11 +3,11 @@
 // a silent connection (dead after 3x the heartbeat interval).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
 import { encode } from '@msgpack/msgpack';
 import { Client, AdminClient, ProtocolError } from '../dist/index.js';
 import { Server, Recorder, uniq } from './helpers.mjs';
+import { rawServer, wsServer, chunk, CHUNKED_HEAD, SSE_HEAD } from './fakes.mjs';
 
 let server; // a real one, the target of the moves
 let admin;
@@ -18,66 +18,6 @@ before(async () => {
 after(async () => server?.destroy());
 
 const GOOD = '{"y":3,"f":"fake","t":"u","b":"good","s":1}';
-
-/** A raw HTTP server: `handler(socket, head, n)` for the n-th request (0-based). */
-async function rawServer(handler) {
-  let n = 0;
-  const sockets = new Set();
-  const srv = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => {});
-    let buf = '';
-    const onData = (d) => {
-      buf += d.toString('latin1');
-      const i = buf.indexOf('\r\n\r\n');
-      if (i < 0) return;
-      sock.off('data', onData);
-      const head = buf.slice(0, i);
-      if (head.startsWith('POST /send')) {
-        const body = '{"result":"ok"}';
-        sock.end(
-          `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
-        );
-        return;
-      }
-      handler(sock, head, n++);
-    };
-    sock.on('data', onData);
-  });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${srv.address().port}`,
-    requests: () => n,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((r) => srv.close(r));
-    },
-  };
-}
-
-const CHUNKED_HEAD =
-  'HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n';
-const SSE_HEAD = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n';
-const chunk = (s) => {
-  const b = Buffer.from(s);
-  return Buffer.concat([Buffer.from(b.length.toString(16) + '\r\n'), b, Buffer.from('\r\n')]);
-};
-
-async function wsServer(onConn) {
-  let n = 0;
-  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  await new Promise((r) => wss.on('listening', r));
-  wss.on('connection', (ws, req) => onConn(ws, req, n++));
-  return {
-    url: `http://127.0.0.1:${wss.address().port}`,
-    requests: () => n,
-    close: () => {
-      for (const c of wss.clients) c.terminate();
-      return new Promise((r) => wss.close(r));
-    },
-  };
-}
 
 function fastClient(url, uid, opts) {
   return new Client(url, uid, 'pw', {
