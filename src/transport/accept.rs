@@ -21,6 +21,9 @@ use crate::shard::Shard;
 /// The demo client page (`GET /demo`), plain HTML and JS, no build step.
 const DEMO: &str = include_str!("../../web/demo.html");
 
+/// The JS SDK's browser bundle (`GET /ipush.js`), built by `npm run build:web` in sdk/js.
+const SDK_JS: &str = include_str!("../../web/ipush.js");
+
 pub async fn client_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
@@ -181,6 +184,20 @@ async fn on_client(shard: Rc<Shard>, mut stream: TcpStream) {
                 "text/html; charset=utf-8",
                 &[],
                 DEMO.as_bytes(),
+                false,
+            );
+            let _ = stream.write_all(&out).await;
+            super::linger_close(&mut stream).await;
+        }
+        "/ipush.js" if matches!(head.method, Method::Get | Method::Head) => {
+            shard.bump(&shard.stats.req_demo);
+            let mut out = Vec::with_capacity(SDK_JS.len() + 200);
+            write_response(
+                &mut out,
+                200,
+                "text/javascript; charset=utf-8",
+                &[],
+                SDK_JS.as_bytes(),
                 false,
             );
             let _ = stream.write_all(&out).await;

@@ -35,6 +35,11 @@ export interface ClientOptions {
   lastSeq?: number;
   /** Reconnect after `{"error":"replaced"}` instead of stopping (default false). */
   reconnectOnReplaced?: boolean;
+  /**
+   * Reconnect (with backoff) after the server ends the stream with another `{"error":...}`,
+   * e.g. "disconnected" (admin POST /disconnect) or a bad-input reason (default true).
+   */
+  reconnectOnServerError?: boolean;
   /** Redirects and moves followed in a row before it counts as a failed attempt (default 5). */
   maxRedirects?: number;
   /** Time for a stream to open (default 10000 ms). */
@@ -62,7 +67,10 @@ export interface PushMessage {
 export interface ClientEvents {
   message: PushMessage;
   connected: { transport: Transport; node: string };
-  disconnected: { reason: string; willReconnect: boolean };
+  /** `serverError` is the server's `{"error":...}` reason when it ended the stream with one. */
+  disconnected: { reason: string; willReconnect: boolean; serverError?: string };
+  /** An ack went out (on the socket or through POST /send). */
+  ack: { seq: number };
   error: Error;
   moved: { location: string };
   replaced: Record<string, never>;
@@ -86,6 +94,7 @@ export class Client {
   private readonly baseMs: number;
   private readonly capMs: number;
   private readonly reconnectOnReplaced: boolean;
+  private readonly reconnectOnServerError: boolean;
   private readonly maxRedirects: number;
   private readonly timeoutMs: number;
   private readonly WS: WebSocketConstructor | undefined;
@@ -174,6 +183,7 @@ export class Client {
     this.baseMs = options.backoff?.baseMs ?? 500;
     this.capMs = options.backoff?.capMs ?? 30000;
     this.reconnectOnReplaced = options.reconnectOnReplaced ?? false;
+    this.reconnectOnServerError = options.reconnectOnServerError ?? true;
     this.maxRedirects = options.maxRedirects ?? 5;
     this.timeoutMs = options.connectTimeoutMs ?? 10000;
     this.random = options.random ?? Math.random;
@@ -298,10 +308,13 @@ export class Client {
     if (seq <= this.acked) return Promise.resolve();
     const before = this.acked;
     this.acked = seq;
-    return this.sendMessage({ y: MessageType.Ack, s: seq }).catch((e) => {
-      if (this.acked === seq) this.acked = before;
-      throw e;
-    });
+    return this.sendMessage({ y: MessageType.Ack, s: seq }).then(
+      () => this.emit('ack', { seq }),
+      (e) => {
+        if (this.acked === seq) this.acked = before;
+        throw e;
+      },
+    );
   }
 
   /** Sends on the WebSocket when one is open, else through POST /send. */
@@ -536,6 +549,7 @@ export class Client {
         this.emit('disconnected', {
           reason: 'replaced by another connection of this uid',
           willReconnect: this.reconnectOnReplaced,
+          serverError: 'replaced',
         });
         if (!this.reconnectOnReplaced) {
           this.close();
@@ -549,7 +563,15 @@ export class Client {
         this.emit('disconnected', { reason: end.error.message, willReconnect: true });
       } else if (end.kind === 'server-error') {
         this.emit('error', new IpushError(0, end.reason));
-        this.emit('disconnected', { reason: `server: ${end.reason}`, willReconnect: true });
+        this.emit('disconnected', {
+          reason: `server: ${end.reason}`,
+          willReconnect: this.reconnectOnServerError,
+          serverError: end.reason,
+        });
+        if (!this.reconnectOnServerError) {
+          this.close();
+          break;
+        }
       } else {
         this.emit('disconnected', { reason: end.reason, willReconnect: true });
       }

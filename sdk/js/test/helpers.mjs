@@ -164,7 +164,15 @@ export class Recorder {
   constructor(client) {
     this.events = [];
     this.waiters = [];
-    for (const name of ['message', 'connected', 'disconnected', 'error', 'moved', 'replaced']) {
+    for (const name of [
+      'message',
+      'connected',
+      'disconnected',
+      'error',
+      'moved',
+      'replaced',
+      'ack',
+    ]) {
       client.on(name, (ev) => {
         this.events.push({ name, ev });
         for (const w of [...this.waiters]) w();
