@@ -41,6 +41,7 @@ run_tests() {
   cd sdk/js
   echo "== sdk-js: tsc --noEmit (strict), prettier --check"
   npx tsc -p tsconfig.json --noEmit
+  npx tsc -p tsconfig.typetest.json
   npx prettier --check .
   echo "== sdk-js: build and test against $IPUSH_SERVER"
   npx tsc -p tsconfig.json

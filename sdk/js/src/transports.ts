@@ -21,14 +21,17 @@ import {
 
 export type Transport = 'websocket' | 'sse' | 'chunked';
 
-/** The subset of the WHATWG WebSocket this client uses (the browser's, Node 22's, or `ws`). */
+/**
+ * The subset of the WHATWG WebSocket this client uses (the browser's, Node 22's, or `ws`). The
+ * handlers take `any` so that each of those constructors is assignable without a cast.
+ */
 export interface WebSocketLike {
   binaryType: string;
   readonly readyState: number;
-  onopen: ((ev: any) => void) | null; // eslint-disable-line @typescript-eslint/no-explicit-any
-  onmessage: ((ev: any) => void) | null; // eslint-disable-line @typescript-eslint/no-explicit-any
-  onclose: ((ev: any) => void) | null; // eslint-disable-line @typescript-eslint/no-explicit-any
-  onerror: ((ev: any) => void) | null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
   send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
