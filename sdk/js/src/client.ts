@@ -112,6 +112,8 @@ export class Client {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private hbTimer: ReturnType<typeof setInterval> | null = null;
   private lastSent = 0;
+  private attempt = 0;
+  private reacked = false;
   private lastRecv = 0;
   private wake: (() => void) | null = null;
   private firstOpen: Promise<void> | null = null;
@@ -366,7 +368,12 @@ export class Client {
     if (m.y !== MessageType.User && m.y !== MessageType.Channel) return; // heartbeat etc.
     if (m.s !== undefined) {
       if (m.s <= this.highest) {
-        // A duplicate (replayed after a resume): drop, but let the server know we have it.
+        // A duplicate (replayed after a resume): drop it. The server replays only above its
+        // last_ack, so an ack we sent for it was lost: with auto-ack, send it again.
+        if (!this.reacked && m.s <= this.acked) {
+          this.acked = m.s - 1;
+          this.reacked = true; // once per stream
+        }
         if (this.autoAck) this.scheduleAck(true);
         return;
       }
@@ -421,6 +428,25 @@ export class Client {
     }
   }
 
+  /** A stream just opened (called by the transport before it delivers anything). */
+  private activate(link: Link): void {
+    if (this.isClosed()) {
+      link.close({ kind: 'closed', reason: 'closed by the application' });
+      return;
+    }
+    this.link = link;
+    this.node = link.node;
+    this._state = 'open';
+    this.attempt = 0;
+    this.reacked = false;
+    this.lastRecv = Date.now();
+    this.lastSent = Date.now();
+    this.emit('connected', { transport: link.transport, node: link.node });
+    this.firstOpenDone?.resolve();
+    this.firstOpenDone = null;
+    if (this.acked < this.highest && this.autoAck) this.flushAck();
+  }
+
   private isClosed(): boolean {
     return this._state === 'closed';
   }
@@ -462,6 +488,7 @@ export class Client {
         onActivity: () => {
           this.lastRecv = Date.now();
         },
+        onOpen: (link: Link) => this.activate(link),
       };
       try {
         return transport === 'websocket'
@@ -491,7 +518,6 @@ export class Client {
   }
 
   private async run(): Promise<void> {
-    let attempt = 0;
     let moves = 0;
     while (!this.isClosed()) {
       this._state = 'connecting';
@@ -508,25 +534,13 @@ export class Client {
           break;
         }
         if (this.node !== this.base) this.node = this.base; // ask the first node again
-        await this.sleep(backoffDelay(attempt++, this.baseMs, this.capMs, this.random));
+        await this.sleep(backoffDelay(this.attempt++, this.baseMs, this.capMs, this.random));
         continue;
       }
       if (this.isClosed()) {
         link.close({ kind: 'closed', reason: 'closed by the application' });
         break;
       }
-      // Open.
-      this.link = link;
-      this.node = link.node;
-      this._state = 'open';
-      attempt = 0;
-      this.lastRecv = Date.now();
-      this.lastSent = Date.now();
-      this.emit('connected', { transport: link.transport, node: link.node });
-      this.firstOpenDone?.resolve();
-      this.firstOpenDone = null;
-      if (this.acked < this.highest && this.autoAck) this.flushAck();
-
       const end: End = await link.ended;
       this.link = null;
       if (this.isClosed()) {
@@ -540,7 +554,7 @@ export class Client {
         this.emit('disconnected', { reason: `moved to ${to.origin}`, willReconnect: true });
         this.node = to.origin;
         if (++moves <= this.maxRedirects) continue; // at once, no backoff
-        await this.sleep(backoffDelay(attempt++, this.baseMs, this.capMs, this.random));
+        await this.sleep(backoffDelay(this.attempt++, this.baseMs, this.capMs, this.random));
         continue;
       }
       moves = 0;
@@ -575,7 +589,7 @@ export class Client {
       } else {
         this.emit('disconnected', { reason: end.reason, willReconnect: true });
       }
-      await this.sleep(backoffDelay(attempt++, this.baseMs, this.capMs, this.random));
+      await this.sleep(backoffDelay(this.attempt++, this.baseMs, this.capMs, this.random));
     }
     if (this.hbTimer) clearInterval(this.hbTimer);
     this.hbTimer = null;

@@ -79,6 +79,8 @@ export interface OpenParams {
   fetch: typeof fetch;
   onMessage(m: Message): void;
   onActivity(): void;
+  /** Called once, synchronously, when the stream is open and before any message. */
+  onOpen(link: Link): void;
 }
 
 export function endOf(e: StreamError): End {
@@ -197,6 +199,7 @@ export function openWebSocket(Ctor: WebSocketConstructor, p: OpenParams): Promis
       if (end.done) return;
       opened = true;
       clearTimeout(timer);
+      p.onOpen(link);
       resolve(link);
     };
     ws.onmessage = (ev: { data: unknown }) => {
@@ -344,6 +347,7 @@ export async function openFetchStream(
     finish({ kind: 'failed', error: new Error(cause ? `${msg} (${cause})` : msg) });
   };
 
+  p.onOpen(link);
   if (transport === 'chunked' && p.codec === 'msgpack') {
     let readError: unknown = null;
     async function* bytes(): AsyncGenerator<Uint8Array> {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { encode } from '@msgpack/msgpack';
 import { Client, AdminClient, ProtocolError } from '../dist/index.js';
-import { Server, Recorder, uniq } from './helpers.mjs';
+import { Server, Recorder, uniq, waitFor } from './helpers.mjs';
 import { rawServer, wsServer, chunk, CHUNKED_HEAD, SSE_HEAD } from './fakes.mjs';
 
 let server; // a real one, the target of the moves
@@ -170,6 +170,40 @@ test('a silent connection is dead after 3x the heartbeat interval and is reconne
     assert.match(d.reason, /dead/);
     assert.ok(Date.now() - t0 >= 250, 'not before 3x the interval');
     await rec.wait('connected', 2, 5000);
+  } finally {
+    c.close();
+    await fake.close();
+  }
+});
+
+test('a replay after a lost ack: duplicates are dropped and the ack is sent again', async () => {
+  const acks = [[], []];
+  const msg = (s) => JSON.stringify({ y: 3, f: 'op', t: 'u', b: `m${s}`, s });
+  const fake = await wsServer((ws, _req, n) => {
+    ws.on('message', (d) => {
+      const m = JSON.parse(String(d));
+      if (m.y === 5 && n < 2) acks[n].push(m.s);
+    });
+    if (n === 0) {
+      for (const s of [1, 2, 3]) ws.send(msg(s));
+    } else if (n === 1) {
+      // As if the first connection's ack never arrived: replay 1..3.
+      for (const s of [1, 2, 3]) ws.send(msg(s));
+    }
+  });
+  const c = fastClient(fake.url, 'u', { transport: 'websocket', autoAck: { delayMs: 10 } });
+  const rec = new Recorder(c);
+  try {
+    await c.connect();
+    await rec.wait('message', 3);
+    await waitFor('the first ack', () => acks[0].includes(3));
+    for (const ws of fake.clients()) ws.close(1001);
+    await rec.wait('connected', 2);
+    await waitFor('the ack again on the second connection', () => acks[1].includes(3));
+    assert.deepEqual(
+      rec.messages().map((m) => m.seq),
+      [1, 2, 3],
+    );
   } finally {
     c.close();
     await fake.close();

@@ -64,6 +64,7 @@ export async function wsServer(onConn) {
   return {
     url: `http://127.0.0.1:${wss.address().port}`,
     requests: () => n,
+    clients: () => [...wss.clients],
     close: () => {
       for (const c of wss.clients) c.terminate();
       return new Promise((r) => wss.close(r));
