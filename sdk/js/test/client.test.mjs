@@ -120,9 +120,9 @@ test('subscribe, send to a channel and to a user, unsubscribe (ws and sse throug
 
 test('heartbeats keep an idle stream open and are answered', async () => {
   const uid = uniq('hb');
-  const { c, rec } = client(uid, { transport: 'websocket', heartbeatIntervalMs: 150 });
+  const { c, rec } = client(uid, { transport: 'websocket', heartbeatIntervalMs: 300 });
   await c.connect();
-  await new Promise((r) => setTimeout(r, 1000)); // several heartbeat periods, none dead
+  await new Promise((r) => setTimeout(r, 1500)); // several heartbeat periods, none dead
   assert.equal(rec.all('disconnected').length, 0, JSON.stringify(rec.events));
   await admin.publish(uid, 'op', 'still here');
   await rec.wait('message');
