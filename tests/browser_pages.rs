@@ -4,12 +4,42 @@
 //!
 //! Needs Chromium, Node.js and `npm ci` in tests/browser, so it only runs when
 //! `IPUSH_BROWSER_TESTS=1` (set by `.ci/run`, which installs them); otherwise it says why it is
-//! skipped and passes. Screenshots go to perf/screenshots/.
+//! skipped and passes. Screenshots go to `$SCREENSHOT_DIR`, by default a directory under
+//! target/ (the work tree stays clean; perf/screenshots/ holds the committed ones).
+//!
+//! `sdk_bundle_is_served` (always run) checks `GET /ipush.js`: the JS SDK's browser bundle the
+//! demo page imports, byte for byte the committed `web/ipush.js`.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn sdk_bundle_is_served() {
+    let server = common::Server::start(&[]);
+    let addr = server.client_addr();
+    let req = format!("GET /ipush.js HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let (status, head, body) = common::raw_exchange(&addr, req.as_bytes(), Duration::from_secs(10));
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        common::header_value(&head, "content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    let committed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("web/ipush.js"))
+        .expect("web/ipush.js");
+    assert_eq!(body, committed, "GET /ipush.js serves web/ipush.js");
+    assert!(
+        String::from_utf8_lossy(&body).contains("export{"),
+        "an ES module"
+    );
+    // The demo page loads it.
+    let req = format!("GET /demo HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let (status, _, page) = common::raw_exchange(&addr, req.as_bytes(), Duration::from_secs(10));
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("from '/ipush.js'"));
+}
 
 #[test]
 fn pages_in_headless_chromium() {
@@ -33,6 +63,8 @@ fn pages_in_headless_chromium() {
         "IPUSH_BROWSER_TESTS=1 but {chromium} is missing: apt-get install chromium"
     );
 
+    let shots = std::env::var("SCREENSHOT_DIR")
+        .unwrap_or_else(|_| format!("{}/screenshots", env!("CARGO_TARGET_TMPDIR")));
     let server = common::Server::start(&["--auth=none"]);
     let client = format!("http://127.0.0.1:{}", server.client_port);
     let admin = format!("http://127.0.0.1:{}", server.admin_port);
@@ -46,11 +78,14 @@ fn pages_in_headless_chromium() {
         .env("CLIENT", &client)
         .env("ADMIN", &admin)
         .env("CHROMIUM", &chromium)
+        .env("SCREENSHOT_DIR", &shots)
         .output()
         .expect("run node (is Node.js installed?)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("--- node --test tests/browser/pages.test.mjs (CLIENT={client} ADMIN={admin}) ---");
+    println!(
+        "--- node --test tests/browser/pages.test.mjs (CLIENT={client} ADMIN={admin}, screenshots in {shots}) ---"
+    );
     println!("{stdout}");
     if !stderr.trim().is_empty() {
         println!("--- stderr ---\n{stderr}");

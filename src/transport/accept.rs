@@ -23,6 +23,9 @@ use crate::shard::Shard;
 /// The demo client page (`GET /demo`), plain HTML and JS, no build step.
 const DEMO: &str = include_str!("../../web/demo.html");
 
+/// The JS SDK's browser bundle (`GET /ipush.js`), built by `npm run build:web` in sdk/js.
+const SDK_JS: &str = include_str!("../../web/ipush.js");
+
 /// What a core's client port needs: its router (and through it the core's state) and the
 /// authenticator.
 pub struct ClientPort {
@@ -183,26 +186,28 @@ async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
         }
         "/demo" if matches!(head.method, Method::Get | Method::Head) => {
             shard.bump(&stats.req_demo);
-            let mut out = Vec::with_capacity(DEMO.len() + 200);
-            write_response(
-                &mut out,
-                200,
-                "text/html; charset=utf-8",
-                &[],
-                DEMO.as_bytes(),
-                false,
-            );
-            if head.method == Method::Head {
-                strip_body_for_head(&mut out, 0);
-            }
-            let _ = stream.write_all(&out).await;
-            super::linger_close(&mut stream).await;
+            page(stream, &head, "text/html; charset=utf-8", DEMO).await
+        }
+        "/ipush.js" if matches!(head.method, Method::Get | Method::Head) => {
+            shard.bump(&stats.req_demo);
+            page(stream, &head, "text/javascript; charset=utf-8", SDK_JS).await
         }
         _ => {
             shard.bump(&stats.req_other);
             respond_to(stream, head.method == Method::Head, 404, "not found").await
         }
     }
+}
+
+/// A static page (HEAD: its head alone), then the end of the connection.
+async fn page(mut stream: TcpStream, head: &RequestHead, content_type: &str, body: &str) {
+    let mut out = Vec::with_capacity(body.len() + 200);
+    write_response(&mut out, 200, content_type, &[], body.as_bytes(), false);
+    if head.method == Method::Head {
+        strip_body_for_head(&mut out, 0);
+    }
+    let _ = stream.write_all(&out).await;
+    super::linger_close(&mut stream).await;
 }
 
 /// `/connect`: a uid of another node is sent there (303, same query); otherwise the stream

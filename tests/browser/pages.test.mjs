@@ -1,5 +1,6 @@
-// Browser tests of ipush's two pages (web/demo.html at CLIENT/demo, web/dashboard.html at ADMIN/)
-// in headless Debian Chromium driven by playwright-core. Run by tests/browser_pages.rs against a
+// Browser tests of ipush's two pages (web/demo.html at CLIENT/demo, built on the JS SDK's browser
+// bundle web/ipush.js at CLIENT/ipush.js; web/dashboard.html at ADMIN/) in headless Debian
+// Chromium driven by playwright-core. Run by tests/browser_pages.rs against a
 // real server, or by hand:
 //   CLIENT=http://127.0.0.1:PORT ADMIN=http://127.0.0.1:PORT node --test tests/browser/pages.test.mjs
 // Env: CLIENT, ADMIN (base URLs, required); CHROMIUM (default /usr/bin/chromium);
@@ -55,7 +56,7 @@ async function newPage(width = 1100, height = 720) {
   return page;
 }
 
-/** Opens the demo page and connects as `uid` over `transport` ('ws' | 'sse'). */
+/** Opens the demo page and connects as `uid` over `transport` ('ws' | 'sse' | 'chunked'). */
 async function openDemo(uid, transport) {
   const page = await newPage();
   await page.goto(CLIENT + '/demo');
@@ -124,7 +125,10 @@ test('both pages load offline: same-origin requests only, no script errors, docu
     assert.ok(await demo.$('#' + id), `demo page has #${id}`);
   }
   assert.equal(await demo.getAttribute('#status', 'data-state'), 'idle');
-  assert.deepEqual(await demo.$$eval('#transport option', (os) => os.map((o) => o.value)), ['ws', 'sse']);
+  assert.deepEqual(await demo.$$eval('#transport option', (os) => os.map((o) => o.value)), ['ws', 'sse', 'chunked']);
+  // The page runs on the SDK's bundle, served next to it.
+  assert.ok(demo.requests.some((u) => u === CLIENT + '/ipush.js'), 'the page loads /ipush.js');
+  assert.equal(await demo.evaluate(() => typeof window.ipushDemo.client), 'function');
 
   const dash = await newPage();
   await dash.goto(ADMIN + '/');
@@ -243,6 +247,28 @@ test('(c) a channel message sent from the form on a WebSocket page reaches an SS
   assert.deepEqual(b.problems, []);
   await a.close_all();
   await b.close_all();
+});
+
+test('(e) demo over the chunked stream receives, acks, and sends through POST /send', { timeout: TIMEOUT }, async () => {
+  const uid = `bchk${RUN}`;
+  const page = await openDemo(uid, 'chunked');
+  assert.match(await page.textContent('#status'), /chunked stream/);
+  const body = `hello over chunked ${RUN}`;
+  await adminPub(`to=${uid}&from=op`, body);
+  const row = await waitRow(page, body);
+  assert.equal(row.from, 'op');
+  await page.waitForFunction((s) => document.getElementById('last_ack').textContent === s, row.seq);
+  await pollUntil('the ack to reach the server', async () => (await offline(uid)).length === 0);
+  // A message to itself from the form goes up by POST /send and comes back on the stream.
+  await page.selectOption('#send_kind', 'user');
+  await page.fill('#send_to', uid);
+  await page.fill('#send_body', `self ${RUN}`);
+  await page.click('#send');
+  assert.equal((await waitRow(page, `self ${RUN}`)).from, uid);
+  assert.deepEqual(page.problems, []);
+  await page.click('#disconnect');
+  assert.equal(await page.getAttribute('#status', 'data-state'), 'closed');
+  await page.close_all();
 });
 
 test('(d) the dashboard shows the connection count going up as pages connect', { timeout: TIMEOUT }, async () => {
