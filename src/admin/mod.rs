@@ -46,6 +46,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// The `Allow` header of a 405 (RFC 9110 §15.5.6).
+    pub allow: Option<String>,
 }
 
 impl Reply {
@@ -54,6 +56,7 @@ impl Reply {
             status,
             content_type: "text/json; charset=utf-8",
             body: serde_json::to_vec(&v).expect("json values serialize"),
+            allow: None,
         }
     }
 
@@ -84,7 +87,13 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Ok(HeadRead::Head(h, rest)) => (h, rest),
             Ok(HeadRead::Bad(e)) => {
                 shard.bump(&shard.stats.bad_request);
-                write_reply(&mut stream, Reply::err(e.status(), e.reason()), false).await;
+                write_reply(
+                    &mut stream,
+                    Reply::err(e.status(), e.reason()),
+                    false,
+                    false,
+                )
+                .await;
                 crate::transport::linger_close(&mut stream).await;
                 return;
             }
@@ -99,21 +108,41 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Ok(b) => b,
             Err((status, reason)) => {
                 shard.bump(&shard.stats.bad_request);
-                write_reply(&mut stream, Reply::err(status, reason), false).await;
+                write_reply(&mut stream, Reply::err(status, reason), false, false).await;
                 crate::transport::linger_close(&mut stream).await;
                 return;
             }
         };
         let reply = route(&shard, &head, body).await;
-        if !write_reply(&mut stream, reply, head.keep_alive).await || !head.keep_alive {
+        let head_only = head.method == Method::Head;
+        if !write_reply(&mut stream, reply, head.keep_alive, head_only).await || !head.keep_alive {
             return;
         }
     }
 }
 
-async fn write_reply(stream: &mut TcpStream, r: Reply, keep_alive: bool) -> bool {
+/// Writes `r`; for a HEAD request (`head_only`) the head alone, with the GET answer's
+/// Content-Length (RFC 9110 §9.3.2).
+async fn write_reply(stream: &mut TcpStream, r: Reply, keep_alive: bool, head_only: bool) -> bool {
     let mut out = Vec::with_capacity(r.body.len() + 200);
-    write_response(&mut out, r.status, r.content_type, &[], &r.body, keep_alive);
+    let allow = r.allow.as_deref().map(|a| ("Allow", a));
+    let extra: &[(&str, &str)] = match &allow {
+        Some(h) => std::slice::from_ref(h),
+        None => &[],
+    };
+    write_response(
+        &mut out,
+        r.status,
+        r.content_type,
+        extra,
+        &r.body,
+        keep_alive,
+    );
+    if head_only {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            out.truncate(end + 4);
+        }
+    }
     stream.write_all(&out).await.is_ok()
 }
 
@@ -135,7 +164,10 @@ fn method_is(head: &RequestHead, allowed: &[Method]) -> Result<(), Reply> {
     if allowed.contains(&head.method) {
         Ok(())
     } else {
-        Err(Reply::err(405, "method not allowed"))
+        let mut r = Reply::err(405, "method not allowed");
+        let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        r.allow = Some(names.join(", "));
+        Err(r)
     }
 }
 
@@ -193,6 +225,7 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: DASHBOARD.as_bytes().to_vec(),
+            allow: None,
         }),
         _ => Err(Reply::err(404, "not found")),
     };
@@ -309,5 +342,6 @@ async fn metrics_reply(shard: &Rc<Shard>, head: &RequestHead) -> Result<Reply, R
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body: metrics::prometheus(&per_core, &rates, &metrics::bus_lines(shard)).into_bytes(),
+        allow: None,
     })
 }
