@@ -687,6 +687,21 @@ def capture(binary, srv):
                    "(the other connection is the user's), or only after a long delay",
     })
 
+    # the admin API's POST /disconnect
+    s = Stream(srv, "user022")
+    st, _ = admin(srv, "POST", "/disconnect?uid=user022")
+    assert st == 200
+    raw = s.read_to_eof()
+    s.close()
+    assert raw == chunk(b'{"error":"disconnected"}') + LAST_CHUNK, raw
+    stream_errors.insert(1, {
+        "name": "disconnected",
+        "json_text": '{"error":"disconnected"}',
+        "msgpack_hex": hexs(mp_msg({"error": "disconnected"})),
+        "meaning": "the admin API closed this stream (POST /disconnect); WebSocket: then close 1000 "
+                   "with reason disconnected; reconnect with backoff, or stop if the application asked for it",
+    })
+
     # ---- WebSocket
     def ws_entry(name, direction, raw):
         frames, rest = ws_parse(raw)
