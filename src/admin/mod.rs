@@ -47,6 +47,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// The `Allow` header of a 405 (RFC 9110 §15.5.6).
+    pub allow: Option<String>,
 }
 
 impl Response {
@@ -55,6 +57,7 @@ impl Response {
             status,
             content_type: "text/json; charset=utf-8",
             body: serde_json::to_vec(&v).expect("json values serialize"),
+            allow: None,
         }
     }
 
@@ -120,7 +123,8 @@ async fn serve(router: Rc<Router>, mut stream: TcpStream) {
     }
 }
 
-/// Writes `r`; `head_only` (a `HEAD` request) leaves its body out but keeps its length.
+/// Writes `r`; `head_only` (a `HEAD` request) leaves its body out but keeps its length
+/// (RFC 9110 §9.3.2).
 async fn write_reply(
     stream: &mut TcpStream,
     r: Response,
@@ -128,7 +132,19 @@ async fn write_reply(
     head_only: bool,
 ) -> bool {
     let mut out = Vec::with_capacity(r.body.len() + 200);
-    write_response(&mut out, r.status, r.content_type, &[], &r.body, keep_alive);
+    let allow = r.allow.as_deref().map(|a| ("Allow", a));
+    let extra: &[(&str, &str)] = match &allow {
+        Some(h) => std::slice::from_ref(h),
+        None => &[],
+    };
+    write_response(
+        &mut out,
+        r.status,
+        r.content_type,
+        extra,
+        &r.body,
+        keep_alive,
+    );
     if head_only {
         strip_body_for_head(&mut out, 0);
     }
@@ -153,7 +169,10 @@ fn method_is(head: &RequestHead, allowed: &[Method]) -> Result<(), Response> {
     if allowed.contains(&head.method) {
         Ok(())
     } else {
-        Err(Response::err(405, "method not allowed"))
+        let mut r = Response::err(405, "method not allowed");
+        let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        r.allow = Some(names.join(", "));
+        Err(r)
     }
 }
 
@@ -197,6 +216,7 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: DASHBOARD.as_bytes().to_vec(),
+            allow: None,
         }),
         _ => Err(Response::err(404, "not found")),
     };
@@ -340,5 +360,6 @@ async fn metrics_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Respon
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body: metrics::prometheus(&per_core, &rates, &metrics::bus_lines(router)).into_bytes(),
+        allow: None,
     })
 }
