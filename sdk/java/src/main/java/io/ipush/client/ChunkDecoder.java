@@ -40,6 +40,19 @@ public final class ChunkDecoder {
     end += len;
   }
 
+  /**
+   * Called at the end of the input (EOF): true for a clean end (the last chunk was read), false
+   * when the connection just stopped between chunks.
+   *
+   * @throws ProtocolException when the input stopped inside a chunk or a size line
+   */
+  public boolean finish() throws ProtocolException {
+    if (!ended && end > start) {
+      throw new ProtocolException("connection ended inside a chunk");
+    }
+    return ended;
+  }
+
   /** True once the last chunk (and its trailer section) has been read. */
   public boolean ended() {
     return ended;

@@ -205,16 +205,16 @@ public final class Client implements AutoCloseable {
    */
   public void ack(long seq) throws IOException {
     synchronized (lock) {
-      if (seq <= ackedSeq) {
+      if (Long.compareUnsigned(seq, ackedSeq) <= 0) {
         return;
       }
     }
     send(Message.ack(seq));
     synchronized (lock) {
-      if (seq > ackedSeq) {
+      if (Long.compareUnsigned(seq, ackedSeq) > 0) {
         ackedSeq = seq;
       }
-      if (ackedSeq >= lastSeq) {
+      if (Long.compareUnsigned(ackedSeq, lastSeq) >= 0) {
         unacked = 0;
       }
     }
@@ -244,7 +244,7 @@ public final class Client implements AutoCloseable {
   @Override
   public void close() {
     Connection c;
-    long flush = -1;
+    long flush = 0;
     synchronized (lock) {
       if (closed) {
         return;
@@ -255,12 +255,12 @@ public final class Client implements AutoCloseable {
         ackTimer.cancel(false);
         ackTimer = null;
       }
-      if (opt.autoAck && lastSeq > ackedSeq) {
+      if (opt.autoAck && Long.compareUnsigned(lastSeq, ackedSeq) > 0) {
         flush = lastSeq;
       }
     }
     if (c != null) {
-      if (c.open && flush > 0 && c.transport != Transport.SSE) {
+      if (c.open && flush != 0 && c.transport != Transport.SSE) {
         try {
           c.writeMessage(Message.ack(flush));
         } catch (IOException ignored) {
@@ -363,7 +363,7 @@ public final class Client implements AutoCloseable {
         switch (o.kind) {
           case MOVED:
             try {
-              moveTarget = resolve(c.target, o.location);
+              moveTarget = o.location == null ? base : resolve(c.target, o.location);
               movedTo = moveTarget;
               delay = 0;
             } catch (IllegalArgumentException e) {
@@ -403,7 +403,8 @@ public final class Client implements AutoCloseable {
           Throwable e = new ProtocolException("bad moved location: " + o.location, moveError);
           safe(() -> listener.onError(this, e));
         } else {
-          safe(() -> listener.onMoved(this, o.location));
+          String where = o.location != null ? o.location : base.toString();
+          safe(() -> listener.onMoved(this, where));
         }
         break;
       case REPLACED:
@@ -530,7 +531,7 @@ public final class Client implements AutoCloseable {
       }
       Long s = m.seq();
       if (s != null) {
-        if (s <= lastSeq) {
+        if (Long.compareUnsigned(s, lastSeq) <= 0) {
           return; // a duplicate from a replay
         }
         lastSeq = s;
@@ -558,7 +559,7 @@ public final class Client implements AutoCloseable {
         ackTimer = null;
       }
       seq = lastSeq;
-      if (closed || seq <= ackedSeq) {
+      if (closed || Long.compareUnsigned(seq, ackedSeq) <= 0) {
         return;
       }
     }
@@ -572,7 +573,7 @@ public final class Client implements AutoCloseable {
   /** After a (re)connect: ack what was delivered but not yet acked. */
   private void ackPendingSoon() {
     synchronized (lock) {
-      if (opt.autoAck && lastSeq > ackedSeq && ackTimer == null) {
+      if (opt.autoAck && Long.compareUnsigned(lastSeq, ackedSeq) > 0 && ackTimer == null) {
         ackTimer = scheduler.schedule(this::flushAck, opt.ackDelayMs, TimeUnit.MILLISECONDS);
       }
     }
@@ -735,8 +736,8 @@ public final class Client implements AutoCloseable {
           case SSE:
             req.append("Accept: text/event-stream\r\nCache-Control: no-cache\r\n");
             long have = lastSeq();
-            if (have > 0) {
-              req.append("Last-Event-ID: ").append(have).append("\r\n");
+            if (have != 0) {
+              req.append("Last-Event-ID: ").append(Long.toUnsignedString(have)).append("\r\n");
             }
             break;
           default:
@@ -935,6 +936,7 @@ public final class Client implements AutoCloseable {
         while (true) {
           int n = in.read(rb);
           if (n < 0) {
+            dec.finish();
             return new Outcome(Kind.END, "connection closed by the server", null, null);
           }
           lastRead = System.nanoTime();
@@ -1004,11 +1006,17 @@ public final class Client implements AutoCloseable {
     private Outcome closeFrame(WebSocketCodec.Event e) throws ProtocolException {
       int code = e.closeCode;
       politeClose(code == WebSocketCodec.CLOSE_NO_STATUS ? WebSocketCodec.CLOSE_NORMAL : code);
-      if (code == WebSocketCodec.CLOSE_SERVICE_RESTART && e.closeReason.startsWith("{")) {
-        Outcome o = payload(Json.parseObject(e.closeReason));
+      if (code == WebSocketCodec.CLOSE_SERVICE_RESTART) {
+        Outcome o = null;
+        try {
+          o = payload(Json.parseObject(e.closeReason));
+        } catch (ProtocolException notJson) {
+          // A reason cut at 123 bytes is not JSON any more: the base URL redirects us instead.
+        }
         if (o != null) {
           return o;
         }
+        return new Outcome(Kind.MOVED, "moved", null, null);
       }
       String why = "closed by the server (" + code + (e.closeReason.isEmpty() ? "" : " " + e.closeReason) + ")";
       if (code == WebSocketCodec.CLOSE_NORMAL

@@ -154,11 +154,11 @@ public final class ClientOptions {
       return this;
     }
 
-    /** The highest seq the application already has (messages at or below it are dropped). */
+    /**
+     * The highest seq the application already has (messages at or below it are dropped; unsigned
+     * 64 bits).
+     */
     public Builder initialLastSeq(long seq) {
-      if (seq < 0) {
-        throw new IllegalArgumentException("seq must be >= 0");
-      }
       this.initialLastSeq = seq;
       return this;
     }

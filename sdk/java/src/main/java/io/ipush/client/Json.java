@@ -103,23 +103,8 @@ public final class Json {
         case '\\':
           sb.append("\\\\");
           break;
-        case '\n':
-          sb.append("\\n");
-          break;
-        case '\r':
-          sb.append("\\r");
-          break;
-        case '\t':
-          sb.append("\\t");
-          break;
-        case '\b':
-          sb.append("\\b");
-          break;
-        case '\f':
-          sb.append("\\f");
-          break;
         default:
-          if (c < 0x20 || c == 0x7f) {
+          if (c < 0x20) {
             sb.append("\\u00").append(HEX[(c >> 4) & 0xf]).append(HEX[c & 0xf]);
           } else {
             sb.append(c);

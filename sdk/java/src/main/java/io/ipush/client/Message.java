@@ -57,10 +57,8 @@ public final class Message {
         CHANNEL_MESSAGE, null, null, req(channel, "channel"), null, req(body, "body"), null);
   }
 
+  /** An ack of everything up to {@code seq} (read as unsigned 64 bits). */
   public static Message ack(long seq) {
-    if (seq < 0) {
-      throw new IllegalArgumentException("seq must be >= 0");
-    }
     return new Message(ACK, null, null, null, null, null, seq);
   }
 
@@ -96,7 +94,11 @@ public final class Message {
     return body;
   }
 
-  /** The per-user sequence number, or {@code null} (heartbeats, ttl 0 messages). */
+  /**
+   * The per-user sequence number, or {@code null} (heartbeats, ttl 0 messages). Seqs are unsigned
+   * 64-bit numbers: above 2^63-1 the long is negative; compare with {@link
+   * Long#compareUnsigned(long, long)} and print with {@link Long#toUnsignedString(long)}.
+   */
   public Long seq() {
     return seq;
   }
@@ -121,7 +123,7 @@ public final class Message {
       m.put("b", body);
     }
     if (seq != null) {
-      m.put("s", seq);
+      m.put("s", seq >= 0 ? (Object) seq : new BigInteger(Long.toUnsignedString(seq)));
     }
     return m;
   }
@@ -168,10 +170,10 @@ public final class Message {
     if (v instanceof Long && (Long) v >= 0) {
       return (Long) v;
     }
-    if (v instanceof BigInteger) {
-      throw new ProtocolException("seq beyond 2^63-1: " + v);
+    if (v instanceof BigInteger && ((BigInteger) v).signum() >= 0 && ((BigInteger) v).bitLength() <= 64) {
+      return ((BigInteger) v).longValue();
     }
-    throw new ProtocolException("message key \"s\" is not a non-negative integer");
+    throw new ProtocolException("message key \"s\" is not an unsigned 64-bit integer");
   }
 
   @Override
