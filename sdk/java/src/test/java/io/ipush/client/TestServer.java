@@ -164,6 +164,9 @@ final class TestServer implements AutoCloseable {
           out.add(s);
           s.launch();
         }
+        for (TestServer s : out) {
+          s.awaitPeersUp(n - 1);
+        }
         return out;
       } catch (Exception e) {
         last = e;
@@ -218,6 +221,26 @@ final class TestServer implements AutoCloseable {
       }
       if (System.nanoTime() > deadline) {
         throw new IOException("ipush_server not ready in 20 s: " + logTail());
+      }
+      Thread.sleep(50);
+    }
+  }
+
+  /** Waits until /health lists {@code n} peers, all "up" (the bus is connected). */
+  void awaitPeersUp(int n) throws Exception {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+    AdminClient admin = new AdminClient(adminUrl(), null, 1000);
+    while (true) {
+      Object peers = admin.health().get("peers");
+      if (peers instanceof java.util.Map) {
+        java.util.Map<?, ?> m = (java.util.Map<?, ?>) peers;
+        long up = m.values().stream().filter("up"::equals).count();
+        if (m.size() == n && up == n) {
+          return;
+        }
+      }
+      if (System.nanoTime() > deadline) {
+        throw new IOException("cluster peers not up in 20 s: " + admin.health());
       }
       Thread.sleep(50);
     }
