@@ -72,12 +72,12 @@ class VectorsTest {
 
   /**
    * The split points to try: every byte of short inputs; for long ones (the 70,000-byte body)
-   * every byte of the first and last 512 and every 61st in between, so the suite stays fast.
+   * every byte of the first and last 128 and every 499th in between, so the suite stays fast.
    */
   static List<Integer> cuts(int len) {
     List<Integer> c = new ArrayList<>();
     for (int i = 0; i <= len; i++) {
-      if (len <= 4096 || i < 512 || i > len - 512 || i % 61 == 0) {
+      if (len <= 4096 || i < 128 || i > len - 128 || i % 499 == 0) {
         c.add(i);
       }
     }
