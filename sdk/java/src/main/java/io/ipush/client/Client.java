@@ -22,6 +22,7 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.ReentrantLock;
 import javax.net.ssl.SSLParameters;
 import javax.net.ssl.SSLSocket;
 import javax.net.ssl.SSLSocketFactory;
@@ -140,16 +141,20 @@ public final class Client implements AutoCloseable {
     }
   }
 
-  /** Starts connecting (in the background); events go to the listener. Idempotent. */
+  /**
+   * Starts connecting (in the background); events go to the listener. Idempotent while running;
+   * after the stream was replaced (and the client stopped), starts it again.
+   */
   public void connect() {
     synchronized (lock) {
       if (closed) {
         throw new IllegalStateException("client is closed");
       }
-      if (started) {
+      if (started && !stopped) {
         return;
       }
       started = true;
+      stopped = false;
     }
     schedule(0);
   }
@@ -363,7 +368,7 @@ public final class Client implements AutoCloseable {
         switch (o.kind) {
           case MOVED:
             try {
-              moveTarget = o.location == null ? base : resolve(c.target, o.location);
+              moveTarget = o.location == null ? base : resolve(c.node, o.location);
               movedTo = moveTarget;
               delay = 0;
             } catch (IllegalArgumentException e) {
@@ -585,7 +590,7 @@ public final class Client implements AutoCloseable {
     final Transport transport;
     final Codec codec;
     final Thread thread;
-    final Object writeLock = new Object();
+    final ReentrantLock writeLock = new ReentrantLock();
     volatile Socket socket;
     volatile boolean open;
     volatile boolean shut;
@@ -859,11 +864,15 @@ public final class Client implements AutoCloseable {
         abort("no data from the server for 3x the heartbeat interval");
         return;
       }
-      if (transport != Transport.SSE && now - lastWrite >= hb) {
+      // A writer blocked on a full socket holds the lock: skip this beat rather than block the
+      // scheduler (the watchdog above still runs on the next tick).
+      if (transport != Transport.SSE && now - lastWrite >= hb && writeLock.tryLock()) {
         try {
           writeMessage(Message.heartbeat());
         } catch (IOException e) {
           abort("heartbeat write failed: " + e.getMessage());
+        } finally {
+          writeLock.unlock();
         }
       }
     }
@@ -875,18 +884,19 @@ public final class Client implements AutoCloseable {
             codec == Codec.MSGPACK ? WebSocketCodec.OP_BINARY : WebSocketCodec.OP_TEXT, payload);
       } else {
         byte[] hex = (Integer.toHexString(payload.length) + "\r\n").getBytes(StandardCharsets.US_ASCII);
-        synchronized (writeLock) {
-          try {
-            out.write(hex);
-            out.write(payload);
-            out.write('\r');
-            out.write('\n');
-            out.flush();
-          } catch (IOException e) {
-            abort("write failed: " + e.getMessage());
-            throw e;
-          }
+        writeLock.lock();
+        try {
+          out.write(hex);
+          out.write(payload);
+          out.write('\r');
+          out.write('\n');
+          out.flush();
           lastWrite = System.nanoTime();
+        } catch (IOException e) {
+          abort("write failed: " + e.getMessage());
+          throw e;
+        } finally {
+          writeLock.unlock();
         }
       }
     }
@@ -895,15 +905,16 @@ public final class Client implements AutoCloseable {
       byte[] mask = new byte[4];
       secure.nextBytes(mask);
       byte[] frame = WebSocketCodec.encodeFrame(opcode, true, payload, mask);
-      synchronized (writeLock) {
-        try {
-          out.write(frame);
-          out.flush();
-        } catch (IOException e) {
-          abort("write failed: " + e.getMessage());
-          throw e;
-        }
+      writeLock.lock();
+      try {
+        out.write(frame);
+        out.flush();
         lastWrite = System.nanoTime();
+      } catch (IOException e) {
+        abort("write failed: " + e.getMessage());
+        throw e;
+      } finally {
+        writeLock.unlock();
       }
     }
 

@@ -92,16 +92,40 @@ final class TestServer implements AutoCloseable {
     Assumptions.abort("skipped: " + msg);
   }
 
+  /**
+   * Free ports below the kernel's ephemeral range (so no outgoing connection of any process, nor
+   * a client's self-connect, takes one while a server restarts on it), checked by binding.
+   */
   static int[] freePorts(int n) throws IOException {
+    int low = 32768;
+    try {
+      String r = new String(Files.readAllBytes(Paths.get("/proc/sys/net/ipv4/ip_local_port_range")), StandardCharsets.US_ASCII);
+      low = Integer.parseInt(r.trim().split("\\s+")[0]);
+    } catch (IOException | RuntimeException e) {
+      // not Linux: keep the usual default
+    }
+    int from = Math.max(1025, Math.min(20000, low - 4000));
+    int span = Math.max(1000, low - from);
+    java.util.Random rnd = new java.util.Random();
     List<ServerSocket> held = new ArrayList<>();
     int[] ports = new int[n];
     try {
       for (int i = 0; i < n; i++) {
-        ServerSocket s = new ServerSocket();
-        s.setReuseAddress(false);
-        s.bind(new InetSocketAddress("127.0.0.1", 0));
-        held.add(s);
-        ports[i] = s.getLocalPort();
+        for (int tries = 0; ; tries++) {
+          int p = from + rnd.nextInt(span);
+          ServerSocket s = new ServerSocket();
+          try {
+            s.bind(new InetSocketAddress("127.0.0.1", p));
+            held.add(s);
+            ports[i] = p;
+            break;
+          } catch (IOException taken) {
+            s.close();
+            if (tries > 200) {
+              throw taken;
+            }
+          }
+        }
       }
     } finally {
       for (ServerSocket s : held) {
@@ -299,7 +323,19 @@ final class TestServer implements AutoCloseable {
   /** Starts again on the same ports and data dir (the server retries a port still held). */
   void restart() throws Exception {
     stop();
-    launch();
+    // The same ports: a moment's conflict (another test's stray connect) is retried.
+    for (int tryNo = 0; ; tryNo++) {
+      try {
+        launch();
+        return;
+      } catch (IOException e) {
+        if (tryNo >= 10) {
+          throw e;
+        }
+        stop();
+        Thread.sleep(300);
+      }
+    }
   }
 
   @Override
