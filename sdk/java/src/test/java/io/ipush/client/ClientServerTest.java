@@ -132,6 +132,26 @@ class ClientServerTest {
     }
   }
 
+  @Test
+  void closeAcksWhatWasDelivered() throws Exception {
+    String uid = "close-ack";
+    Recorder r = new Recorder();
+    Client c = client(uid, fast().transport(Transport.WEBSOCKET).autoAck(60_000, 1000).build(), r);
+    try {
+      c.connect();
+      r.awaitConnects(1, 10_000);
+      admin.publish(uid, "op", "a");
+      admin.publish(uid, "op", "b");
+      r.awaitMessages(2, 10_000);
+      assertEquals(2, admin.msg(uid).size(), "not acked yet (the timer is a minute)");
+    } finally {
+      c.close();
+    }
+    r.await("disconnected", 10_000, () -> r.disconnects == 1);
+    assertEquals("disconnected closed", r.events.get(r.events.size() - 1));
+    awaitOfflineSeqs(uid, new ArrayList<>());
+  }
+
   static void awaitOfflineSeqs(String uid, List<Long> want) throws Exception {
     long deadline = System.currentTimeMillis() + 10_000;
     List<Long> got;

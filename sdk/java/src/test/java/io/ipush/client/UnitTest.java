@@ -131,6 +131,30 @@ class UnitTest {
   }
 
   @Test
+  void webSocketFragmentsWithAPingBetween() throws Exception {
+    WebSocketCodec.Reader r = new WebSocketCodec.Reader(1 << 20);
+    byte[] a = WebSocketCodec.encodeFrame(WebSocketCodec.OP_TEXT, false, "{\"y\":".getBytes(StandardCharsets.UTF_8), null);
+    byte[] ping = WebSocketCodec.encodeFrame(WebSocketCodec.OP_PING, true, new byte[] {1}, null);
+    byte[] b = WebSocketCodec.encodeFrame(WebSocketCodec.OP_CONTINUATION, true, "0}".getBytes(StandardCharsets.UTF_8), null);
+    r.feed(a, 0, a.length);
+    assertNull(r.next());
+    r.feed(ping, 0, ping.length);
+    assertEquals(WebSocketCodec.OP_PING, r.next().opcode);
+    r.feed(b, 0, b.length);
+    WebSocketCodec.Event e = r.next();
+    assertEquals(WebSocketCodec.OP_TEXT, e.opcode);
+    assertEquals("{\"y\":0}", new String(e.payload, StandardCharsets.UTF_8));
+    // A message over the limit across fragments: 1009.
+    WebSocketCodec.Reader small = new WebSocketCodec.Reader(100);
+    byte[] part = WebSocketCodec.encodeFrame(WebSocketCodec.OP_TEXT, false, new byte[80], null);
+    byte[] more = WebSocketCodec.encodeFrame(WebSocketCodec.OP_CONTINUATION, true, new byte[80], null);
+    small.feed(part, 0, part.length);
+    small.feed(more, 0, more.length);
+    WebSocketProtocolException tooBig = assertThrows(WebSocketProtocolException.class, small::next);
+    assertEquals(1009, tooBig.closeCode());
+  }
+
+  @Test
   void webSocketAccept() {
     // RFC 6455 §1.3's example.
     assertEquals("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", WebSocketCodec.acceptFor("dGhlIHNhbXBsZSBub25jZQ=="));
