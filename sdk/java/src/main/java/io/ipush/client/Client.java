@@ -63,6 +63,8 @@ public final class Client implements AutoCloseable {
   private int attempt;
   private int transportIndex;
   private URI movedTo;
+  /** Moves since the last message: a node that keeps sending "moved" gets backoff after 5. */
+  private int moves;
 
   /** A client with a fixed password (for {@code --auth=none}, or a long-lived token). */
   public Client(
@@ -370,7 +372,10 @@ public final class Client implements AutoCloseable {
             try {
               moveTarget = o.location == null ? base : resolve(c.node, o.location);
               movedTo = moveTarget;
-              delay = 0;
+              delay =
+                  ++moves <= 5
+                      ? 0
+                      : backoffDelay(opt.backoffBaseMs, opt.backoffCapMs, attempt++, rnd());
             } catch (IllegalArgumentException e) {
               moveError = e;
               delay = backoffDelay(opt.backoffBaseMs, opt.backoffCapMs, attempt++, rnd());
@@ -534,6 +539,7 @@ public final class Client implements AutoCloseable {
       if (closed) {
         return;
       }
+      moves = 0;
       Long s = m.seq();
       if (s != null) {
         if (Long.compareUnsigned(s, lastSeq) <= 0) {

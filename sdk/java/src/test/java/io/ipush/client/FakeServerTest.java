@@ -193,6 +193,29 @@ class FakeServerTest {
   }
 
   @Test
+  void aNodeThatKeepsMovingUsGetsBackoff() throws Exception {
+    String[] self = new String[1];
+    try (FakeServer fake =
+        new FakeServer(
+            (i, head, s) -> {
+              String moved = "{\"error\":\"moved\",\"location\":\"" + self[0] + "/connect?uid=u1\"}";
+              FakeServer.write(s, FakeServer.CHUNKED_HEAD + FakeServer.chunk(moved) + "0\r\n\r\n");
+              s.close();
+            })) {
+      self[0] = fake.url();
+      Recorder r = new Recorder();
+      ClientOptions o = ClientOptions.builder().transport(Transport.CHUNKED).backoff(400, 400).build();
+      try (Client c = new Client(fake.url(), "u1", "pw", o, r)) {
+        c.connect();
+        r.await("6 moves", 10_000, () -> r.moves.size() >= 6);
+        Thread.sleep(1000);
+        // 5 immediate moves, then at most one reconnect per 400 ms.
+        assertTrue(fake.connections() <= 12, fake.connections() + " connections in ~1 s");
+      }
+    }
+  }
+
+  @Test
   void silentStreamIsDeadAfterThreeHeartbeats() throws Exception {
     // Head then silence; the fake never answers the client's heartbeats.
     try (FakeServer fake = new FakeServer((i, head, s) -> FakeServer.write(s, FakeServer.CHUNKED_HEAD))) {
