@@ -40,7 +40,7 @@ install() {
   java -version 2>&1 | head -1 || true
   mvn -v 2>/dev/null | head -1 || true
   # Fetch the plugins and dependencies (and compile, warnings are errors).
-  (cd sdk/java && mvn "${MVN_FLAGS[@]}" test-compile)
+  (cd sdk/java && mvn "${MVN_FLAGS[@]}" test-compile spotless:check)
 }
 
 run_tests() {
@@ -57,7 +57,8 @@ run_tests() {
   IPUSH_SERVER="$(readlink -f "$server")"
   export IPUSH_SERVER
   export CI="${CI:-true}"
-  (cd sdk/java && mvn "${MVN_FLAGS[@]}" test)
+  # Format check (google-java-format through spotless), then the suite.
+  (cd sdk/java && mvn "${MVN_FLAGS[@]}" spotless:check test)
 }
 
 case "${1:-all}" in

@@ -12,9 +12,9 @@ import java.util.Map;
 import javax.net.ssl.SSLSocketFactory;
 
 /**
- * The admin API client ({@code http://host:admin_port}). Every call is synchronous and
- * thread-safe; a 4xx/5xx answer raises {@link AdminException} with the status and the server's
- * {@code error} reason.
+ * The admin API client ({@code http://host:admin_port}). Every call is synchronous and thread-safe;
+ * a 4xx/5xx answer raises {@link AdminException} with the status and the server's {@code error}
+ * reason.
  */
 public final class AdminClient {
   private final String base;
@@ -173,8 +173,7 @@ public final class AdminClient {
     String qs = SimpleHttp.query(q);
     String url = base + path + (qs.isEmpty() ? "" : "?" + qs);
     SimpleHttp.Response r =
-        SimpleHttp.request(
-            method, url, body, "text/plain; charset=utf-8", ssl, timeoutMs);
+        SimpleHttp.request(method, url, body, "text/plain; charset=utf-8", ssl, timeoutMs);
     if (r.status >= 300) {
       throw new AdminException(r.status, SimpleHttp.errorReason(r));
     }

@@ -122,7 +122,8 @@ public final class ChunkDecoder {
           break;
         }
         if (Character.digit(buf[i], 16) < 0 && buf[i] != ' ' && buf[i] != '\t') {
-          throw new ProtocolException("bad chunk size character 0x" + Integer.toHexString(buf[i] & 0xff));
+          throw new ProtocolException(
+              "bad chunk size character 0x" + Integer.toHexString(buf[i] & 0xff));
         }
       }
     }

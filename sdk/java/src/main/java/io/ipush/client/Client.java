@@ -28,9 +28,9 @@ import javax.net.ssl.SSLSocket;
 import javax.net.ssl.SSLSocketFactory;
 
 /**
- * An ipush client: one long-lived stream for one uid, over WebSocket (default), Server-Sent
- * Events or the chunked HTTP stream, on plain {@link Socket}s (no {@code java.net.http}, so it
- * runs on Android).
+ * An ipush client: one long-lived stream for one uid, over WebSocket (default), Server-Sent Events
+ * or the chunked HTTP stream, on plain {@link Socket}s (no {@code java.net.http}, so it runs on
+ * Android).
  *
  * <p>It follows {@code 303 See Other} and the {@code moved} signal, reconnects with exponential
  * backoff and full jitter, tracks the highest seq delivered and drops duplicates, acks (batched
@@ -63,6 +63,7 @@ public final class Client implements AutoCloseable {
   private int attempt;
   private int transportIndex;
   private URI movedTo;
+
   /** Moves since the last message: a node that keeps sending "moved" gets backoff after 5. */
   private int moves;
 
@@ -73,8 +74,8 @@ public final class Client implements AutoCloseable {
   }
 
   /**
-   * A client whose password comes from {@code tokens} before every (re)connect, e.g. a JWT that
-   * the application refreshes.
+   * A client whose password comes from {@code tokens} before every (re)connect, e.g. a JWT that the
+   * application refreshes.
    */
   public Client(
       String baseUrl,
@@ -796,8 +797,7 @@ public final class Client implements AutoCloseable {
       }
       open = true;
       long period = Math.max(5, opt.heartbeatIntervalMs / 4);
-      heartbeat =
-          scheduler.scheduleAtFixedRate(this::tick, period, period, TimeUnit.MILLISECONDS);
+      heartbeat = scheduler.scheduleAtFixedRate(this::tick, period, period, TimeUnit.MILLISECONDS);
       safe(() -> listener.onConnected(Client.this, transport, nodeUrl(node)));
       ackPendingSoon();
       switch (transport) {
@@ -841,7 +841,9 @@ public final class Client implements AutoCloseable {
         case SSE:
           {
             String ct = h.header("content-type");
-            if (st != 200 || ct == null || !ct.toLowerCase(Locale.ROOT).startsWith("text/event-stream")) {
+            if (st != 200
+                || ct == null
+                || !ct.toLowerCase(Locale.ROOT).startsWith("text/event-stream")) {
               return new Outcome(
                   Kind.UNAVAILABLE,
                   "unavailable",
@@ -852,8 +854,7 @@ public final class Client implements AutoCloseable {
           }
         default:
           if (st != 200 || !"chunked".equalsIgnoreCase(h.header("transfer-encoding"))) {
-            return Outcome.error(
-                new ProtocolException("not a chunked stream (HTTP " + st + ")"));
+            return Outcome.error(new ProtocolException("not a chunked stream (HTTP " + st + ")"));
           }
           return null;
       }
@@ -889,7 +890,8 @@ public final class Client implements AutoCloseable {
         writeFrame(
             codec == Codec.MSGPACK ? WebSocketCodec.OP_BINARY : WebSocketCodec.OP_TEXT, payload);
       } else {
-        byte[] hex = (Integer.toHexString(payload.length) + "\r\n").getBytes(StandardCharsets.US_ASCII);
+        byte[] hex =
+            (Integer.toHexString(payload.length) + "\r\n").getBytes(StandardCharsets.US_ASCII);
         writeLock.lock();
         try {
           out.write(hex);
@@ -1035,7 +1037,11 @@ public final class Client implements AutoCloseable {
         }
         return new Outcome(Kind.MOVED, "moved", null, null);
       }
-      String why = "closed by the server (" + code + (e.closeReason.isEmpty() ? "" : " " + e.closeReason) + ")";
+      String why =
+          "closed by the server ("
+              + code
+              + (e.closeReason.isEmpty() ? "" : " " + e.closeReason)
+              + ")";
       if (code == WebSocketCodec.CLOSE_NORMAL
           || code == WebSocketCodec.CLOSE_GOING_AWAY
           || code == WebSocketCodec.CLOSE_NO_STATUS

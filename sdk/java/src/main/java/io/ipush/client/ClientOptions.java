@@ -155,8 +155,8 @@ public final class ClientOptions {
     }
 
     /**
-     * The highest seq the application already has (messages at or below it are dropped; unsigned
-     * 64 bits).
+     * The highest seq the application already has (messages at or below it are dropped; unsigned 64
+     * bits).
      */
     public Builder initialLastSeq(long seq) {
       this.initialLastSeq = seq;

@@ -35,7 +35,9 @@ final class HttpHead {
       int c = in.read();
       if (c < 0) {
         throw new EOFException(
-            b.size() == 0 ? "connection closed before a response" : "connection closed in the response head");
+            b.size() == 0
+                ? "connection closed before a response"
+                : "connection closed in the response head");
       }
       b.write(c);
       if (b.size() > MAX_HEAD) {

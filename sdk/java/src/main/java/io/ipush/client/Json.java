@@ -7,9 +7,9 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * A small JSON reader and writer for the message model and admin answers (no I/O, no
- * dependencies). Objects read as {@link LinkedHashMap}, arrays as {@link ArrayList}, integers as
- * {@link Long} (or {@link BigInteger} beyond 64 bits), other numbers as {@link Double}.
+ * A small JSON reader and writer for the message model and admin answers (no I/O, no dependencies).
+ * Objects read as {@link LinkedHashMap}, arrays as {@link ArrayList}, integers as {@link Long} (or
+ * {@link BigInteger} beyond 64 bits), other numbers as {@link Double}.
  */
 public final class Json {
   private Json() {}

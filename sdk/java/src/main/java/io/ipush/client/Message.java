@@ -6,8 +6,8 @@ import java.util.Map;
 import java.util.Objects;
 
 /**
- * One ipush message: keys {@code y} type, {@code f} from, {@code t} to, {@code c} channel, {@code u}
- * user, {@code b} body, {@code s} seq. Absent keys are {@code null}. Immutable.
+ * One ipush message: keys {@code y} type, {@code f} from, {@code t} to, {@code c} channel, {@code
+ * u} user, {@code b} body, {@code s} seq. Absent keys are {@code null}. Immutable.
  */
 public final class Message {
   public static final int HEARTBEAT = 0;
@@ -69,7 +69,9 @@ public final class Message {
     return v;
   }
 
-  /** {@code y}: 0 heartbeat, 1 subscribe, 2 unsubscribe, 3 user message, 4 channel message, 5 ack. */
+  /**
+   * {@code y}: 0 heartbeat, 1 subscribe, 2 unsubscribe, 3 user message, 4 channel message, 5 ack.
+   */
   public int type() {
     return type;
   }
@@ -170,7 +172,9 @@ public final class Message {
     if (v instanceof Long && (Long) v >= 0) {
       return (Long) v;
     }
-    if (v instanceof BigInteger && ((BigInteger) v).signum() >= 0 && ((BigInteger) v).bitLength() <= 64) {
+    if (v instanceof BigInteger
+        && ((BigInteger) v).signum() >= 0
+        && ((BigInteger) v).bitLength() <= 64) {
       return ((BigInteger) v).longValue();
     }
     throw new ProtocolException("message key \"s\" is not an unsigned 64-bit integer");

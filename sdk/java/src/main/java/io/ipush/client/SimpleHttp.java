@@ -32,7 +32,12 @@ final class SimpleHttp {
   }
 
   static Response request(
-      String method, String url, byte[] body, String contentType, SSLSocketFactory ssl, int timeoutMs)
+      String method,
+      String url,
+      byte[] body,
+      String contentType,
+      SSLSocketFactory ssl,
+      int timeoutMs)
       throws IOException {
     HttpURLConnection c = (HttpURLConnection) new URL(url).openConnection();
     try {

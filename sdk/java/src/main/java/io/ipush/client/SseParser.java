@@ -5,8 +5,8 @@ import java.util.Objects;
 
 /**
  * Parses a {@code text/event-stream} (the HTML Living Standard's event stream) fed in fragments:
- * lines end with LF, CRLF or CR; {@code id}, {@code event} and {@code data} fields (several
- * {@code data} lines join with LF); {@code :} comments; a blank line dispatches. No I/O.
+ * lines end with LF, CRLF or CR; {@code id}, {@code event} and {@code data} fields (several {@code
+ * data} lines join with LF); {@code :} comments; a blank line dispatches. No I/O.
  */
 public final class SseParser {
   /** The longest line accepted (a message of 16 MiB fits). */

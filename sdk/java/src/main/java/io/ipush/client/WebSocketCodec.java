@@ -9,9 +9,9 @@ import java.util.Base64;
 import java.util.Random;
 
 /**
- * RFC 6455 framing for a client: the handshake key and its accept value, masked frame encoding,
- * and a frame reader fed in fragments that reassembles fragmented messages and validates control
- * frames and close codes. No I/O. A reader is owned by one thread.
+ * RFC 6455 framing for a client: the handshake key and its accept value, masked frame encoding, and
+ * a frame reader fed in fragments that reassembles fragmented messages and validates control frames
+ * and close codes. No I/O. A reader is owned by one thread.
  */
 public final class WebSocketCodec {
   private WebSocketCodec() {}
@@ -30,6 +30,7 @@ public final class WebSocketCodec {
   public static final int CLOSE_INVALID_DATA = 1007;
   public static final int CLOSE_POLICY = 1008;
   public static final int CLOSE_TOO_BIG = 1009;
+
   /** "Service restart": ipush's move signal, the reason being {@code {"error":"moved",...}}. */
   public static final int CLOSE_SERVICE_RESTART = 1012;
 
@@ -128,10 +129,14 @@ public final class WebSocketCodec {
 
   /** What the reader produced: a whole data message, a ping, a pong or a close. */
   public static final class Event {
-    /** {@link #OP_TEXT}, {@link #OP_BINARY}, {@link #OP_PING}, {@link #OP_PONG} or {@link #OP_CLOSE}. */
+    /**
+     * {@link #OP_TEXT}, {@link #OP_BINARY}, {@link #OP_PING}, {@link #OP_PONG} or {@link
+     * #OP_CLOSE}.
+     */
     public final int opcode;
 
     public final byte[] payload;
+
     /** For a close: the code ({@link #CLOSE_NO_STATUS} when the frame had none) and reason. */
     public final int closeCode;
 
@@ -221,8 +226,7 @@ public final class WebSocketCodec {
         payload[i] ^= mask[i & 3];
       }
     }
-    return new Frame(
-        (b0 & 0x80) != 0, (b0 >> 4) & 0x7, opcode, masked, payload, p + (int) n);
+    return new Frame((b0 & 0x80) != 0, (b0 >> 4) & 0x7, opcode, masked, payload, p + (int) n);
   }
 
   /**
@@ -320,12 +324,14 @@ public final class WebSocketCodec {
           case OP_PING:
           case OP_PONG:
             if (!f.fin) {
-              throw new WebSocketProtocolException(CLOSE_PROTOCOL_ERROR, "fragmented control frame");
+              throw new WebSocketProtocolException(
+                  CLOSE_PROTOCOL_ERROR, "fragmented control frame");
             }
             return new Event(f.opcode, f.payload, 0, null);
           case OP_CLOSE:
             if (!f.fin) {
-              throw new WebSocketProtocolException(CLOSE_PROTOCOL_ERROR, "fragmented control frame");
+              throw new WebSocketProtocolException(
+                  CLOSE_PROTOCOL_ERROR, "fragmented control frame");
             }
             return close(f.payload);
           default:

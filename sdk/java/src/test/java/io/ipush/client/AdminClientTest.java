@@ -70,7 +70,9 @@ class AdminClientTest {
     assertEquals("127.0.0.1:" + server.clientPort, admin.shard("anyone"));
     Map<String, Object> st = admin.stats();
     for (String k :
-        new String[] {"auth_fail_number", "recv_type", "request", "throughput", "user", "server_start_timestamp"}) {
+        new String[] {
+          "auth_fail_number", "recv_type", "request", "throughput", "user", "server_start_timestamp"
+        }) {
       assertTrue(st.containsKey(k), "stats has " + k + ": " + st.keySet());
     }
     Map<String, Object> h = admin.health();
@@ -102,8 +104,7 @@ class AdminClientTest {
     assertEquals(400, e.status());
     assertEquals("invalid uid", e.reason());
     AdminException big =
-        assertThrows(
-            AdminException.class, () -> admin.publish("adm4", "op", "x".repeat(70_000)));
+        assertThrows(AdminException.class, () -> admin.publish("adm4", "op", "x".repeat(70_000)));
     assertEquals(413, big.status());
     assertTrue(big.reason().length() > 0);
     assertThrows(IllegalArgumentException.class, () -> admin.publish("", "op", "x"));

@@ -4,15 +4,14 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.InputStream;
-import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
- * Scripted servers: bad bytes from the server are an error event and a reconnect (never a crash
- * or a hang); the move signal on each transport sends the client, at once, to the real server it
+ * Scripted servers: bad bytes from the server are an error event and a reconnect (never a crash or
+ * a hang); the move signal on each transport sends the client, at once, to the real server it
  * names; a silent stream is found dead; a refused WebSocket upgrade falls back to SSE.
  */
 class FakeServerTest {
@@ -37,7 +36,10 @@ class FakeServerTest {
   /** Two connections and a ProtocolException: the client reported the bad bytes and came back. */
   private static void expectErrorAndReconnect(FakeServer fake, Recorder r, Client c) {
     c.connect();
-    r.await("a protocol error", 10_000, () -> r.errors.stream().anyMatch(e -> e instanceof ProtocolException));
+    r.await(
+        "a protocol error",
+        10_000,
+        () -> r.errors.stream().anyMatch(e -> e instanceof ProtocolException));
     long deadline = System.currentTimeMillis() + 10_000;
     while (fake.connections() < 2 && System.currentTimeMillis() < deadline) {
       Thread.onSpinWait();
@@ -54,7 +56,8 @@ class FakeServerTest {
   @Test
   void malformedChunkSize() throws Exception {
     try (FakeServer fake =
-        new FakeServer((i, head, s) -> FakeServer.write(s, FakeServer.CHUNKED_HEAD + "zz\r\n{}\r\n"))) {
+        new FakeServer(
+            (i, head, s) -> FakeServer.write(s, FakeServer.CHUNKED_HEAD + "zz\r\n{}\r\n"))) {
       Recorder r = new Recorder();
       try (Client c = new Client(fake.url(), "u1", "pw", fast(Transport.CHUNKED).build(), r)) {
         expectErrorAndReconnect(fake, r, c);
@@ -67,7 +70,8 @@ class FakeServerTest {
     try (FakeServer fake =
         new FakeServer(
             (i, head, s) ->
-                FakeServer.write(s, FakeServer.CHUNKED_HEAD + FakeServer.chunk("{\"y\":3,\"s\":"))) ) {
+                FakeServer.write(
+                    s, FakeServer.CHUNKED_HEAD + FakeServer.chunk("{\"y\":3,\"s\":")))) {
       Recorder r = new Recorder();
       try (Client c = new Client(fake.url(), "u1", "pw", fast(Transport.CHUNKED).build(), r)) {
         expectErrorAndReconnect(fake, r, c);
@@ -112,7 +116,8 @@ class FakeServerTest {
   @Test
   void malformedSseData() throws Exception {
     try (FakeServer fake =
-        new FakeServer((i, head, s) -> FakeServer.write(s, FakeServer.SSE_HEAD + "id: 1\ndata: {nope\n\n"))) {
+        new FakeServer(
+            (i, head, s) -> FakeServer.write(s, FakeServer.SSE_HEAD + "id: 1\ndata: {nope\n\n"))) {
       Recorder r = new Recorder();
       try (Client c = new Client(fake.url(), "u1", "pw", fast(Transport.SSE).build(), r)) {
         expectErrorAndReconnect(fake, r, c);
@@ -122,7 +127,8 @@ class FakeServerTest {
 
   @Test
   void badBytesInsteadOfAResponseHead() throws Exception {
-    try (FakeServer fake = new FakeServer((i, head, s) -> FakeServer.write(s, "\u0000\u0001garbage\r\n\r\n"))) {
+    try (FakeServer fake =
+        new FakeServer((i, head, s) -> FakeServer.write(s, "\u0000\u0001garbage\r\n\r\n"))) {
       Recorder r = new Recorder();
       try (Client c = new Client(fake.url(), "u1", "pw", fast(Transport.CHUNKED).build(), r)) {
         expectErrorAndReconnect(fake, r, c);
@@ -131,7 +137,11 @@ class FakeServerTest {
   }
 
   private static String movedJson(String uid) {
-    return "{\"error\":\"moved\",\"location\":\"" + real.clientUrl() + "/connect?uid=" + uid + "&password=pw\"}";
+    return "{\"error\":\"moved\",\"location\":\""
+        + real.clientUrl()
+        + "/connect?uid="
+        + uid
+        + "&password=pw\"}";
   }
 
   /** The fake sends the move signal; the client must land on the real server for the same uid. */
@@ -159,7 +169,8 @@ class FakeServerTest {
     expectMoved(
         Transport.CHUNKED,
         (i, head, s) -> {
-          FakeServer.write(s, FakeServer.CHUNKED_HEAD + FakeServer.chunk(movedJson(uid)) + "0\r\n\r\n");
+          FakeServer.write(
+              s, FakeServer.CHUNKED_HEAD + FakeServer.chunk(movedJson(uid)) + "0\r\n\r\n");
           s.close();
         },
         uid);
@@ -173,7 +184,8 @@ class FakeServerTest {
         (i, head, s) -> {
           FakeServer.write(s, FakeServer.wsHead(head));
           byte[] reason = WebSocketCodec.closePayload(1012, movedJson(uid));
-          FakeServer.write(s, WebSocketCodec.encodeFrame(WebSocketCodec.OP_CLOSE, true, reason, null));
+          FakeServer.write(
+              s, WebSocketCodec.encodeFrame(WebSocketCodec.OP_CLOSE, true, reason, null));
           s.getInputStream().read(new byte[64]);
           s.close();
         },
@@ -186,7 +198,8 @@ class FakeServerTest {
     expectMoved(
         Transport.SSE,
         (i, head, s) -> {
-          FakeServer.write(s, FakeServer.SSE_HEAD + "event: moved\ndata: " + movedJson(uid) + "\n\n");
+          FakeServer.write(
+              s, FakeServer.SSE_HEAD + "event: moved\ndata: " + movedJson(uid) + "\n\n");
           s.close();
         },
         uid);
@@ -198,13 +211,15 @@ class FakeServerTest {
     try (FakeServer fake =
         new FakeServer(
             (i, head, s) -> {
-              String moved = "{\"error\":\"moved\",\"location\":\"" + self[0] + "/connect?uid=u1\"}";
+              String moved =
+                  "{\"error\":\"moved\",\"location\":\"" + self[0] + "/connect?uid=u1\"}";
               FakeServer.write(s, FakeServer.CHUNKED_HEAD + FakeServer.chunk(moved) + "0\r\n\r\n");
               s.close();
             })) {
       self[0] = fake.url();
       Recorder r = new Recorder();
-      ClientOptions o = ClientOptions.builder().transport(Transport.CHUNKED).backoff(400, 400).build();
+      ClientOptions o =
+          ClientOptions.builder().transport(Transport.CHUNKED).backoff(400, 400).build();
       try (Client c = new Client(fake.url(), "u1", "pw", o, r)) {
         c.connect();
         r.await("6 moves", 10_000, () -> r.moves.size() >= 6);
@@ -218,7 +233,8 @@ class FakeServerTest {
   @Test
   void silentStreamIsDeadAfterThreeHeartbeats() throws Exception {
     // Head then silence; the fake never answers the client's heartbeats.
-    try (FakeServer fake = new FakeServer((i, head, s) -> FakeServer.write(s, FakeServer.CHUNKED_HEAD))) {
+    try (FakeServer fake =
+        new FakeServer((i, head, s) -> FakeServer.write(s, FakeServer.CHUNKED_HEAD))) {
       Recorder r = new Recorder();
       ClientOptions o = fast(Transport.CHUNKED).heartbeatIntervalMs(100).build();
       try (Client c = new Client(fake.url(), "u1", "pw", o, r)) {
@@ -241,9 +257,13 @@ class FakeServerTest {
             (i, head, s) -> {
               if (head.toLowerCase().contains("upgrade: websocket")) {
                 FakeServer.write(
-                    s, "HTTP/1.1 404 Not Found\r\nContent-Length: 21\r\n\r\n{\"error\":\"not found\"}");
+                    s,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 21\r\n\r\n{\"error\":\"not found\"}");
               } else if (head.contains("text/event-stream")) {
-                FakeServer.write(s, FakeServer.SSE_HEAD + "id: 1\ndata: {\"y\":3,\"f\":\"a\",\"t\":\"u1\",\"b\":\"x\",\"s\":1}\n\n");
+                FakeServer.write(
+                    s,
+                    FakeServer.SSE_HEAD
+                        + "id: 1\ndata: {\"y\":3,\"f\":\"a\",\"t\":\"u1\",\"b\":\"x\",\"s\":1}\n\n");
                 s.getInputStream().read();
               }
             })) {
@@ -266,7 +286,10 @@ class FakeServerTest {
         new FakeServer(
             (i, head, s) -> {
               FakeServer.write(s, FakeServer.wsHead(head));
-              FakeServer.write(s, WebSocketCodec.encodeFrame(WebSocketCodec.OP_PING, true, "hb".getBytes(StandardCharsets.UTF_8), null));
+              FakeServer.write(
+                  s,
+                  WebSocketCodec.encodeFrame(
+                      WebSocketCodec.OP_PING, true, "hb".getBytes(StandardCharsets.UTF_8), null));
               WebSocketCodec.Reader rd = new WebSocketCodec.Reader(1 << 20, true);
               byte[] buf = new byte[256];
               InputStream in = s.getInputStream();

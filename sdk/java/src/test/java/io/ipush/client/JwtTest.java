@@ -16,10 +16,12 @@ class JwtTest {
 
   static String jwt(String sub, long exp, String secret) throws Exception {
     Base64.Encoder b = Base64.getUrlEncoder().withoutPadding();
-    String h = b.encodeToString("{\"alg\":\"HS256\",\"typ\":\"JWT\"}".getBytes(StandardCharsets.UTF_8));
+    String h =
+        b.encodeToString("{\"alg\":\"HS256\",\"typ\":\"JWT\"}".getBytes(StandardCharsets.UTF_8));
     String p =
         b.encodeToString(
-            ("{\"sub\":" + Json.write(sub) + ",\"exp\":" + exp + "}").getBytes(StandardCharsets.UTF_8));
+            ("{\"sub\":" + Json.write(sub) + ",\"exp\":" + exp + "}")
+                .getBytes(StandardCharsets.UTF_8));
     Mac mac = Mac.getInstance("HmacSHA256");
     mac.init(new SecretKeySpec(secret.getBytes(StandardCharsets.UTF_8), "HmacSHA256"));
     String s = b.encodeToString(mac.doFinal((h + "." + p).getBytes(StandardCharsets.US_ASCII)));
@@ -36,7 +38,8 @@ class JwtTest {
             return jwt("jwt-user", System.currentTimeMillis() / 1000 + 60, SECRET);
           };
       Recorder r = new Recorder();
-      ClientOptions o = ClientOptions.builder().transport(Transport.WEBSOCKET).backoff(20, 200).build();
+      ClientOptions o =
+          ClientOptions.builder().transport(Transport.WEBSOCKET).backoff(20, 200).build();
       try (Client c = new Client(server.clientUrl(), "jwt-user", tokens, o, r)) {
         c.connect();
         r.awaitConnects(1, 10_000);

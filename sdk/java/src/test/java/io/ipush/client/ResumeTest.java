@@ -60,7 +60,9 @@ class ResumeTest {
         assertEquals("live 9", r.messages().get(8).body());
         assertTrue(r.connects() >= 2);
         System.out.println(
-            "resume " + t + ": published 4..6 while the client was "
+            "resume "
+                + t
+                + ": published 4..6 while the client was "
                 + (awayWhilePublishing ? "disconnected" : "already back"));
       }
     }

@@ -22,8 +22,8 @@ import org.junit.jupiter.api.Assumptions;
 
 /**
  * A real ipush_server for a test: free ports, its own data dir, killed at the end (and by a
- * shutdown hook if the JVM dies first). The binary is $IPUSH_SERVER, else
- * {@code <repo>/target/debug/ipush_server}.
+ * shutdown hook if the JVM dies first). The binary is $IPUSH_SERVER, else {@code
+ * <repo>/target/debug/ipush_server}.
  */
 final class TestServer implements AutoCloseable {
   private static final Set<Process> LIVE = ConcurrentHashMap.newKeySet();
@@ -93,13 +93,16 @@ final class TestServer implements AutoCloseable {
   }
 
   /**
-   * Free ports below the kernel's ephemeral range (so no outgoing connection of any process, nor
-   * a client's self-connect, takes one while a server restarts on it), checked by binding.
+   * Free ports below the kernel's ephemeral range (so no outgoing connection of any process, nor a
+   * client's self-connect, takes one while a server restarts on it), checked by binding.
    */
   static int[] freePorts(int n) throws IOException {
     int low = 32768;
     try {
-      String r = new String(Files.readAllBytes(Paths.get("/proc/sys/net/ipv4/ip_local_port_range")), StandardCharsets.US_ASCII);
+      String r =
+          new String(
+              Files.readAllBytes(Paths.get("/proc/sys/net/ipv4/ip_local_port_range")),
+              StandardCharsets.US_ASCII);
       low = Integer.parseInt(r.trim().split("\\s+")[0]);
     } catch (IOException | RuntimeException e) {
       // not Linux: keep the usual default

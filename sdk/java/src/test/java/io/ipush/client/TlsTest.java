@@ -27,8 +27,8 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * https/wss: a TLS front (a self-signed certificate for 127.0.0.1, made with the JDK's keytool)
- * forwarding to the real server; the client trusts it through {@code sslSocketFactory}, and
- * refuses it without.
+ * forwarding to the real server; the client trusts it through {@code sslSocketFactory}, and refuses
+ * it without.
  */
 class TlsTest {
   private static final char[] PASS = "changeit".toCharArray();
@@ -38,10 +38,28 @@ class TlsTest {
     Path keytool = Paths.get(System.getProperty("java.home"), "bin", "keytool");
     Process p =
         new ProcessBuilder(
-                keytool.toString(), "-genkeypair", "-alias", "ipush", "-keyalg", "EC",
-                "-groupname", "secp256r1", "-dname", "CN=127.0.0.1",
-                "-ext", "san=ip:127.0.0.1", "-validity", "2", "-storetype", "PKCS12",
-                "-keystore", ks.toString(), "-storepass", "changeit", "-keypass", "changeit")
+                keytool.toString(),
+                "-genkeypair",
+                "-alias",
+                "ipush",
+                "-keyalg",
+                "EC",
+                "-groupname",
+                "secp256r1",
+                "-dname",
+                "CN=127.0.0.1",
+                "-ext",
+                "san=ip:127.0.0.1",
+                "-validity",
+                "2",
+                "-storetype",
+                "PKCS12",
+                "-keystore",
+                ks.toString(),
+                "-storepass",
+                "changeit",
+                "-keypass",
+                "changeit")
             .redirectErrorStream(true)
             .start();
     p.getInputStream().readAllBytes();
@@ -104,7 +122,8 @@ class TlsTest {
     ctx = context(keystore(dir));
     front =
         (SSLServerSocket)
-            ctx.getServerSocketFactory().createServerSocket(0, 50, InetAddress.getByName("127.0.0.1"));
+            ctx.getServerSocketFactory()
+                .createServerSocket(0, 50, InetAddress.getByName("127.0.0.1"));
     Thread acceptor =
         new Thread(
             () -> {
@@ -152,7 +171,8 @@ class TlsTest {
       value = Transport.class,
       names = {"WEBSOCKET", "CHUNKED"})
   void streamThroughTls(Transport t) throws Exception {
-    String url = (t == Transport.WEBSOCKET ? "wss" : "https") + "://127.0.0.1:" + front.getLocalPort();
+    String url =
+        (t == Transport.WEBSOCKET ? "wss" : "https") + "://127.0.0.1:" + front.getLocalPort();
     // Without trusting the certificate: a handshake error, never a stream.
     Recorder refused = new Recorder();
     ClientOptions plainTrust = ClientOptions.builder().transport(t).backoff(200, 1000).build();

@@ -37,12 +37,26 @@ class UnitTest {
 
   @Test
   void jsonRoundTripsAndRejects() throws Exception {
-    Map<String, Object> m = Json.parseObject(" {\"a\" : [1, -2, 3.5, true, false, null], \"b\":\"\\u00e9\\ud83d\\ude00\\n\"} ");
+    Map<String, Object> m =
+        Json.parseObject(
+            " {\"a\" : [1, -2, 3.5, true, false, null], \"b\":\"\\u00e9\\ud83d\\ude00\\n\"} ");
     assertEquals(Arrays.asList(1L, -2L, 3.5, true, false, null), m.get("a"));
     assertEquals("é😀\n", m.get("b"));
     assertEquals("{\"a\":[1,-2,3.5,true,false,null],\"b\":\"é😀\\u000a\"}", Json.write(m));
     for (String bad :
-        new String[] {"", "{", "{\"a\":}", "{\"a\":1,}", "[1,]", "{\"a\":1} x", "{'a':1}", "01", "{\"a\":\"\u0001\"}", "{\"a\":1,\"a\":2}", "nul"}) {
+        new String[] {
+          "",
+          "{",
+          "{\"a\":}",
+          "{\"a\":1,}",
+          "[1,]",
+          "{\"a\":1} x",
+          "{'a':1}",
+          "01",
+          "{\"a\":\"\u0001\"}",
+          "{\"a\":1,\"a\":2}",
+          "nul"
+        }) {
       assertThrows(ProtocolException.class, () -> Json.parse(bad), bad);
     }
     StringBuilder deep = new StringBuilder();
@@ -56,11 +70,15 @@ class UnitTest {
   void messageModel() throws Exception {
     assertThrows(ProtocolException.class, () -> Message.fromMap(Json.parseObject("{\"b\":\"x\"}")));
     assertThrows(ProtocolException.class, () -> Message.fromMap(Json.parseObject("{\"y\":\"3\"}")));
-    assertThrows(ProtocolException.class, () -> Message.fromMap(Json.parseObject("{\"y\":3,\"s\":-1}")));
-    assertThrows(ProtocolException.class, () -> Message.fromMap(Json.parseObject("{\"y\":3,\"s\":18446744073709551616}")));
+    assertThrows(
+        ProtocolException.class, () -> Message.fromMap(Json.parseObject("{\"y\":3,\"s\":-1}")));
+    assertThrows(
+        ProtocolException.class,
+        () -> Message.fromMap(Json.parseObject("{\"y\":3,\"s\":18446744073709551616}")));
     Message max = Message.fromMap(Json.parseObject("{\"y\":3,\"s\":18446744073709551615}"));
     assertEquals("18446744073709551615", Long.toUnsignedString(max.seq()));
-    assertEquals("{\"y\":5,\"s\":3}", new String(Codec.JSON.encode(Message.ack(3)), StandardCharsets.UTF_8));
+    assertEquals(
+        "{\"y\":5,\"s\":3}", new String(Codec.JSON.encode(Message.ack(3)), StandardCharsets.UTF_8));
     assertEquals("{\"y\":1,\"c\":\"c1\"}", Message.subscribe("c1").toString());
     assertEquals("{\"y\":3,\"t\":\"u\",\"b\":\"x\"}", Message.toUser("u", "x").toString());
   }
@@ -104,7 +122,9 @@ class UnitTest {
   void sseDetails() throws Exception {
     SseParser p = new SseParser();
     List<SseParser.Event> got = new ArrayList<>();
-    byte[] t = ": comment\r\nretry: 10\r\nid: 7\r\ndata: a\r\ndata:b\r\r\ndata\n\n".getBytes(StandardCharsets.UTF_8);
+    byte[] t =
+        ": comment\r\nretry: 10\r\nid: 7\r\ndata: a\r\ndata:b\r\r\ndata\n\n"
+            .getBytes(StandardCharsets.UTF_8);
     p.feed(t, 0, t.length, got::add);
     assertEquals(2, got.size());
     assertEquals(new SseParser.Event("7", null, "a\nb"), got.get(0));
@@ -114,28 +134,28 @@ class UnitTest {
   @Test
   void urls() {
     URI from = URI.create("http://127.0.0.1:9000/connect?uid=a&password=b");
-    assertEquals("http://127.0.0.1:9100", Client.nodeUrl(Client.resolve(from, "http://127.0.0.1:9100/connect?uid=a")));
+    assertEquals(
+        "http://127.0.0.1:9100",
+        Client.nodeUrl(Client.resolve(from, "http://127.0.0.1:9100/connect?uid=a")));
     assertEquals("http://127.0.0.1:9000", Client.nodeUrl(Client.resolve(from, "/connect?uid=a")));
     assertEquals("https://h:443", Client.nodeUrl(URI.create("wss://h/connect")));
     assertThrows(IllegalArgumentException.class, () -> Client.resolve(from, "ftp://x/"));
     assertThrows(IllegalArgumentException.class, () -> Client.resolve(from, ""));
-    assertThrows(
-        IllegalArgumentException.class,
-        () -> new Client("ftp://x", "u", "p", null, null));
-    assertThrows(
-        IllegalArgumentException.class,
-        () -> new Client("http://x", "", "p", null, null));
-    assertThrows(
-        IllegalArgumentException.class,
-        () -> new Client("http://x", "u", "", null, null));
+    assertThrows(IllegalArgumentException.class, () -> new Client("ftp://x", "u", "p", null, null));
+    assertThrows(IllegalArgumentException.class, () -> new Client("http://x", "", "p", null, null));
+    assertThrows(IllegalArgumentException.class, () -> new Client("http://x", "u", "", null, null));
   }
 
   @Test
   void webSocketFragmentsWithAPingBetween() throws Exception {
     WebSocketCodec.Reader r = new WebSocketCodec.Reader(1 << 20);
-    byte[] a = WebSocketCodec.encodeFrame(WebSocketCodec.OP_TEXT, false, "{\"y\":".getBytes(StandardCharsets.UTF_8), null);
+    byte[] a =
+        WebSocketCodec.encodeFrame(
+            WebSocketCodec.OP_TEXT, false, "{\"y\":".getBytes(StandardCharsets.UTF_8), null);
     byte[] ping = WebSocketCodec.encodeFrame(WebSocketCodec.OP_PING, true, new byte[] {1}, null);
-    byte[] b = WebSocketCodec.encodeFrame(WebSocketCodec.OP_CONTINUATION, true, "0}".getBytes(StandardCharsets.UTF_8), null);
+    byte[] b =
+        WebSocketCodec.encodeFrame(
+            WebSocketCodec.OP_CONTINUATION, true, "0}".getBytes(StandardCharsets.UTF_8), null);
     r.feed(a, 0, a.length);
     assertNull(r.next());
     r.feed(ping, 0, ping.length);
@@ -147,7 +167,8 @@ class UnitTest {
     // A message over the limit across fragments: 1009.
     WebSocketCodec.Reader small = new WebSocketCodec.Reader(100);
     byte[] part = WebSocketCodec.encodeFrame(WebSocketCodec.OP_TEXT, false, new byte[80], null);
-    byte[] more = WebSocketCodec.encodeFrame(WebSocketCodec.OP_CONTINUATION, true, new byte[80], null);
+    byte[] more =
+        WebSocketCodec.encodeFrame(WebSocketCodec.OP_CONTINUATION, true, new byte[80], null);
     small.feed(part, 0, part.length);
     small.feed(more, 0, more.length);
     WebSocketProtocolException tooBig = assertThrows(WebSocketProtocolException.class, small::next);
@@ -157,6 +178,7 @@ class UnitTest {
   @Test
   void webSocketAccept() {
     // RFC 6455 §1.3's example.
-    assertEquals("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", WebSocketCodec.acceptFor("dGhlIHNhbXBsZSBub25jZQ=="));
+    assertEquals(
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", WebSocketCodec.acceptFor("dGhlIHNhbXBsZSBub25jZQ=="));
   }
 }

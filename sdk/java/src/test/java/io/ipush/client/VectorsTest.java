@@ -39,7 +39,8 @@ class VectorsTest {
 
   @SuppressWarnings("unchecked")
   static Map<String, Object> load(String name) throws IOException, ProtocolException {
-    return Json.parseObject(new String(Files.readAllBytes(dir.resolve(name)), StandardCharsets.UTF_8));
+    return Json.parseObject(
+        new String(Files.readAllBytes(dir.resolve(name)), StandardCharsets.UTF_8));
   }
 
   @SuppressWarnings("unchecked")
@@ -57,7 +58,10 @@ class VectorsTest {
   static byte[] hex(String s) {
     byte[] b = new byte[s.length() / 2];
     for (int i = 0; i < b.length; i++) {
-      b[i] = (byte) (Character.digit(s.charAt(2 * i), 16) << 4 | Character.digit(s.charAt(2 * i + 1), 16));
+      b[i] =
+          (byte)
+              (Character.digit(s.charAt(2 * i), 16) << 4
+                  | Character.digit(s.charAt(2 * i + 1), 16));
     }
     return b;
   }
@@ -73,8 +77,8 @@ class VectorsTest {
   }
 
   /**
-   * The split points to try: every byte of short inputs; for long ones (the 70,000-byte body)
-   * every byte of the first and last 64 and every 1999th in between, so the suite stays fast.
+   * The split points to try: every byte of short inputs; for long ones (the 70,000-byte body) every
+   * byte of the first and last 64 and every 1999th in between, so the suite stays fast.
    */
   static List<Integer> cuts(int len) {
     List<Integer> c = new ArrayList<>();
@@ -112,8 +116,8 @@ class VectorsTest {
   }
 
   /** Feeds a decoder the bytes split at {@code cut} (and once whole). */
-  static List<Map<String, Object>> decodeChunked(byte[] bytes, Codec codec, int cut, boolean[] ended)
-      throws ProtocolException {
+  static List<Map<String, Object>> decodeChunked(
+      byte[] bytes, Codec codec, int cut, boolean[] ended) throws ProtocolException {
     ChunkDecoder d = new ChunkDecoder();
     List<Map<String, Object>> out = new ArrayList<>();
     int[] bounds = cut < 0 ? new int[] {bytes.length} : new int[] {cut, bytes.length};
@@ -195,14 +199,17 @@ class VectorsTest {
       assertEquals(masked, fr.masked, name);
       assertArrayEquals(payload, fr.payload, name);
       for (int cut : cuts(bytes.length - 1)) {
-        assertNull(WebSocketCodec.parseFrame(bytes, 0, cut, 1L << 24), name + " needs more at " + cut);
+        assertNull(
+            WebSocketCodec.parseFrame(bytes, 0, cut, 1L << 24), name + " needs more at " + cut);
       }
       // Encoding: client frames with the vector's mask, server frames unmasked.
       byte[] mask = masked ? hex((String) v.get("mask_hex")) : null;
       assertEquals(
           hexOf(bytes), hexOf(WebSocketCodec.encodeFrame(opcode, fin, payload, mask)), name);
       if (v.get("close_code") != null) {
-        byte[] p = WebSocketCodec.closePayload(((Long) v.get("close_code")).intValue(), (String) v.get("close_reason"));
+        byte[] p =
+            WebSocketCodec.closePayload(
+                ((Long) v.get("close_code")).intValue(), (String) v.get("close_reason"));
         assertArrayEquals(payload, p, name + " close payload");
       }
       // Server frames through the client's reader, split at every byte.
@@ -232,7 +239,8 @@ class VectorsTest {
         }
       }
     }
-    // The client's fragmented message (start + continuation) reassembles on a reader of client frames.
+    // The client's fragmented message (start + continuation) reassembles on a reader of client
+    // frames.
     WebSocketCodec.Reader server = new WebSocketCodec.Reader(1 << 20, true);
     for (Map<String, Object> v : frames) {
       String n = (String) v.get("name");
@@ -272,10 +280,12 @@ class VectorsTest {
         for (int i = 0; i < want.size(); i++) {
           Map<String, Object> w = want.get(i);
           assertEquals(
-              new SseParser.Event((String) w.get("id"), (String) w.get("event"), (String) w.get("data")),
+              new SseParser.Event(
+                  (String) w.get("id"), (String) w.get("event"), (String) w.get("data")),
               got.get(i),
               name + " event " + i);
-          Map<String, Object> m = Codec.JSON.decodeMap(got.get(i).data.getBytes(StandardCharsets.UTF_8));
+          Map<String, Object> m =
+              Codec.JSON.decodeMap(got.get(i).data.getBytes(StandardCharsets.UTF_8));
           if (w.get("id") != null) {
             assertEquals(Long.parseLong((String) w.get("id")), Message.fromMap(m).seq(), name);
           }
@@ -293,11 +303,13 @@ class VectorsTest {
     Map<String, Object> f = load("errors.json");
     for (Map<String, Object> s : list(f, "stream")) {
       String name = (String) s.get("name");
-      Map<String, Object> j = Codec.JSON.decodeMap(((String) s.get("json_text")).getBytes(StandardCharsets.UTF_8));
+      Map<String, Object> j =
+          Codec.JSON.decodeMap(((String) s.get("json_text")).getBytes(StandardCharsets.UTF_8));
       Map<String, Object> m = Codec.MSGPACK.decodeMap(hex((String) s.get("msgpack_hex")));
       assertEquals(j, m, name);
       assertTrue(j.get("error") instanceof String, name);
-      assertEquals(s.get("json_text"), new String(Codec.JSON.encodeMap(j), StandardCharsets.UTF_8), name);
+      assertEquals(
+          s.get("json_text"), new String(Codec.JSON.encodeMap(j), StandardCharsets.UTF_8), name);
       assertEquals(s.get("msgpack_hex"), hexOf(Codec.MSGPACK.encodeMap(m)), name);
     }
     for (Map<String, Object> h : list(f, "http")) {
@@ -311,7 +323,8 @@ class VectorsTest {
         continue;
       }
       String body = (String) h.get("body_text");
-      SimpleHttp.Response r = new SimpleHttp.Response(status, body.getBytes(StandardCharsets.UTF_8));
+      SimpleHttp.Response r =
+          new SimpleHttp.Response(status, body.getBytes(StandardCharsets.UTF_8));
       String reason = SimpleHttp.errorReason(r);
       if (status >= 400) {
         assertEquals(Json.parseObject(body).get("error"), reason, name);
