@@ -206,12 +206,14 @@ class ClientServerTest {
     }
   }
 
-  @Test
-  void replacedStopsTheOlderClient() throws Exception {
+  @ParameterizedTest
+  @EnumSource(Transport.class)
+  void replacedStopsTheOlderClient(Transport t) throws Exception {
+    String uid = "twice-" + t.name().toLowerCase();
     Recorder r1 = new Recorder();
     Recorder r2 = new Recorder();
-    try (Client c1 = client("twice", fast().build(), r1);
-        Client c2 = client("twice", fast().build(), r2)) {
+    try (Client c1 = client(uid, fast().transport(t).build(), r1);
+        Client c2 = client(uid, fast().build(), r2)) {
       c1.connect();
       r1.awaitConnects(1, 10_000);
       c2.connect();
@@ -219,7 +221,7 @@ class ClientServerTest {
       r1.await("replaced", 10_000, () -> r1.replaced == 1);
       r1.await("disconnected", 10_000, () -> r1.disconnects == 1);
       assertFalse(c1.isConnected());
-      admin.publish("twice", "op", "to the newer one");
+      admin.publish(uid, "op", "to the newer one");
       r2.awaitMessages(1, 10_000);
       assertEquals(1, r1.connects(), "the replaced client does not fight back");
       assertTrue(c2.isConnected());
@@ -227,11 +229,13 @@ class ClientServerTest {
     }
   }
 
-  @Test
-  void heartbeatsAreSent() throws Exception {
+  @ParameterizedTest
+  @EnumSource(
+      value = Transport.class,
+      names = {"WEBSOCKET", "CHUNKED"})
+  void heartbeatsAreSent(Transport t) throws Exception {
     Recorder r = new Recorder();
-    try (Client c =
-        client("hb", fast().transport(Transport.CHUNKED).heartbeatIntervalMs(100).build(), r)) {
+    try (Client c = client("hb-" + t, fast().transport(t).heartbeatIntervalMs(300).build(), r)) {
       long before = heartbeatsCounted();
       c.connect();
       r.awaitConnects(1, 10_000);
@@ -246,7 +250,7 @@ class ClientServerTest {
       }
       assertTrue(hb >= 3, "server counted " + hb + " heartbeats");
       assertTrue(c.isConnected(), "the answered heartbeats keep the stream alive");
-      assertEquals(1, r.connects());
+      assertEquals(1, r.connects(), r.events.toString());
     }
   }
 
