@@ -44,6 +44,10 @@ public final class Client implements AutoCloseable {
   private final URI base;
   private final String uid;
   private final TokenProvider tokens;
+
+  /** True when built with a fixed password: a 401 then stops (retrying cannot help). */
+  private final boolean fixedPassword;
+
   private final ClientOptions opt;
   private final ClientListener listener;
   private final List<Transport> transports;
@@ -70,7 +74,7 @@ public final class Client implements AutoCloseable {
   /** A client with a fixed password (for {@code --auth=none}, or a long-lived token). */
   public Client(
       String baseUrl, String uid, String password, ClientOptions options, ClientListener listener) {
-    this(baseUrl, uid, fixed(password), options, listener);
+    this(baseUrl, uid, fixed(password), options, listener, true);
   }
 
   /**
@@ -83,6 +87,17 @@ public final class Client implements AutoCloseable {
       TokenProvider tokens,
       ClientOptions options,
       ClientListener listener) {
+    this(baseUrl, uid, tokens, options, listener, false);
+  }
+
+  private Client(
+      String baseUrl,
+      String uid,
+      TokenProvider tokens,
+      ClientOptions options,
+      ClientListener listener,
+      boolean fixedPassword) {
+    this.fixedPassword = fixedPassword;
     if (uid == null || uid.isEmpty()) {
       throw new IllegalArgumentException("uid must not be empty");
     }
@@ -398,7 +413,13 @@ public final class Client implements AutoCloseable {
             }
             break;
           default:
-            delay = backoffDelay(opt.backoffBaseMs, opt.backoffCapMs, attempt++, rnd());
+            if (fixedPassword
+                && o.error instanceof ServerErrorException
+                && ((ServerErrorException) o.error).status() == 401) {
+              stopped = true; // the same password would be refused again: connect() retries
+            } else {
+              delay = backoffDelay(opt.backoffBaseMs, opt.backoffCapMs, attempt++, rnd());
+            }
         }
       }
     }

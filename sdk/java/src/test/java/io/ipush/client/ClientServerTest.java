@@ -235,7 +235,7 @@ class ClientServerTest {
       names = {"WEBSOCKET", "CHUNKED"})
   void heartbeatsAreSent(Transport t) throws Exception {
     Recorder r = new Recorder();
-    try (Client c = client("hb-" + t, fast().transport(t).heartbeatIntervalMs(300).build(), r)) {
+    try (Client c = client("hb-" + t, fast().transport(t).heartbeatIntervalMs(500).build(), r)) {
       long before = heartbeatsCounted();
       c.connect();
       r.awaitConnects(1, 10_000);

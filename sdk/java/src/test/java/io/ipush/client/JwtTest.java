@@ -62,6 +62,18 @@ class JwtTest {
         assertEquals("auth failed", e.reason());
         assertEquals(0, bad.connects());
       }
+
+      // A fixed password that is refused (401) stops the client: retrying cannot help.
+      Recorder fixed = new Recorder();
+      try (Client c = new Client(server.clientUrl(), "jwt-user", "not-a-jwt", o, fixed)) {
+        c.connect();
+        fixed.await("401", 10_000, () -> !fixed.errors.isEmpty());
+        Thread.sleep(500); // backoff here is at most 200 ms: a retry would show
+        assertEquals(1, fixed.errorCount(), fixed.events.toString());
+        assertEquals(401, ((ServerErrorException) fixed.errors.get(0)).status());
+        c.connect(); // the application may try again
+        fixed.await("a second 401", 10_000, () -> fixed.errors.size() == 2);
+      }
     }
   }
 }
