@@ -603,7 +603,9 @@ public final class Client implements AutoCloseable {
     }
   }
 
-  /** After a (re)connect: ack what was delivered but not yet acked. */
+  /**
+   * After a (re)connect: ack what was delivered (the server keeps the max, so a repeat is free).
+   */
   private void ackPendingSoon() {
     synchronized (lock) {
       if (opt.autoAck && Long.compareUnsigned(lastSeq, ackedSeq) > 0 && ackTimer == null) {
@@ -815,6 +817,9 @@ public final class Client implements AutoCloseable {
           return new Outcome(Kind.CLOSED, "closed", null, null);
         }
         attempt = 0;
+        // An ack written just before the last connection died may never have been read: the
+        // server's last_ack is unknown here, so (with auto-ack) the highest seq is acked again.
+        ackedSeq = 0;
       }
       open = true;
       long period = Math.max(5, opt.heartbeatIntervalMs / 4);

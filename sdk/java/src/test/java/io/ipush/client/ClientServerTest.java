@@ -133,6 +133,23 @@ class ClientServerTest {
   }
 
   @Test
+  void initialLastSeqDropsWhatTheAppHas() throws Exception {
+    String uid = "initial-seq";
+    for (int i = 1; i <= 3; i++) {
+      admin.publish(uid, "op", "m" + i);
+    }
+    Recorder r = new Recorder();
+    try (Client c = client(uid, fast().initialLastSeq(2).build(), r)) {
+      c.connect();
+      r.awaitMessages(1, 10_000);
+      admin.publish(uid, "op", "m4");
+      r.awaitMessages(2, 10_000);
+      assertEquals(Arrays.asList(3L, 4L), r.seqs(), "1 and 2 were replayed and dropped");
+      awaitOfflineSeqs(uid, new ArrayList<>());
+    }
+  }
+
+  @Test
   void closeAcksWhatWasDelivered() throws Exception {
     String uid = "close-ack";
     Recorder r = new Recorder();

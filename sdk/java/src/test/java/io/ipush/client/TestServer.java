@@ -241,6 +241,10 @@ final class TestServer implements AutoCloseable {
       try {
         admin.health();
         if (clientPortOpen()) {
+          long ms = (System.nanoTime() - (deadline - TimeUnit.SECONDS.toNanos(20))) / 1_000_000;
+          if (ms > 2000) {
+            System.out.println("ipush_server took " + ms + " ms to start");
+          }
           return;
         }
       } catch (IOException notYet) {
@@ -309,11 +313,17 @@ final class TestServer implements AutoCloseable {
     if (p == null) {
       return;
     }
+    long t0 = System.nanoTime();
     p.destroy();
     try {
       if (!p.waitFor(10, TimeUnit.SECONDS)) {
+        System.out.println("ipush_server did not stop in 10 s after SIGTERM: killed");
         p.destroyForcibly();
         p.waitFor(5, TimeUnit.SECONDS);
+      }
+      long ms = (System.nanoTime() - t0) / 1_000_000;
+      if (ms > 2000) {
+        System.out.println("ipush_server took " + ms + " ms to stop");
       }
     } catch (InterruptedException e) {
       p.destroyForcibly();
