@@ -1,0 +1,191 @@
+package io.ipush.client;
+
+import java.io.IOException;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import javax.net.ssl.SSLSocketFactory;
+
+/**
+ * The admin API client ({@code http://host:admin_port}). Every call is synchronous and thread-safe;
+ * a 4xx/5xx answer raises {@link AdminException} with the status and the server's {@code error}
+ * reason.
+ */
+public final class AdminClient {
+  private final String base;
+  private final SSLSocketFactory ssl;
+  private final int timeoutMs;
+
+  public AdminClient(String baseUrl) {
+    this(baseUrl, null, 10_000);
+  }
+
+  /** {@code ssl}: the socket factory for an https admin URL (null: the JDK's). */
+  public AdminClient(String baseUrl, SSLSocketFactory ssl, int timeoutMs) {
+    try {
+      URI u = new URI(baseUrl);
+      if (u.getHost() == null
+          || !("http".equalsIgnoreCase(u.getScheme()) || "https".equalsIgnoreCase(u.getScheme()))) {
+        throw new IllegalArgumentException("admin URL must be http(s)://host:port: " + baseUrl);
+      }
+    } catch (URISyntaxException e) {
+      throw new IllegalArgumentException("bad admin URL: " + baseUrl, e);
+    }
+    if (timeoutMs < 1) {
+      throw new IllegalArgumentException("timeout must be >= 1 ms");
+    }
+    this.base = baseUrl.endsWith("/") ? baseUrl.substring(0, baseUrl.length() - 1) : baseUrl;
+    this.ssl = ssl;
+    this.timeoutMs = timeoutMs;
+  }
+
+  /**
+   * {@code POST /pub?to=U&from=F[&ttl=S][&idempotency_key=K]}: a user message to {@code to}.
+   *
+   * @param ttl seconds to keep it (null: the server's default, 7 days; 0: no seq, not stored,
+   *     delivered only if online)
+   * @param idempotencyKey sent as {@code &idempotency_key=K}; the server honours it in a later
+   *     release (a repeat within the window answers the first result); today it is ignored
+   */
+  public void publish(String to, String from, String body, Long ttl, String idempotencyKey)
+      throws IOException {
+    Map<String, String> q = new LinkedHashMap<>();
+    q.put("to", req(to, "to"));
+    q.put("from", req(from, "from"));
+    pub(q, body, ttl, idempotencyKey);
+  }
+
+  public void publish(String to, String from, String body) throws IOException {
+    publish(to, from, body, null, null);
+  }
+
+  /** {@code POST /pub?channel=C&from=F[&ttl=S][&idempotency_key=K]}: to every member of C. */
+  public void publishChannel(
+      String channel, String from, String body, Long ttl, String idempotencyKey)
+      throws IOException {
+    Map<String, String> q = new LinkedHashMap<>();
+    q.put("channel", req(channel, "channel"));
+    q.put("from", req(from, "from"));
+    pub(q, body, ttl, idempotencyKey);
+  }
+
+  public void publishChannel(String channel, String from, String body) throws IOException {
+    publishChannel(channel, from, body, null, null);
+  }
+
+  private void pub(Map<String, String> q, String body, Long ttl, String key) throws IOException {
+    if (body == null) {
+      throw new IllegalArgumentException("body must not be null");
+    }
+    if (ttl != null && ttl < 0) {
+      throw new IllegalArgumentException("ttl must be >= 0");
+    }
+    q.put("ttl", ttl == null ? null : Long.toString(ttl));
+    q.put("idempotency_key", key);
+    call("POST", "/pub", q, body.getBytes(StandardCharsets.UTF_8));
+  }
+
+  /** {@code GET /sub?uid=U&cid=C}. */
+  public void sub(String uid, String cid) throws IOException {
+    call("GET", "/sub", pairs("uid", req(uid, "uid"), "cid", req(cid, "cid")), null);
+  }
+
+  /** {@code GET /unsub?uid=U&cid=C}. */
+  public void unsub(String uid, String cid) throws IOException {
+    call("GET", "/unsub", pairs("uid", req(uid, "uid"), "cid", req(cid, "cid")), null);
+  }
+
+  /** {@code GET /msg?uid=U}: U's offline messages (above its last ack), ascending seq. */
+  public List<Message> msg(String uid) throws IOException {
+    Object r = call("GET", "/msg", pairs("uid", req(uid, "uid")), null);
+    if (!(r instanceof List)) {
+      throw new IOException("/msg: result is not a list");
+    }
+    List<Message> out = new ArrayList<>();
+    for (Object o : (List<?>) r) {
+      if (!(o instanceof String)) {
+        throw new IOException("/msg: an entry is not a string");
+      }
+      try {
+        out.add(Message.fromMap(Json.parseObject(((String) o).trim())));
+      } catch (ProtocolException e) {
+        throw new IOException("/msg: " + e.getMessage(), e);
+      }
+    }
+    return Collections.unmodifiableList(out);
+  }
+
+  /** {@code GET /shard?uid=U}: the client address ({@code HOST:PORT}) of U's node. */
+  public String shard(String uid) throws IOException {
+    Object r = call("GET", "/shard", pairs("uid", req(uid, "uid")), null);
+    if (!(r instanceof String)) {
+      throw new IOException("/shard: result is not a string");
+    }
+    return (String) r;
+  }
+
+  /** {@code GET /stats}: the node's counters, summed over its cores. */
+  public Map<String, Object> stats() throws IOException {
+    return object(call("GET", "/stats", Collections.emptyMap(), null), "/stats");
+  }
+
+  /** {@code GET /health}: status, cores, this node and its peers. */
+  public Map<String, Object> health() throws IOException {
+    return object(call("GET", "/health", Collections.emptyMap(), null), "/health");
+  }
+
+  /** {@code POST /disconnect?uid=U}: ends U's stream ({@code {"error":"disconnected"}}). */
+  public void disconnect(String uid) throws IOException {
+    call("POST", "/disconnect", pairs("uid", req(uid, "uid")), new byte[0]);
+  }
+
+  @SuppressWarnings("unchecked")
+  private static Map<String, Object> object(Object r, String what) throws IOException {
+    if (!(r instanceof Map)) {
+      throw new IOException(what + ": result is not an object");
+    }
+    return (Map<String, Object>) r;
+  }
+
+  private static Map<String, String> pairs(String... kv) {
+    Map<String, String> m = new LinkedHashMap<>();
+    for (int i = 0; i < kv.length; i += 2) {
+      m.put(kv[i], kv[i + 1]);
+    }
+    return m;
+  }
+
+  private static String req(String v, String name) {
+    if (v == null || v.isEmpty()) {
+      throw new IllegalArgumentException(name + " must not be empty");
+    }
+    return v;
+  }
+
+  /** One request; returns the {@code result} of a 2xx answer. */
+  private Object call(String method, String path, Map<String, String> q, byte[] body)
+      throws IOException {
+    String qs = SimpleHttp.query(q);
+    String url = base + path + (qs.isEmpty() ? "" : "?" + qs);
+    SimpleHttp.Response r =
+        SimpleHttp.request(method, url, body, "text/plain; charset=utf-8", ssl, timeoutMs);
+    if (r.status >= 300) {
+      throw new AdminException(r.status, SimpleHttp.errorReason(r));
+    }
+    Map<String, Object> m;
+    try {
+      m = Json.parseObject(r.text());
+    } catch (ProtocolException e) {
+      throw new IOException(path + ": answer is not JSON: " + e.getMessage(), e);
+    }
+    if (m.containsKey("error")) {
+      throw new AdminException(r.status, String.valueOf(m.get("error")));
+    }
+    return m.get("result");
+  }
+}
