@@ -355,40 +355,8 @@ impl StreamIo {
         stream: &mut TcpStream,
     ) -> Poll<Event> {
         conn.set_waker(cx.waker());
-        if conn.is_aborted() {
+        if conn.is_aborted() || write_pending(cx, shard, conn, stream).is_err() {
             return Poll::Ready(Event::Done);
-        }
-        // Write: first what the socket did not take before (this waits until it is writable),
-        // then anything queued (the flusher usually got there first).
-        loop {
-            {
-                let mut slot = conn.unsent.borrow_mut();
-                if let Some(lo) = slot.as_mut() {
-                    match Pin::new(&mut *stream).poll_write(cx, lo) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                            return Poll::Ready(Event::Done)
-                        }
-                        Poll::Ready(Ok(n)) => {
-                            conn.sent_at(shard.clock());
-                            if n == lo.len() {
-                                *slot = None;
-                            } else {
-                                lo.drain(..n);
-                            }
-                            continue;
-                        }
-                        Poll::Pending => break,
-                    }
-                }
-            }
-            if conn.final_encoded.get() {
-                return Poll::Ready(Event::Done);
-            }
-            match write_queued(shard, conn) {
-                Wrote::Idle => break,
-                Wrote::Blocked => continue,
-                Wrote::Finished | Wrote::Failed => return Poll::Ready(Event::Done),
-            }
         }
         if conn.final_encoded.get() || conn.is_ending() {
             // Reading stops once the stream is ending; only the final write remains.
@@ -474,6 +442,45 @@ impl StreamIo {
                     conn.fail(&reason, code);
                 }
             }
+        }
+    }
+}
+
+/// The stream task's writes: first what the socket did not take before (this waits until it
+/// is writable), then anything queued (the flusher usually got there first). `Err` when the
+/// stream is done: its final item is written, or the socket failed.
+fn write_pending(
+    cx: &mut Context<'_>,
+    shard: &Shard,
+    conn: &Conn,
+    stream: &mut TcpStream,
+) -> Result<(), ()> {
+    loop {
+        {
+            let mut slot = conn.unsent.borrow_mut();
+            if let Some(lo) = slot.as_mut() {
+                match Pin::new(&mut *stream).poll_write(cx, lo) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
+                    Poll::Ready(Ok(n)) => {
+                        conn.sent_at(shard.clock());
+                        if n == lo.len() {
+                            *slot = None;
+                        } else {
+                            lo.drain(..n);
+                        }
+                        continue;
+                    }
+                    Poll::Pending => return Ok(()),
+                }
+            }
+        }
+        if conn.final_encoded.get() {
+            return Err(());
+        }
+        match write_queued(shard, conn) {
+            Wrote::Idle => return Ok(()),
+            Wrote::Blocked => continue,
+            Wrote::Finished | Wrote::Failed => return Err(()),
         }
     }
 }
