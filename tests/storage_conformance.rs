@@ -138,6 +138,7 @@ fn scylla_backend_when_configured() {
     let params = |core: u32, cores: u32| ScyllaParams {
         nodes: nodes.clone(),
         keyspace: keyspace.clone(),
+        node: "self".into(),
         consistency: ScyllaConsistency::One,
         timeout: Duration::from_secs(10),
         core,

@@ -44,7 +44,9 @@ use scylla::statement::Consistency;
 use tokio::sync::{mpsc, oneshot};
 
 use self::bridge::{bridge_thread, BodyData, Read, Reply, Req, Write};
-pub use self::schema::{execute_blocking, schema_statements};
+pub use self::schema::{
+    check_blocking, execute_blocking, schema_problems, schema_statements, CREATE_SCHEMA,
+};
 use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
 use crate::config::ScyllaConsistency;
 
@@ -69,7 +71,9 @@ pub struct ScyllaParams {
     pub consistency: ScyllaConsistency,
     /// Session creation and every query.
     pub timeout: Duration,
-    /// This core and the node's core count: the member shard `CORE/CORES`.
+    /// This node's name (`--node`; `self` without `--nodes`), this core and the node's core
+    /// count: the member shard `NODE/CORE/CORES`.
+    pub node: String,
     pub core: u32,
     pub cores: u32,
 }
@@ -84,9 +88,11 @@ pub fn consistency(c: ScyllaConsistency) -> Consistency {
     }
 }
 
-/// The `channel_members.shard` of core `core` of `cores`.
-pub fn member_shard(core: u32, cores: u32) -> String {
-    format!("{core}/{cores}")
+/// The `channel_members.shard` of core `core` of `cores` on node `node`: one partition per
+/// owning core of the whole deployment, so nodes sharing a keyspace never read each other's
+/// members (see `cql/create_schema.cql`).
+pub fn member_shard(node: &str, core: u32, cores: u32) -> String {
+    format!("{node}/{core}/{cores}")
 }
 
 /// The TTL (seconds) of a row that expires at `expires_at`, written at `now`; `None` when it
@@ -352,7 +358,7 @@ mod tests {
 
     #[test]
     fn member_shards_and_consistency() {
-        assert_eq!(member_shard(2, 8), "2/8");
+        assert_eq!(member_shard("a", 2, 8), "a/2/8");
         assert_eq!(consistency(ScyllaConsistency::One), Consistency::One);
         assert_eq!(consistency(ScyllaConsistency::Quorum), Consistency::Quorum);
         assert_eq!(
@@ -398,6 +404,7 @@ mod tests {
                 let params = ScyllaParams {
                     nodes: vec!["127.0.0.1:1".into()],
                     keyspace: "ipush".into(),
+                    node: "self".into(),
                     consistency: ScyllaConsistency::One,
                     timeout: Duration::from_millis(2000),
                     core: 0,

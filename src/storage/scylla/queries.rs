@@ -168,7 +168,7 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
         session,
         st,
         timeout: p.timeout,
-        shard: member_shard(p.core, p.cores),
+        shard: member_shard(&p.node, p.core, p.cores),
         permits: Arc::new(Semaphore::new(MAX_STATEMENTS)),
     })
 }
