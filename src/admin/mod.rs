@@ -17,6 +17,7 @@ use crate::http::response::write_response;
 use crate::protocol::valid_id;
 use crate::shard::msg::{Rep, Req};
 use crate::shard::{Shard, DEFAULT_TTL};
+use crate::storage::Storage;
 use crate::transport::{read_head, HeadRead};
 
 /// The live dashboard page (`GET /`), plain HTML and JS, no build step.
@@ -172,22 +173,10 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
         "/shard" => where_is(shard, head),
         "/stats" => stats_reply(shard, head).await,
         "/metrics" => metrics_reply(shard, head).await,
-        "/health" => method_is(head, &[Method::Get, Method::Head]).map(|_| {
-            let mut peers = serde_json::Map::new();
-            if let Some(bus) = shard.bus() {
-                for n in shard.members.peers() {
-                    let state = if bus.state.is_up(n) { "up" } else { "down" };
-                    peers.insert(shard.node_name(n).to_string(), json!(state));
-                }
-            }
-            Reply::ok(json!({
-                "status": "ok",
-                "cores": shard.cores,
-                "uptime_s": shard.uptime_secs(),
-                "node": shard.node_name(shard.members.me()),
-                "peers": peers,
-            }))
-        }),
+        "/health" => match method_is(head, &[Method::Get, Method::Head]) {
+            Err(r) => Err(r),
+            Ok(()) => Ok(health(shard).await),
+        },
         "/disconnect" => disconnect(shard, head).await,
         "/" => method_is(head, &[Method::Get, Method::Head]).map(|_| Reply {
             status: 200,
@@ -205,6 +194,33 @@ async fn route(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Reply {
         });
     }
     reply
+}
+
+/// `/health`: 200 with `status: ok` while this core's storage answers, else 503 with
+/// `status: storage unavailable` and the error (same body otherwise).
+async fn health(shard: &Rc<Shard>) -> Reply {
+    let mut peers = serde_json::Map::new();
+    if let Some(bus) = shard.bus() {
+        for n in shard.members.peers() {
+            let state = if bus.state.is_up(n) { "up" } else { "down" };
+            peers.insert(shard.node_name(n).to_string(), json!(state));
+        }
+    }
+    let storage = shard.store.check().await;
+    let mut v = json!({
+        "status": if storage.is_ok() { "ok" } else { "storage unavailable" },
+        "cores": shard.cores,
+        "uptime_s": shard.uptime_secs(),
+        "node": shard.node_name(shard.members.me()),
+        "peers": peers,
+    });
+    match storage {
+        Ok(()) => Reply::ok(v),
+        Err(e) => {
+            v["storage"] = json!(e.to_string());
+            Reply::json(503, json!({ "result": v, "error": e.to_string() }))
+        }
+    }
 }
 
 async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Result<Reply, Reply> {

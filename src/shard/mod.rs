@@ -764,7 +764,11 @@ impl Shard {
 
     /// The request handlers of the owning core.
     pub async fn handle_req(self: &Rc<Self>, req: Req) -> Rep {
-        let storage = |e: StorageError| Rep::Err(e.to_string());
+        // The database not answering is a 503 (retry later); anything else a 500.
+        let storage = |e: StorageError| match e {
+            StorageError::Unavailable(_) => Rep::Unavailable(e.to_string()),
+            StorageError::Corrupt(_) => Rep::Err(e.to_string()),
+        };
         match req {
             Req::PubUser {
                 to,

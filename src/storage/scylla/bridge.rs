@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::queries::{connect, read, write, Ctx};
+use super::queries::{check, connect, read, write, Ctx};
 use super::ScyllaParams;
 use crate::protocol::MsgType;
 use crate::storage::{MsgBody, StorageError, UserMeta};
@@ -121,6 +121,8 @@ pub(super) enum Req {
     Read(Read),
     /// Answered once every earlier write has completed.
     Flush(Reply<()>),
+    /// A quick read at once (not after earlier writes): does the database answer?
+    Check(Reply<()>),
     /// Answered once everything earlier has completed; then the bridge thread ends.
     Close(Reply<()>),
 }
@@ -189,6 +191,9 @@ async fn serve(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Req>) {
             Req::Read(r) => {
                 while writes.join_next().await.is_some() {}
                 reads.spawn(read(ctx.clone(), r));
+            }
+            Req::Check(reply) => {
+                reads.spawn(check(ctx.clone(), reply));
             }
             Req::Flush(reply) => {
                 while writes.join_next().await.is_some() {}

@@ -284,6 +284,10 @@ impl Storage for ScyllaStore {
         self.call(Req::Flush).await
     }
 
+    async fn check(&self) -> Result<(), StorageError> {
+        self.call(Req::Check).await
+    }
+
     async fn close(&self) -> Result<(), StorageError> {
         if self.closed.get() {
             return Ok(());

@@ -16,9 +16,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::bridge::{timed, BodyData, Listing, Read, Write};
+use super::bridge::{timed, BodyData, Listing, Read, Reply, Write};
 use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
 use crate::storage::UserMeta;
+
+/// The `users` key a health check reads: not a valid uid (it has a space), so never a user's.
+const HEALTH_KEY: &str = "ipush health";
+/// The longest a health check waits for the database.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs `st` once under the timeout and decodes its first row, if any, as `R`.
 async fn first_row<R>(
@@ -338,6 +343,19 @@ fn note(first: &mut Option<String>, done: Result<Result<(), String>, tokio::task
         Err(e) => format!("scylla: append task failed: {e}"),
     };
     first.get_or_insert(err);
+}
+
+/// A single-partition read of `users` at the configured consistency, under a short timeout
+/// (at most `CHECK_TIMEOUT`): answers whether the keyspace is readable now.
+pub(super) async fn check(ctx: Arc<Ctx>, reply: Reply<()>) {
+    let t = ctx.timeout.min(CHECK_TIMEOUT);
+    let res = timed(
+        t,
+        "health check",
+        ctx.session.execute_unpaged(&ctx.st.user, (HEALTH_KEY,)),
+    )
+    .await;
+    let _ = reply.send(res.map(drop));
 }
 
 pub(super) async fn read(ctx: Arc<Ctx>, r: Read) {
