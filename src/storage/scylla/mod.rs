@@ -29,6 +29,19 @@
 //! Acked messages are not deleted (no range tombstones); `offline` reads `last_ack` alongside
 //! and hides them, and their TTL removes them.
 //!
+//! # Failures
+//! Before any core starts, `schema::check_blocking` (on the main thread) connects, retrying
+//! for a bounded time, and checks the keyspace against the columns the queries use: missing
+//! tables are created with `--scylla_init_schema=true` or stop the server with both remedies
+//! named; another layout always stops it, and nothing is altered. While serving, a database
+//! that does not answer within the timeout gives `StorageError::Unavailable` (503 to the
+//! client); `check` (for `/health`) is a quick read that does not wait for writes in flight.
+//! The driver reconnects by itself, so nothing needs restarting when the database is back.
+//!
+//! # Files
+//! `mod.rs` the core's handle, `bridge.rs` what crosses to the bridge thread and its loop,
+//! `queries.rs` the statements and their handlers, `schema.rs` the schema and start-up check.
+//!
 //! Schema and the reasons for its layout: `cql/create_schema.cql`.
 
 mod bridge;
