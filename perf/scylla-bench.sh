@@ -6,6 +6,9 @@
 #   bash cql/cassandra/start.sh && perf/scylla-bench.sh
 #   M=50000 F=50 perf/scylla-bench.sh           # smaller
 #   DB=10.0.0.5:9042 perf/scylla-bench.sh       # another database
+#   PROF=1 perf/scylla-bench.sh                 # perf record of the server during unicast
+# PC (default 256) keep-alive publishing connections, one /pub in flight each (as many in
+# flight as ipush's 2 cores x 256 statements, and about the raw loop's INFLIGHT=512 / 2).
 #
 # Runs, in this order, on one database:
 #   1. raw      scylla-raw (perf/tools/scylla-raw): M single-row INSERTs of a message row,
@@ -24,6 +27,7 @@ M="${M:-100000}"
 F="${F:-100}"
 INFLIGHT="${INFLIGHT:-512}"
 CORES="${CORES:-2}"
+PC="${PC:-256}"
 OUT="${OUT:-$ROOT/perf/results/scylla-bench-$(date -u +%Y%m%dT%H%M%SZ)}"
 KS="ipush_bench_$$"
 mkdir -p "$OUT"
@@ -73,8 +77,17 @@ echo "== 1. raw driver: $M single-row writes, $INFLIGHT in flight" >&2
 
 LT_COMMON=(--target "127.0.0.1:$CP" --admin "127.0.0.1:$AP" --src 127.0.0.2-127.0.0.9 --quiet --json)
 echo "== 2. unicast: 10,000 users, $M publishes" >&2
-timeout 300 "$LT" unicast --users 10000 --messages "$M" --seed 1 --window 1024 --pub-conns 32 \
+if [[ -n "${PROF:-}" ]]; then
+  (sleep 8 && perf record -g -o "$OUT/perf.data" -p "$SP" -- sleep 5 >/dev/null 2>&1) &
+  PERF_PID=$!
+fi
+timeout 300 "$LT" unicast --users 10000 --messages "$M" --seed 1 --window 1024 --pub-conns "$PC" \
   "${LT_COMMON[@]}" >"$OUT/unicast.json" 2>"$OUT/unicast.err" || true
+if [[ -n "${PROF:-}" ]]; then
+  wait "$PERF_PID" || true
+  perf report -i "$OUT/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep . | head -12 >"$OUT/perf-dso.txt" || true
+  perf report -i "$OUT/perf.data" --stdio --no-children --sort sym 2>/dev/null | grep -v '^#' | grep '%' | head -25 >"$OUT/perf-sym.txt" || true
+fi
 echo "== 3. fan-out: 10,000 subscribers, $F publishes" >&2
 timeout 300 "$LT" fanout --subscribers 10000 --messages "$F" --window 4 --pub-conns 4 \
   "${LT_COMMON[@]}" >"$OUT/fanout.json" 2>"$OUT/fanout.err" || true
@@ -84,7 +97,7 @@ n_half=$((half * 20))
 ((n_half > 0)) || n_half=1000
 echo "== 4. unicast at half that rate: $half publishes/s for about 20 s" >&2
 timeout 300 "$LT" unicast --users 10000 --messages "$n_half" --rate "$half" --seed 2 --window 4096 \
-  --pub-conns 32 "${LT_COMMON[@]}" >"$OUT/half.json" 2>"$OUT/half.err" || true
+  --pub-conns "$PC" "${LT_COMMON[@]}" >"$OUT/half.json" 2>"$OUT/half.err" || true
 errors=$(curl -s "127.0.0.1:$AP/metrics" | awk '/^ipush_storage_error\{/ {s+=$2} END {print s+0}')
 
 python3 - "$OUT" "$errors" <<'EOF'
