@@ -45,7 +45,10 @@ fn parse() -> Result<Args, String> {
         let (k, v) = arg
             .split_once('=')
             .ok_or_else(|| format!("expected key=value, got {arg}"))?;
-        let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{k}: not a number: {v}"));
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{k}: not a number: {v}"))
+        };
         match k {
             "nodes" => a.nodes = v.into(),
             "keyspace" => a.keyspace = v.into(),
@@ -55,7 +58,11 @@ fn parse() -> Result<Args, String> {
             "batch" => a.batch = v == "1" || v == "true",
             "body_bytes" => a.body_bytes = num(v)? as usize,
             "drop_keyspace" => a.drop_keyspace = v == "1" || v == "true",
-            _ => return Err(format!("unknown argument {k} (see the head of src/main.rs)")),
+            _ => {
+                return Err(format!(
+                    "unknown argument {k} (see the head of src/main.rs)"
+                ))
+            }
         }
     }
     Ok(a)
