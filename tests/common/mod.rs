@@ -738,7 +738,11 @@ pub fn scylla_or_skip(test: &str) -> Option<String> {
                 "{test}: CI=true but IPUSH_TEST_SCYLLA is not set (start one with \
                  `bash cql/cassandra/start.sh` and export IPUSH_TEST_SCYLLA=127.0.0.1:9042)"
             );
-            eprintln!("{test}: skipped (IPUSH_TEST_SCYLLA not set)");
+            // Straight to stderr: libtest hides eprintln! of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: skipped (IPUSH_TEST_SCYLLA not set)"
+            );
             None
         }
     }
