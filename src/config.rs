@@ -202,6 +202,12 @@ pub struct Config {
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub scylla_timeout_ms: u64,
 
+    /// Create the scylla keyspace and tables of cql/create_schema.cql (keyspace renamed to
+    /// --scylla_keyspace) when they are missing: true or false. The keyspace is made with
+    /// SimpleStrategy, replication_factor 1 (a dev node); create a production keyspace yourself
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub scylla_init_schema: bool,
+
     /// Client authentication: none (any non-empty password) or jwt (HS256 token, sub = uid)
     #[arg(long, value_enum, default_value_t = AuthMode::None)]
     pub auth: AuthMode,
@@ -288,6 +294,7 @@ impl fmt::Debug for Config {
             .field("scylla_keyspace", &self.scylla_keyspace)
             .field("scylla_consistency", &self.scylla_consistency)
             .field("scylla_timeout_ms", &self.scylla_timeout_ms)
+            .field("scylla_init_schema", &self.scylla_init_schema)
             .field("auth", &self.auth)
             .field("auth_secret", &secret)
             .field("node", &self.node)
@@ -699,6 +706,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.scylla_node_list(), vec!["127.0.0.1:9042"]);
         assert_eq!(c.scylla_keyspace, "ipush");
+        assert!(!c.scylla_init_schema);
         assert_eq!(c.auth, AuthMode::None);
         assert!(c.nodes.is_empty() && c.self_node().is_none());
         assert_eq!(c.max_offline_msg_num, 100);
@@ -793,6 +801,17 @@ mod tests {
         assert!(err(&["--storage=scylla", "--scylla_keyspace=a-b"]).contains("--scylla_keyspace"));
         assert!(parse(&["--auth=jwt", "--auth_secret=s3cret"]).is_ok());
         assert!(parse(&["--storage=embedded"]).is_ok());
+        assert!(
+            parse(&["--scylla_init_schema=true"])
+                .unwrap()
+                .scylla_init_schema
+        );
+        assert!(
+            !parse(&["--scylla_init_schema=false"])
+                .unwrap()
+                .scylla_init_schema
+        );
+        assert!(err(&["--scylla_init_schema=yes"]).contains("--scylla_init_schema"));
     }
 
     #[test]

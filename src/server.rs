@@ -62,6 +62,9 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         dir_lock = Some(lock_data_dir(&cfg.data_dir)?);
         check_data_dir(&cfg.data_dir, cores)?;
     }
+    if cfg.storage == StorageKind::Scylla {
+        check_scylla(&cfg)?;
+    }
     let (listeners, bound) = bind(&mut cfg, cores)?;
     let cfg = Arc::new(cfg);
     let members = Arc::new(Membership::from_config(&cfg, cores));
@@ -316,6 +319,30 @@ fn check_data_dir(dir: &std::path::Path, cores: usize) -> anyhow::Result<()> {
     }
 }
 
+/// How long the start-up waits for ScyllaDB / Cassandra to answer before giving up.
+const SCYLLA_START_RETRY: Duration = Duration::from_secs(20);
+
+/// Before any core starts: the database answers and the keyspace holds this version's schema
+/// (created with `--scylla_init_schema=true`). Blocks the main thread, which is no core.
+fn check_scylla(cfg: &Config) -> anyhow::Result<()> {
+    let nodes: Vec<String> = cfg
+        .scylla_node_list()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let created = crate::storage::scylla::check_blocking(
+        &nodes,
+        &cfg.scylla_keyspace,
+        cfg.scylla_init_schema,
+        Duration::from_millis(cfg.scylla_timeout_ms),
+        SCYLLA_START_RETRY,
+    )?;
+    if created {
+        tracing::info!(keyspace = %cfg.scylla_keyspace, "scylla schema created");
+    }
+    Ok(())
+}
+
 fn meta_text(cores: usize) -> String {
     format!("format=1\ncores={cores}\n")
 }
@@ -542,6 +569,7 @@ async fn open_store(core: &Core) -> Result<Store, String> {
                     .map(str::to_string)
                     .collect(),
                 keyspace: cfg.scylla_keyspace.clone(),
+                node: core.members.me_name().to_string(),
                 consistency: cfg.scylla_consistency,
                 timeout: Duration::from_millis(cfg.scylla_timeout_ms),
                 core: core.id.0 as u32,

@@ -22,6 +22,8 @@ struct Cluster {
     nodes: Vec<Node>,
     spec: String,
     dir: std::path::PathBuf,
+    /// Flags every node gets after the defaults (e.g. --storage=scylla ...).
+    extra: Vec<String>,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -44,6 +46,10 @@ fn next_network() -> String {
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    fn start_with(n: usize, extra: &[String]) -> Cluster {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let net = next_network();
         let nodes: Vec<Node> = (0..n)
@@ -66,6 +72,7 @@ impl Cluster {
             nodes,
             spec,
             dir,
+            extra: extra.to_vec(),
             _serial: guard,
         };
         for i in 0..n {
@@ -95,6 +102,7 @@ impl Cluster {
                 "--cores=1".into(),
                 "--log_level=warn".into(),
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -238,7 +246,21 @@ fn ownership_agrees_spreads_and_redirects() {
 
 #[test]
 fn admin_requests_and_client_messages_cross_nodes() {
-    let c = Cluster::start(3);
+    admin_requests_and_client_messages_cross(Cluster::start(3));
+}
+
+/// The same with every node on one Cassandra / ScyllaDB keyspace (IPUSH_TEST_SCYLLA).
+#[test]
+fn scylla_admin_requests_and_client_messages_cross_nodes() {
+    let Some(ks) = TestKeyspace::new("scylla_admin_requests_and_client_messages_cross_nodes")
+    else {
+        return;
+    };
+    ks.create();
+    admin_requests_and_client_messages_cross(Cluster::start_with(3, &ks.flags()));
+}
+
+fn admin_requests_and_client_messages_cross(c: Cluster) {
     let a = c.uid_on(0, "a");
     let b = c.uid_on(1, "b");
     let off = c.uid_on(2, "off");
@@ -267,7 +289,21 @@ fn admin_requests_and_client_messages_cross_nodes() {
 
 #[test]
 fn channel_members_on_every_node_get_each_message_once() {
-    let c = Cluster::start(3);
+    channel_members_get_each_message_once(Cluster::start(3));
+}
+
+/// Three nodes, one keyspace: each core reads only its own members of the channel (before
+/// the member partitions named the node, every node's core 0 read all of them).
+#[test]
+fn scylla_channel_members_on_every_node_get_each_message_once() {
+    let Some(ks) = TestKeyspace::new("scylla_channel_members_on_every_node") else {
+        return;
+    };
+    ks.create();
+    channel_members_get_each_message_once(Cluster::start_with(3, &ks.flags()));
+}
+
+fn channel_members_get_each_message_once(c: Cluster) {
     let members: Vec<String> = (0..3).map(|i| c.uid_on(i, &format!("m{i}-"))).collect();
     let mut clients: Vec<Client> = members.iter().map(|u| c.connect(u)).collect();
     for (i, u) in members.iter().enumerate() {
@@ -313,11 +349,35 @@ fn channel_members_on_every_node_get_each_message_once() {
         cl.send(r#"{"y":0}"#);
         assert_eq!(cl.recv(), json!({"y":0}));
     }
+    // And stored once per member and message, by its owner only (3 members x 2 messages).
+    let stored: f64 = (0..3)
+        .map(|i| {
+            let (_, body) = c.get(i, "/metrics");
+            let body = body.as_str().unwrap_or_default().to_string();
+            body.lines()
+                .filter(|l| l.starts_with("ipush_stored{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
+    assert_eq!(stored, 6.0, "deliveries persisted over all nodes");
 }
 
 #[test]
 fn a_dead_node_gives_503_for_its_users_and_heals() {
-    let mut c = Cluster::start(3);
+    a_dead_node_gives_503_and_heals(Cluster::start(3));
+}
+
+#[test]
+fn scylla_a_dead_node_gives_503_for_its_users_and_heals() {
+    let Some(ks) = TestKeyspace::new("scylla_a_dead_node_gives_503") else {
+        return;
+    };
+    ks.create();
+    a_dead_node_gives_503_and_heals(Cluster::start_with(3, &ks.flags()));
+}
+
+fn a_dead_node_gives_503_and_heals(mut c: Cluster) {
     let on1 = c.uid_on(1, "d");
     let on2 = c.uid_on(2, "e");
     c.kill(1);

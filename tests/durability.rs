@@ -202,15 +202,31 @@ fn verify(s: &Server, sc: &Scenario, n: u64) {
 
 #[test]
 fn kill9_keeps_every_acknowledged_message_seq_ack_and_subscription() {
-    let mut s = Server::start(&[EMBEDDED]);
+    kill9_keeps_everything(&[EMBEDDED]);
+}
+
+/// The same against Cassandra / ScyllaDB (IPUSH_TEST_SCYLLA), in a keyspace of its own that
+/// the server creates (--scylla_init_schema=true).
+#[test]
+fn scylla_kill9_keeps_every_acknowledged_message_seq_ack_and_subscription() {
+    let Some(ks) = TestKeyspace::new("scylla_kill9_keeps_everything") else {
+        return;
+    };
+    let mut flags = ks.flags();
+    flags.push("--scylla_init_schema=true".into());
+    kill9_keeps_everything(&strs(&flags));
+}
+
+fn kill9_keeps_everything(flags: &[&str]) {
+    let mut s = Server::start(flags);
     let sc = scenario(&s, 5);
     let st = s.kill9();
     assert!(!st.success(), "SIGKILL, not a clean exit: {st:?}");
-    s.restart(&[EMBEDDED]);
+    s.restart(flags);
     verify(&s, &sc, 5);
     // And once more (recovery of a store that was itself recovered and written to).
     s.kill9();
-    s.restart(&[EMBEDDED]);
+    s.restart(flags);
     assert_eq!(listed(&s, "allacked"), vec![(3, "a3".to_string())]);
     assert_eq!(listed(&s, "du2").len(), 6);
     ok(&s, "/pub?to=du3&from=op", "x");
@@ -269,8 +285,22 @@ fn graceful_stop_then_restart_keeps_everything() {
 /// there afterwards with its seq, in order (the one in flight at the kill may or may not be).
 #[test]
 fn kill9_while_publishing_loses_no_acknowledged_message() {
-    let flags = [EMBEDDED, "--max_offline_msg_num=100000"];
-    let mut s = Server::start(&flags);
+    kill9_while_publishing(&[EMBEDDED, "--max_offline_msg_num=100000"]);
+}
+
+#[test]
+fn scylla_kill9_while_publishing_loses_no_acknowledged_message() {
+    let Some(ks) = TestKeyspace::new("scylla_kill9_while_publishing") else {
+        return;
+    };
+    ks.create();
+    let mut flags = ks.flags();
+    flags.push("--max_offline_msg_num=100000".into());
+    kill9_while_publishing(&strs(&flags));
+}
+
+fn kill9_while_publishing(flags: &[&str]) {
+    let mut s = Server::start(flags);
     let admin = s.admin_port;
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
@@ -300,7 +330,7 @@ fn kill9_while_publishing_loses_no_acknowledged_message() {
     stop.store(true, Ordering::Relaxed);
     let results: Vec<(String, Vec<String>)> =
         writers.into_iter().map(|h| h.join().unwrap()).collect();
-    s.restart(&flags);
+    s.restart(flags);
     let mut total = 0;
     for (uid, acked) in results {
         let l = listed(&s, &uid);

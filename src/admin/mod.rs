@@ -210,7 +210,10 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
         "/shard" => where_is(router, head),
         "/stats" => stats_reply(router, head).await,
         "/metrics" => metrics_reply(router, head).await,
-        "/health" => method_is(head, &[Method::Get, Method::Head]).map(|_| health(router)),
+        "/health" => match method_is(head, &[Method::Get, Method::Head]) {
+            Err(r) => Err(r),
+            Ok(()) => Ok(health(router).await),
+        },
         "/disconnect" => disconnect(router, head).await,
         "/" => method_is(head, &[Method::Get, Method::Head]).map(|_| Response {
             status: 200,
@@ -231,8 +234,9 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
     reply
 }
 
-/// `/health`: this node, and the state of every peer on the bus.
-fn health(router: &Router) -> Response {
+/// `/health`: this node and the state of every peer on the bus; 200 with `status: ok` while
+/// this core's storage answers, else 503 with `status: storage unavailable` and the error.
+async fn health(router: &Router) -> Response {
     let view = router.view();
     let mut peers = serde_json::Map::new();
     if let Some(bus) = router.bus() {
@@ -241,13 +245,21 @@ fn health(router: &Router) -> Response {
             peers.insert(view.node(n).name.clone(), json!(state));
         }
     }
-    Response::ok(json!({
-        "status": "ok",
+    let storage = router.shard().check_store().await;
+    let mut v = json!({
+        "status": if storage.is_ok() { "ok" } else { "storage unavailable" },
         "cores": router.cores(),
         "uptime_s": router.shard().uptime_secs(),
-        "node": view.node(view.me()).name,
+        "node": view.me_name(),
         "peers": peers,
-    }))
+    });
+    match storage {
+        Ok(()) => Response::ok(v),
+        Err(e) => {
+            v["storage"] = json!(e.to_string());
+            Response::json(503, json!({ "result": v, "error": e.to_string() }))
+        }
+    }
 }
 
 async fn publish(

@@ -70,6 +70,11 @@ impl Membership {
         self.me
     }
 
+    /// This node's name (`--node`, or `self` without `--nodes`).
+    pub fn me_name(&self) -> &str {
+        &self.nodes[self.me.0 as usize].name
+    }
+
     pub fn cores(&self) -> usize {
         self.cores
     }

@@ -292,6 +292,10 @@ impl Router {
     }
 }
 
+/// The database not answering is a 503 (retry later); anything else a 500.
 fn storage_err(e: StorageError) -> Answer {
-    Answer::Err(e.to_string())
+    match e {
+        StorageError::Unavailable(_) => Answer::Unavailable(e.to_string()),
+        StorageError::Corrupt(_) => Answer::Err(e.to_string()),
+    }
 }

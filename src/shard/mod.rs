@@ -147,6 +147,11 @@ impl Shard {
         Ok(n)
     }
 
+    /// Whether this core's store answers now (a quick read, for `/health`).
+    pub async fn check_store(&self) -> Result<(), StorageError> {
+        self.store.check().await
+    }
+
     /// Flushes and closes the store (the last step of a core's shutdown).
     pub async fn close_store(&self) -> Result<(), StorageError> {
         self.store.close().await

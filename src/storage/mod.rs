@@ -70,6 +70,11 @@ pub trait Storage {
     async fn purge_expired(&self, now: u64) -> Result<usize, StorageError>;
     /// Makes every earlier write durable (no-op for memory).
     async fn flush(&self) -> Result<(), StorageError>;
+    /// Whether the backend answers now (for `/health`); quick, and without waiting for
+    /// writes in flight. Local backends are always up.
+    async fn check(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Flushes and releases the backend's threads and files (at shutdown).
     async fn close(&self) -> Result<(), StorageError> {
         self.flush().await
@@ -133,6 +138,9 @@ impl Storage for Store {
     }
     async fn flush(&self) -> Result<(), StorageError> {
         delegate!(self, s => s.flush().await)
+    }
+    async fn check(&self) -> Result<(), StorageError> {
+        delegate!(self, s => s.check().await)
     }
     async fn close(&self) -> Result<(), StorageError> {
         delegate!(self, s => s.close().await)

@@ -17,6 +17,12 @@ pub fn unique(tag: &str) -> String {
     format!("ipush-{tag}-{}-{n}", std::process::id())
 }
 
+/// A port nothing listens on just now (for "connection refused" cases; servers take port 0).
+pub fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// What the server printed when it was ready: the ports it bound (it is started on port 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Ready {
@@ -736,4 +742,91 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+// ---- Cassandra / ScyllaDB (--storage=scylla) ----
+
+/// The database of `IPUSH_TEST_SCYLLA` (`host:port`, e.g. the node of
+/// `cql/cassandra/start.sh`). Unset: prints "<test>: skipped" and returns None, except under
+/// `CI=true`, where a missing database fails the test.
+pub fn scylla_or_skip(test: &str) -> Option<String> {
+    match std::env::var("IPUSH_TEST_SCYLLA") {
+        Ok(a) if !a.trim().is_empty() => Some(a.trim().to_string()),
+        _ => {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "{test}: CI=true but IPUSH_TEST_SCYLLA is not set (start one with \
+                 `bash cql/cassandra/start.sh` and export IPUSH_TEST_SCYLLA=127.0.0.1:9042)"
+            );
+            // Straight to stderr: libtest hides eprintln! of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: skipped (IPUSH_TEST_SCYLLA not set)"
+            );
+            None
+        }
+    }
+}
+
+/// A keyspace of its own for one test, dropped when the test ends (pass or fail).
+pub struct TestKeyspace {
+    pub name: String,
+    pub addr: String,
+}
+
+impl TestKeyspace {
+    /// A fresh, empty keyspace name (nothing is created: see `create`), or None when the
+    /// test is skipped (see `scylla_or_skip`).
+    pub fn new(test: &str) -> Option<TestKeyspace> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let addr = scylla_or_skip(test)?;
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ks = TestKeyspace {
+            name: format!("ipush_t{}_{n}", std::process::id()),
+            addr,
+        };
+        ks.run(&[format!("DROP KEYSPACE IF EXISTS {}", ks.name)]);
+        Some(ks)
+    }
+
+    /// Creates the schema of cql/create_schema.cql in this keyspace.
+    pub fn create(&self) {
+        let cql = ipush::storage::scylla::CREATE_SCHEMA;
+        self.run(&ipush::storage::scylla::schema_statements(cql, &self.name));
+    }
+
+    /// Runs statements (on a session of its own, from this thread).
+    pub fn run(&self, statements: &[String]) {
+        ipush::storage::scylla::execute_blocking(
+            std::slice::from_ref(&self.addr),
+            statements,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{} at {}: {e}", statements.join("; "), self.addr));
+    }
+
+    /// The server flags that use this keyspace (consistency one: a single dev node).
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--storage=scylla".into(),
+            format!("--scylla_nodes={}", self.addr),
+            format!("--scylla_keyspace={}", self.name),
+            "--scylla_consistency=one".into(),
+        ]
+    }
+}
+
+impl Drop for TestKeyspace {
+    fn drop(&mut self) {
+        let _ = ipush::storage::scylla::execute_blocking(
+            std::slice::from_ref(&self.addr),
+            &[format!("DROP KEYSPACE IF EXISTS {}", self.name)],
+            Duration::from_secs(60),
+        );
+    }
+}
+
+/// `&[String]` as `Vec<&str>` for `Server::start`.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

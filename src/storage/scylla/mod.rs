@@ -1,0 +1,452 @@
+//! `--storage=scylla`: one core's users in ScyllaDB / Apache Cassandra. `ScyllaStore` runs on
+//! its core's executor; the driver runs on a bridge thread of its own (one per core, a
+//! current-thread tokio runtime, one `Session`).
+//!
+//! # The bridge
+//! The core sends each request over an unbounded tokio mpsc channel (a lock-free send that
+//! never blocks) with a `tokio::sync::oneshot` sender for the answer; the core's task awaits
+//! the oneshot receiver, which the bridge thread completes and so wakes the glommio task from a
+//! foreign thread. Core and bridge share no lock. Every statement is prepared once at open,
+//! runs with `--scylla_consistency` and under `--scylla_timeout_ms` (a driver request timeout
+//! and a tokio timeout around it), as does session creation. Errors come back as
+//! `StorageError::Unavailable("scylla: ...")`.
+//!
+//! # Ordering (the `Storage` contract: a read sees every write issued before it)
+//! The bridge takes requests in issue order. Writes are pipelined (started at once, many in
+//! flight, at most `MAX_STATEMENTS` statements per core): that is safe because every write
+//! commutes with every other one issued by this core: message rows and bodies have distinct
+//! keys, `max_seq` and `last_ack` are written `USING TIMESTAMP <value>` (so the highest wins
+//! whatever the arrival order), and membership changes carry `USING TIMESTAMP` from a clock
+//! that increases in issue order (so subscribe-then-unsubscribe ends unsubscribed even if the
+//! two arrive reversed). A read first waits until every write issued before it has completed,
+//! then runs (reads run concurrently with one another and with later writes). `flush` waits for
+//! every earlier write, `close` for everything, and then stops the thread.
+//!
+//! # Acks
+//! `set_ack` is one `UPDATE users USING TIMESTAMP <last_ack> SET last_ack = <last_ack>`:
+//! last-write-wins by timestamp keeps the maximum, so acks are monotonic without a
+//! read-modify-write or a lightweight transaction (the owning core is the only writer anyway).
+//! Acked messages are not deleted (no range tombstones); `offline` reads `last_ack` alongside
+//! and hides them, and their TTL removes them.
+//!
+//! # Failures
+//! Before any core starts, `schema::check_blocking` (on the main thread) connects, retrying
+//! for a bounded time, and checks the keyspace against the columns the queries use: missing
+//! tables are created with `--scylla_init_schema=true` or stop the server with both remedies
+//! named; another layout always stops it, and nothing is altered. While serving, a database
+//! that does not answer within the timeout gives `StorageError::Unavailable` (503 to the
+//! client); `check` (for `/health`) is a quick read that does not wait for writes in flight.
+//! The driver reconnects by itself, so nothing needs restarting when the database is back.
+//!
+//! # Files
+//! `mod.rs` the core's handle, `bridge.rs` what crosses to the bridge thread and its loop,
+//! `queries.rs` the statements and their handlers, `schema.rs` the schema and start-up check.
+//!
+//! Schema and the reasons for its layout: `cql/create_schema.cql`.
+
+mod bridge;
+mod queries;
+mod schema;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use scylla::statement::Consistency;
+use tokio::sync::{mpsc, oneshot};
+
+use self::bridge::{bridge_thread, BodyData, Read, Reply, Req, Write};
+pub use self::schema::{
+    check_blocking, execute_blocking, schema_problems, schema_statements, CREATE_SCHEMA,
+};
+use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
+use crate::config::ScyllaConsistency;
+
+/// Statements in flight per core (the bridge's pipeline depth).
+pub(super) const MAX_STATEMENTS: usize = 256;
+/// Rows per page when loading a channel's members.
+pub(super) const MEMBER_PAGE: i32 = 5000;
+/// Rows outlive `expires_at` by this much in the database, so a clock ahead of ipush's never
+/// removes a message early; reads filter on `expires_at` exactly.
+const TTL_GRACE_S: u64 = 60;
+/// The largest TTL Cassandra and ScyllaDB accept (20 years).
+const MAX_TTL_S: u64 = 630_720_000;
+/// Cassandra before 5.0 rejects an expiry past 2038-01-19 (`i32` seconds); keep a day clear.
+const MAX_EXPIRY_S: u64 = i32::MAX as u64 - 86_400;
+
+/// What one core's store needs to connect.
+#[derive(Debug, Clone)]
+pub struct ScyllaParams {
+    /// Contact points, `HOST:PORT`.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    pub consistency: ScyllaConsistency,
+    /// Session creation and every query.
+    pub timeout: Duration,
+    /// This node's name (`--node`; `self` without `--nodes`), this core and the node's core
+    /// count: the member shard `NODE/CORE/CORES`.
+    pub node: String,
+    pub core: u32,
+    pub cores: u32,
+}
+
+/// The driver's consistency level for `--scylla_consistency`.
+pub fn consistency(c: ScyllaConsistency) -> Consistency {
+    match c {
+        ScyllaConsistency::One => Consistency::One,
+        ScyllaConsistency::Quorum => Consistency::Quorum,
+        ScyllaConsistency::LocalQuorum => Consistency::LocalQuorum,
+        ScyllaConsistency::All => Consistency::All,
+    }
+}
+
+/// The `channel_members.shard` of core `core` of `cores` on node `node`: one partition per
+/// owning core of the whole deployment, so nodes sharing a keyspace never read each other's
+/// members (see `cql/create_schema.cql`).
+pub fn member_shard(node: &str, core: u32, cores: u32) -> String {
+    format!("{node}/{core}/{cores}")
+}
+
+/// The TTL (seconds) of a row that expires at `expires_at`, written at `now`; `None` when it
+/// has already expired (then it is not written at all).
+pub fn ttl_for(expires_at: u64, now: u64) -> Option<i32> {
+    if expires_at <= now {
+        return None;
+    }
+    let ttl = (expires_at - now + TTL_GRACE_S)
+        .min(MAX_TTL_S)
+        .min(MAX_EXPIRY_S.saturating_sub(now))
+        .max(1);
+    Some(ttl as i32)
+}
+
+pub(super) fn unavailable(msg: impl std::fmt::Display) -> StorageError {
+    StorageError::Unavailable(format!("scylla: {msg}"))
+}
+
+// ---- the core's side ----------------------------------------------------------------------
+
+/// One core's handle on the database. Lives on the core; the driver lives on its bridge thread.
+pub struct ScyllaStore {
+    tx: mpsc::UnboundedSender<Req>,
+    closed: Cell<bool>,
+}
+
+impl ScyllaStore {
+    /// Starts this core's bridge thread, connects its session and prepares the statements
+    /// (all under `params.timeout`). Awaits without blocking the executor.
+    pub async fn open(params: ScyllaParams) -> Result<Self, StorageError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
+        let name = format!("ipush-scylla{}", params.core);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || bridge_thread(params, rx, ready_tx))
+            .map_err(|e| unavailable(format!("cannot start the bridge thread: {e}")))?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(ScyllaStore {
+                tx,
+                closed: Cell::new(false),
+            }),
+            Ok(Err(e)) => Err(StorageError::Unavailable(e)),
+            Err(_) => Err(unavailable("the bridge thread stopped while connecting")),
+        }
+    }
+
+    /// Sends a request now (in issue order) and returns its answer's future.
+    fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Req,
+    ) -> impl Future<Output = Result<T, StorageError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = !self.closed.get() && self.tx.send(make(reply)).is_ok();
+        async move {
+            if !sent {
+                return Err(unavailable("the store is closed"));
+            }
+            match answer.await {
+                Ok(res) => res.map_err(StorageError::Unavailable),
+                Err(_) => Err(unavailable("the bridge thread stopped")),
+            }
+        }
+    }
+}
+
+impl Storage for ScyllaStore {
+    async fn load_user(&self, uid: &str) -> Result<UserMeta, StorageError> {
+        let uid = uid.to_string();
+        self.call(|reply| Req::Read(Read::User { uid, reply }))
+            .await
+    }
+
+    async fn append(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+    ) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let body = BodyData::of(body);
+        let entries = entries.iter().map(|(u, s)| (u.to_string(), *s)).collect();
+        self.call(|reply| {
+            Req::Write(Write::Append {
+                body,
+                expires_at,
+                entries,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {
+        let uid = uid.to_string();
+        self.call(|reply| {
+            Req::Write(Write::Ack {
+                uid,
+                last_ack,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn offline(
+        &self,
+        uid: &str,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<StoredMsg>, StorageError> {
+        if upto <= after || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let uid = uid.to_string();
+        let listing = self
+            .call(|reply| {
+                Req::Read(Read::Offline {
+                    uid,
+                    after,
+                    upto,
+                    limit,
+                    now,
+                    reply,
+                })
+            })
+            .await?;
+        let bodies = listing
+            .bodies
+            .into_iter()
+            .map(|b| b.into_msg_body().map(Rc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(listing
+            .rows
+            .into_iter()
+            .map(|(seq, expires_at, b)| StoredMsg {
+                seq,
+                expires_at,
+                body: bodies[b].clone(),
+            })
+            .collect())
+    }
+
+    async fn subscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
+        let (cid, uid) = (cid.to_string(), uid.to_string());
+        self.call(|reply| {
+            Req::Write(Write::Member {
+                cid,
+                uid,
+                on: true,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn unsubscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
+        let (cid, uid) = (cid.to_string(), uid.to_string());
+        self.call(|reply| {
+            Req::Write(Write::Member {
+                cid,
+                uid,
+                on: false,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn channel_members(&self, cid: &str) -> Result<Vec<Rc<str>>, StorageError> {
+        let cid = cid.to_string();
+        let uids = self
+            .call(|reply| Req::Read(Read::Members { cid, reply }))
+            .await?;
+        Ok(uids.into_iter().map(|u| Rc::from(u.as_str())).collect())
+    }
+
+    /// Expiry is the database's job (`USING TTL`); reads hide what has expired meanwhile.
+    async fn purge_expired(&self, _now: u64) -> Result<usize, StorageError> {
+        Ok(0)
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.call(Req::Flush).await
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        self.call(Req::Check).await
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        if self.closed.get() {
+            return Ok(());
+        }
+        let done = self.call(Req::Close);
+        self.closed.set(true);
+        done.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bridge::Clock;
+    use super::schema::rename_keyspace;
+    use super::*;
+    use crate::protocol::MsgType;
+
+    #[test]
+    fn ttl_has_a_grace_and_stays_within_what_the_databases_accept() {
+        let now = 1_800_000_000;
+        assert_eq!(ttl_for(now, now), None, "expired: not written");
+        assert_eq!(ttl_for(now - 5, now), None);
+        assert_eq!(ttl_for(now + 1, now), Some(1 + TTL_GRACE_S as i32));
+        assert_eq!(ttl_for(now + 3600, now), Some(3600 + TTL_GRACE_S as i32));
+        // Far futures: capped at 20 years and before 2038-01-19.
+        let far = ttl_for(4_000_000_000, now).unwrap() as u64;
+        assert!(far <= MAX_TTL_S);
+        assert!(now + far <= i32::MAX as u64);
+        assert_eq!(ttl_for(4_000_000_000, 1_000).unwrap() as u64, MAX_TTL_S);
+        // Past the 2038 limit already: still a positive TTL.
+        assert_eq!(ttl_for(u64::MAX, i32::MAX as u64), Some(1));
+    }
+
+    #[test]
+    fn schema_file_renames_its_keyspace() {
+        let cql = include_str!("../../../cql/create_schema.cql");
+        let stmts = schema_statements(cql, "ipush_test_42");
+        assert_eq!(stmts.len(), 5, "{stmts:#?}");
+        assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ipush_test_42"));
+        for table in ["messages", "bodies", "users", "channel_members"] {
+            let create = format!("CREATE TABLE IF NOT EXISTS ipush_test_42.{table} (");
+            assert!(
+                stmts.iter().any(|s| s.starts_with(&create)),
+                "{table}: {stmts:#?}"
+            );
+        }
+        for s in &stmts {
+            assert!(!s.contains("--"), "comment left in {s}");
+            assert!(!s.contains("ipush."), "keyspace not renamed in {s}");
+        }
+        // The layout the code relies on.
+        let messages = stmts.iter().find(|s| s.contains(".messages")).unwrap();
+        assert!(messages.contains("PRIMARY KEY (uid, seq)"));
+        assert!(messages.contains("CLUSTERING ORDER BY (seq DESC)"));
+        let members = stmts
+            .iter()
+            .find(|s| s.contains(".channel_members"))
+            .unwrap();
+        assert!(members.contains("PRIMARY KEY ((cid, shard), uid)"));
+        let clear = schema_statements(include_str!("../../../cql/clear_db.cql"), "k");
+        assert_eq!(clear, ["DROP KEYSPACE IF EXISTS k"]);
+    }
+
+    #[test]
+    fn only_the_whole_word_is_renamed() {
+        assert_eq!(
+            rename_keyspace("SELECT ipush_x, myipush FROM ipush.t", "ks"),
+            "SELECT ipush_x, myipush FROM ks.t"
+        );
+        assert_eq!(rename_keyspace("ipush", "ks"), "ks");
+    }
+
+    #[test]
+    fn member_shards_and_consistency() {
+        assert_eq!(member_shard("a", 2, 8), "a/2/8");
+        assert_eq!(consistency(ScyllaConsistency::One), Consistency::One);
+        assert_eq!(consistency(ScyllaConsistency::Quorum), Consistency::Quorum);
+        assert_eq!(
+            consistency(ScyllaConsistency::LocalQuorum),
+            Consistency::LocalQuorum
+        );
+        assert_eq!(consistency(ScyllaConsistency::All), Consistency::All);
+    }
+
+    #[test]
+    fn membership_timestamps_increase_in_issue_order() {
+        let mut c = Clock::default();
+        assert_eq!(c.next(100), 100);
+        assert_eq!(c.next(100), 101, "same microsecond");
+        assert_eq!(c.next(50), 102, "clock stepped back");
+        assert_eq!(c.next(500), 500);
+    }
+
+    #[test]
+    fn bodies_cross_the_bridge_intact() {
+        let b = MsgBody {
+            kind: MsgType::Channel,
+            from: "op".into(),
+            channel: Some("news".into()),
+            body: "héllo".into(),
+        };
+        let d = BodyData::of(&b);
+        assert_eq!(d.kind, 4);
+        assert_eq!(d.clone().into_msg_body().unwrap(), b);
+        let bad = BodyData { kind: 99, ..d };
+        assert!(matches!(
+            bad.into_msg_body(),
+            Err(StorageError::Corrupt(e)) if e.starts_with("scylla:")
+        ));
+    }
+
+    #[test]
+    fn an_unreachable_cluster_is_reported_without_blocking_the_core() {
+        // Nothing listens on port 1: the bridge thread fails to connect and the core's task is
+        // woken from that thread with the error.
+        let res = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let params = ScyllaParams {
+                    nodes: vec!["127.0.0.1:1".into()],
+                    keyspace: "ipush".into(),
+                    node: "self".into(),
+                    consistency: ScyllaConsistency::One,
+                    timeout: Duration::from_millis(2000),
+                    core: 0,
+                    cores: 1,
+                };
+                // The executor stays responsive meanwhile.
+                let ticker = glommio::spawn_local(async {
+                    let mut n = 0u32;
+                    loop {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                        n += 1;
+                        if n == 3 {
+                            return n;
+                        }
+                    }
+                });
+                let res = ScyllaStore::open(params).await.map(|_| ());
+                (res, ticker.await)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        match res {
+            (Err(StorageError::Unavailable(e)), 3) => assert!(e.starts_with("scylla: "), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

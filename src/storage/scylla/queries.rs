@@ -1,0 +1,557 @@
+//! Every CQL statement of the backend: prepared once per session at connect, and the
+//! request handlers that run them. Runs on the bridge thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::response::PagingState;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::MaybeUnset;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::bridge::{timed, BodyData, Listing, Read, Reply, Write};
+use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
+use crate::storage::UserMeta;
+
+/// The `users` key a health check reads: not a valid uid (it has a space), so never a user's.
+const HEALTH_KEY: &str = "ipush health";
+/// The longest a health check waits for the database.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `st` once under the timeout and decodes its first row, if any, as `R`.
+async fn first_row<R>(
+    ctx: &Ctx,
+    what: &str,
+    st: &PreparedStatement,
+    values: impl scylla::serialize::row::SerializeRow,
+) -> Result<Option<R>, String>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let res = timed(ctx.timeout, what, ctx.session.execute_unpaged(st, values)).await?;
+    let rows = res
+        .into_rows_result()
+        .map_err(|e| format!("scylla: {what}: {e}"))?;
+    rows.maybe_first_row::<R>()
+        .map_err(|e| format!("scylla: {what}: {e}"))
+}
+
+/// An absent column is left unset rather than written as null (a null is a tombstone).
+fn unset_if_none<T>(v: Option<T>) -> MaybeUnset<T> {
+    v.map_or(MaybeUnset::Unset, MaybeUnset::Set)
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, String> {
+    i64::try_from(v).map_err(|_| format!("scylla: {what} {v} is out of range"))
+}
+
+/// Every statement, prepared once per session.
+struct Statements {
+    user: PreparedStatement,
+    /// `[message row with the body inline, raise max_seq]`, one partition key.
+    append_inline: Batch,
+    /// `[message row referring to a body, raise max_seq]`.
+    append_ref: Batch,
+    raise_max: PreparedStatement,
+    insert_body: PreparedStatement,
+    body: PreparedStatement,
+    ack: PreparedStatement,
+    list: PreparedStatement,
+    subscribe: PreparedStatement,
+    unsubscribe: PreparedStatement,
+    members: PreparedStatement,
+}
+
+pub(super) struct Ctx {
+    session: Session,
+    st: Statements,
+    timeout: Duration,
+    shard: String,
+    /// Bounds the statements in flight (a bridge-local semaphore; the core never touches it).
+    permits: Arc<Semaphore>,
+}
+
+pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
+    let profile = ExecutionProfile::builder()
+        .consistency(consistency(p.consistency))
+        .request_timeout(Some(p.timeout))
+        .build();
+    let session = timed(
+        p.timeout,
+        &format!("cannot connect to {}", p.nodes.join(",")),
+        SessionBuilder::new()
+            .known_nodes(&p.nodes)
+            .connection_timeout(p.timeout)
+            .default_execution_profile_handle(profile.into_handle())
+            .build(),
+    )
+    .await?;
+    let ks = &p.keyspace;
+    let prepare = |cql: String| {
+        let session = &session;
+        async move {
+            timed(
+                p.timeout,
+                &format!("cannot prepare `{cql}` (is the schema of cql/create_schema.cql in keyspace {ks}?)"),
+                session.prepare(cql.as_str()),
+            )
+            .await
+        }
+    };
+    let insert_inline = prepare(format!(
+        "INSERT INTO {ks}.messages (uid, seq, expires_at, kind, sender, channel, body) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+    ))
+    .await?;
+    let insert_ref = prepare(format!(
+        "INSERT INTO {ks}.messages (uid, seq, expires_at, body_id) VALUES (?, ?, ?, ?) USING TTL ?"
+    ))
+    .await?;
+    let raise_max = prepare(format!(
+        "UPDATE {ks}.users USING TIMESTAMP ? SET max_seq = ? WHERE uid = ?"
+    ))
+    .await?;
+    let batch = |row: &PreparedStatement| {
+        let mut b = Batch::new(BatchType::Unlogged);
+        b.append_statement(row.clone());
+        b.append_statement(raise_max.clone());
+        b.set_request_timeout(Some(p.timeout));
+        b
+    };
+    let (append_inline, append_ref) = (batch(&insert_inline), batch(&insert_ref));
+    let mut members = prepare(format!(
+        "SELECT uid FROM {ks}.channel_members WHERE cid = ? AND shard = ?"
+    ))
+    .await?;
+    members.set_page_size(MEMBER_PAGE);
+    let st = Statements {
+        user: prepare(format!(
+            "SELECT max_seq, last_ack FROM {ks}.users WHERE uid = ?"
+        ))
+        .await?,
+        append_inline,
+        append_ref,
+        insert_body: prepare(format!(
+            "INSERT INTO {ks}.bodies (id, kind, sender, channel, body) VALUES (?, ?, ?, ?, ?) \
+             USING TTL ?"
+        ))
+        .await?,
+        body: prepare(format!(
+            "SELECT kind, sender, channel, body FROM {ks}.bodies WHERE id = ?"
+        ))
+        .await?,
+        ack: prepare(format!(
+            "UPDATE {ks}.users USING TIMESTAMP ? SET last_ack = ? WHERE uid = ?"
+        ))
+        .await?,
+        // Newest first (the clustering order); the filter on expires_at stays inside one
+        // partition's slice, so ALLOW FILTERING costs at most that slice.
+        list: prepare(format!(
+            "SELECT seq, expires_at, kind, sender, channel, body, body_id FROM {ks}.messages \
+             WHERE uid = ? AND seq > ? AND seq <= ? AND expires_at > ? LIMIT ? ALLOW FILTERING"
+        ))
+        .await?,
+        subscribe: prepare(format!(
+            "INSERT INTO {ks}.channel_members (cid, shard, uid) VALUES (?, ?, ?) USING TIMESTAMP ?"
+        ))
+        .await?,
+        unsubscribe: prepare(format!(
+            "DELETE FROM {ks}.channel_members USING TIMESTAMP ? WHERE cid = ? AND shard = ? AND uid = ?"
+        ))
+        .await?,
+        members,
+        raise_max,
+    };
+    Ok(Ctx {
+        session,
+        st,
+        timeout: p.timeout,
+        shard: member_shard(&p.node, p.core, p.cores),
+        permits: Arc::new(Semaphore::new(MAX_STATEMENTS)),
+    })
+}
+
+pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64) {
+    match w {
+        Write::Append {
+            body,
+            expires_at,
+            entries,
+            reply,
+        } => {
+            let res = append(&ctx, Arc::new(body), expires_at, entries).await;
+            let _ = reply.send(res);
+        }
+        Write::Ack {
+            uid,
+            last_ack,
+            reply,
+        } => {
+            let res = async {
+                let v = to_i64(last_ack, "last_ack")?;
+                let _permit = ctx.permits.acquire().await;
+                timed(
+                    ctx.timeout,
+                    "set_ack",
+                    ctx.session.execute_unpaged(&ctx.st.ack, (v, v, &uid)),
+                )
+                .await
+                .map(drop)
+            }
+            .await;
+            let _ = reply.send(res);
+        }
+        Write::Member {
+            cid,
+            uid,
+            on,
+            reply,
+        } => {
+            let _permit = ctx.permits.acquire().await;
+            let res = if on {
+                timed(
+                    ctx.timeout,
+                    "subscribe",
+                    ctx.session
+                        .execute_unpaged(&ctx.st.subscribe, (&cid, &ctx.shard, &uid, ts)),
+                )
+                .await
+            } else {
+                timed(
+                    ctx.timeout,
+                    "unsubscribe",
+                    ctx.session
+                        .execute_unpaged(&ctx.st.unsubscribe, (ts, &cid, &ctx.shard, &uid)),
+                )
+                .await
+            };
+            let _ = reply.send(res.map(drop));
+        }
+    }
+}
+
+/// One body for many `(uid, seq)`: inline when there is one recipient; otherwise the body is
+/// written once to `bodies` first (so no row ever refers to a missing body) and every member's
+/// row refers to it. Each entry is one single-partition batch (message row + max_seq), run
+/// concurrently up to the permit limit.
+async fn append(
+    ctx: &Arc<Ctx>,
+    body: Arc<BodyData>,
+    expires_at: u64,
+    entries: Vec<(String, u64)>,
+) -> Result<(), String> {
+    let ttl = ttl_for(expires_at, crate::stats::unix_now());
+    let exp = to_i64(expires_at, "expires_at")?;
+    let shared = match ttl {
+        Some(ttl) if entries.len() > 1 => {
+            let id = Uuid::new_v4();
+            let _permit = ctx.permits.acquire().await;
+            timed(
+                ctx.timeout,
+                "store a channel body",
+                ctx.session.execute_unpaged(
+                    &ctx.st.insert_body,
+                    (
+                        id,
+                        body.kind,
+                        &body.sender,
+                        unset_if_none(body.channel.as_deref()),
+                        &body.body,
+                        ttl,
+                    ),
+                ),
+            )
+            .await?;
+            Some(id)
+        }
+        _ => None,
+    };
+    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut first_err = None;
+    for (uid, seq) in entries {
+        let permit = ctx
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "scylla: the bridge is closing".to_string())?;
+        let (ctx, body) = (ctx.clone(), body.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let s = to_i64(seq, "seq")?;
+            let t = ctx.timeout;
+            match (ttl, shared) {
+                (None, _) => timed(
+                    t,
+                    "append (max_seq)",
+                    ctx.session.execute_unpaged(&ctx.st.raise_max, (s, s, &uid)),
+                )
+                .await
+                .map(drop),
+                (Some(ttl), Some(id)) => timed(
+                    t,
+                    "append",
+                    ctx.session
+                        .batch(&ctx.st.append_ref, ((&uid, s, exp, id, ttl), (s, s, &uid))),
+                )
+                .await
+                .map(drop),
+                (Some(ttl), None) => {
+                    let channel = unset_if_none(body.channel.as_deref());
+                    let row = (
+                        &uid,
+                        s,
+                        exp,
+                        body.kind,
+                        &body.sender,
+                        channel,
+                        &body.body,
+                        ttl,
+                    );
+                    timed(
+                        t,
+                        "append",
+                        ctx.session
+                            .batch(&ctx.st.append_inline, (row, (s, s, &uid))),
+                    )
+                    .await
+                    .map(drop)
+                }
+            }
+        });
+        while let Some(done) = tasks.try_join_next() {
+            note(&mut first_err, done);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        note(&mut first_err, done);
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn note(first: &mut Option<String>, done: Result<Result<(), String>, tokio::task::JoinError>) {
+    let err = match done {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(e) => format!("scylla: append task failed: {e}"),
+    };
+    first.get_or_insert(err);
+}
+
+/// A single-partition read of `users` at the configured consistency, under a short timeout
+/// (at most `CHECK_TIMEOUT`): answers whether the keyspace is readable now.
+pub(super) async fn check(ctx: Arc<Ctx>, reply: Reply<()>) {
+    let t = ctx.timeout.min(CHECK_TIMEOUT);
+    let res = timed(
+        t,
+        "health check",
+        ctx.session.execute_unpaged(&ctx.st.user, (HEALTH_KEY,)),
+    )
+    .await;
+    let _ = reply.send(res.map(drop));
+}
+
+pub(super) async fn read(ctx: Arc<Ctx>, r: Read) {
+    match r {
+        Read::User { uid, reply } => {
+            let _permit = ctx.permits.acquire().await;
+            let _ = reply.send(load_user(&ctx, &uid).await);
+        }
+        Read::Offline {
+            uid,
+            after,
+            upto,
+            limit,
+            now,
+            reply,
+        } => {
+            let _ = reply.send(offline(&ctx, &uid, after, upto, limit, now).await);
+        }
+        Read::Members { cid, reply } => {
+            let _ = reply.send(members(&ctx, &cid).await);
+        }
+    }
+}
+
+/// A user's counters (the caller holds a permit).
+async fn load_user(ctx: &Ctx, uid: &str) -> Result<UserMeta, String> {
+    let row: Option<(Option<i64>, Option<i64>)> =
+        first_row(ctx, "load_user", &ctx.st.user, (uid,)).await?;
+    let (max_seq, last_ack) = row.unwrap_or_default();
+    let (max_seq, last_ack) = (
+        max_seq.unwrap_or(0).max(0) as u64,
+        last_ack.unwrap_or(0).max(0) as u64,
+    );
+    Ok(UserMeta {
+        max_seq: max_seq.max(last_ack),
+        last_ack,
+    })
+}
+
+type ListRow = (
+    i64,
+    i64,
+    Option<i8>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Uuid>,
+);
+
+async fn offline(
+    ctx: &Arc<Ctx>,
+    uid: &str,
+    after: u64,
+    upto: u64,
+    limit: usize,
+    now: u64,
+) -> Result<Listing, String> {
+    let (a, u, n) = (
+        to_i64(after, "after")?,
+        to_i64(upto, "upto")?,
+        to_i64(now, "now")?,
+    );
+    let lim = i32::try_from(limit).unwrap_or(i32::MAX);
+    let list = timed(
+        ctx.timeout,
+        "offline",
+        ctx.session
+            .execute_unpaged(&ctx.st.list, (uid, a, u, n, lim)),
+    );
+    // The ack is read alongside: acked rows are hidden, not deleted. One permit covers both
+    // (and is released before the bodies are read, which take their own).
+    let permit = ctx.permits.acquire().await;
+    let (res, meta) = tokio::join!(list, load_user(ctx, uid));
+    drop(permit);
+    let (res, last_ack) = (res?, meta?.last_ack);
+    let rows = res
+        .into_rows_result()
+        .map_err(|e| format!("scylla: offline: {e}"))?;
+    let mut out = Listing::default();
+    // Rows (newest first) whose body is shared, by body id; resolved below.
+    let mut refs: Vec<(usize, Uuid)> = Vec::new();
+    for row in rows
+        .rows::<ListRow>()
+        .map_err(|e| format!("scylla: offline: {e}"))?
+    {
+        let (seq, exp, kind, sender, channel, body, body_id) =
+            row.map_err(|e| format!("scylla: offline: {e}"))?;
+        let seq = seq.max(0) as u64;
+        // The LIMIT took the newest rows; those at or below the ack are the oldest of them, so
+        // dropping them leaves exactly the newest `limit` of (max(after, last_ack), upto].
+        if seq <= last_ack {
+            continue;
+        }
+        let b = match body_id {
+            Some(id) => {
+                refs.push((out.rows.len(), id));
+                usize::MAX
+            }
+            None => {
+                out.bodies.push(BodyData {
+                    kind: kind.unwrap_or_default(),
+                    sender: sender.unwrap_or_default(),
+                    channel,
+                    body: body.unwrap_or_default(),
+                });
+                out.bodies.len() - 1
+            }
+        };
+        out.rows.push((seq, exp.max(0) as u64, b));
+    }
+    if !refs.is_empty() {
+        let mut ids: Vec<Uuid> = refs.iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = fetch_bodies(ctx, ids).await?;
+        let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(found.len());
+        for (id, body) in found {
+            out.bodies.push(body);
+            index.insert(id, out.bodies.len() - 1);
+        }
+        for (row, id) in refs {
+            // A body expires with the rows that refer to it (same TTL); one missing is gone.
+            out.rows[row].2 = index.get(&id).copied().unwrap_or(usize::MAX);
+        }
+        out.rows.retain(|r| r.2 != usize::MAX);
+    }
+    out.rows.reverse();
+    Ok(out)
+}
+
+/// kind, sender, channel, body of a shared channel body.
+type BodyRow = (Option<i8>, Option<String>, Option<String>, Option<String>);
+
+/// Reads shared bodies concurrently; a missing id is left out.
+async fn fetch_bodies(ctx: &Arc<Ctx>, ids: Vec<Uuid>) -> Result<Vec<(Uuid, BodyData)>, String> {
+    let mut tasks: JoinSet<Result<Option<(Uuid, BodyData)>, String>> = JoinSet::new();
+    for id in ids {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let _permit = ctx.permits.acquire().await;
+            let row: Option<BodyRow> =
+                first_row(&ctx, "read a channel body", &ctx.st.body, (id,)).await?;
+            Ok(row.map(|(kind, sender, channel, body)| {
+                (
+                    id,
+                    BodyData {
+                        kind: kind.unwrap_or_default(),
+                        sender: sender.unwrap_or_default(),
+                        channel,
+                        body: body.unwrap_or_default(),
+                    },
+                )
+            }))
+        });
+    }
+    let mut out = Vec::new();
+    let mut first_err = None;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(Some(b))) => out.push(b),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(format!("scylla: body read task failed: {e}"));
+            }
+        }
+    }
+    first_err.map_or(Ok(out), Err)
+}
+
+async fn members(ctx: &Ctx, cid: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut paging = PagingState::start();
+    loop {
+        let _permit = ctx.permits.acquire().await;
+        let (res, next) = timed(
+            ctx.timeout,
+            "channel_members",
+            ctx.session
+                .execute_single_page(&ctx.st.members, (cid, &ctx.shard), paging),
+        )
+        .await?;
+        let rows = res
+            .into_rows_result()
+            .map_err(|e| format!("scylla: channel_members: {e}"))?;
+        for row in rows
+            .rows::<(String,)>()
+            .map_err(|e| format!("scylla: channel_members: {e}"))?
+        {
+            out.push(row.map_err(|e| format!("scylla: channel_members: {e}"))?.0);
+        }
+        match next.into_paging_control_flow() {
+            std::ops::ControlFlow::Break(()) => return Ok(out),
+            std::ops::ControlFlow::Continue(p) => paging = p,
+        }
+    }
+}
