@@ -40,6 +40,7 @@
 //! - [`storage`]: the `Storage` trait, memory / embedded (a log written by io_uring from the
 //!   core) / scylla backends, and the conformance suite every backend passes.
 //! - [`auth`]: none / HS256 JWT.
+//! - [`diagnose`]: start-up failures explained (cause and fix).
 //! - [`lockfile`]: the `--data_dir` and `--pid_file` locks (one server per directory).
 //! - [`net`]: binding listeners at start-up (bounded retry while the address is in use).
 //! - [`stats`]: per-core counters and their merged snapshots.
@@ -48,6 +49,7 @@ pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod diagnose;
 pub mod http;
 pub mod lockfile;
 pub mod net;

@@ -25,6 +25,8 @@ use crate::storage::{embedded::EmbeddedStore, memory::MemoryStore, Storage, Stor
 
 /// Room in each core-to-core channel before senders wait.
 const MESH_CAPACITY: usize = 4096;
+/// A core ended before saying whether its start-up worked.
+const CORE_GONE: &str = "a core stopped during start-up";
 /// How long streams get to drain their final chunk at shutdown.
 const DRAIN: Duration = Duration::from_secs(3);
 
@@ -184,7 +186,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => startup_error = Some(e),
-            Err(_) => startup_error = Some("a core stopped during start-up".to_string()),
+            Err(_) => startup_error = Some(CORE_GONE.to_string()),
         }
         if startup_error.is_some() {
             break;
@@ -216,9 +218,13 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
         ready();
     }
     let mut failed = false;
+    // The first core's own error (say, glommio could not set up io_uring), to explain
+    // a start-up that ended without a word from the cores.
+    let mut core_error = None;
     for (i, h) in handles.into_iter().enumerate() {
-        if h.join().is_err() {
-            tracing::error!(core = i, "core stopped abnormally");
+        if let Err(e) = h.join() {
+            tracing::error!(core = i, error = %e, "core stopped abnormally");
+            core_error.get_or_insert_with(|| e.to_string());
             failed = true;
         }
     }
@@ -228,7 +234,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> anyhow::
         b.join();
     }
     if let Some(e) = startup_error {
-        bail!("{e}");
+        match core_error {
+            Some(cause) if e == CORE_GONE => {
+                bail!("{}", crate::diagnose::core_start_failure(&cause))
+            }
+            _ => bail!("{e}"),
+        }
     }
     if failed {
         bail!("a core stopped abnormally");
