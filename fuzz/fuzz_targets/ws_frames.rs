@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(f.end > 0, "a frame takes at least its header");
         assert!(f.end - f.start <= MAX);
         if let OpCode::Control(c) = f.opcode {
-            assert!(f.fin && f.end - f.start <= 125, "control frames are short and final");
+            assert!(
+                f.fin && f.end - f.start <= 125,
+                "control frames are short and final"
+            );
             if c == Control::Close {
                 match check_close(&buf[pos + f.start..pos + f.end]) {
                     Ok(Some(code)) => assert!(code >= 1000 && code != 1005 && code != 1006),
