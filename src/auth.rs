@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, ConfigError};
 
 /// Checks `/connect` credentials. Cheap to clone: one per core.
 // One per core, built once: its size does not matter, and the fields stay plain as the API says.
@@ -106,6 +106,47 @@ pub fn mint_hs256(secret: &[u8], sub: &str, exp: u64) -> String {
     .expect("HS256 signing of two plain claims cannot fail")
 }
 
+/// `ipush_server gentoken`: mints a token that `--auth=jwt --auth_secret=S` accepts for one uid.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "ipush_server gentoken",
+    bin_name = "ipush_server gentoken",
+    about = "Print an HS256 JWT for --auth=jwt: sub = --uid, exp = now + --ttl_s",
+    rename_all = "snake_case"
+)]
+pub struct GenToken {
+    /// The server's --auth_secret (non-empty)
+    #[arg(long)]
+    pub auth_secret: String,
+    /// The uid the token is for (its `sub`)
+    #[arg(long)]
+    pub uid: String,
+    /// Seconds until the token expires (1-315360000)
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+    pub ttl_s: u64,
+}
+
+/// Parses `gentoken` arguments (`args[0]` is the subcommand name) and mints the token.
+pub fn gentoken(args: impl IntoIterator<Item = String>) -> Result<String, ConfigError> {
+    use clap::Parser as _;
+    let g = GenToken::try_parse_from(args)?;
+    if g.auth_secret.is_empty() {
+        return Err(ConfigError::Invalid(
+            "--auth_secret must not be empty".into(),
+        ));
+    }
+    if !crate::protocol::valid_id(&g.uid) {
+        return Err(ConfigError::Invalid(format!(
+            "--uid={:?} is not a valid uid",
+            g.uid
+        )));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(mint_hs256(g.auth_secret.as_bytes(), &g.uid, now + g.ttl_s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +207,32 @@ mod tests {
             Authenticator::from_config(&cfg),
             Authenticator::None
         ));
+    }
+
+    #[test]
+    fn gentoken_mints_what_jwt_accepts() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let t = gentoken(args(&[
+            "gentoken",
+            "--auth_secret=s3",
+            "--uid=u7",
+            "--ttl_s=60",
+        ]))
+        .unwrap();
+        let a = Authenticator::jwt(b"s3");
+        assert!(a.check("u7", &t).is_ok());
+        assert!(matches!(a.check("u8", &t), Err(AuthError::Subject)));
+        assert!(Authenticator::jwt(b"other").check("u7", &t).is_err());
+        assert!(gentoken(args(&["gentoken", "--auth_secret=", "--uid=u7"])).is_err());
+        assert!(gentoken(args(&["gentoken", "--auth_secret=x", "--uid=a b"])).is_err());
+        assert!(gentoken(args(&[
+            "gentoken",
+            "--auth_secret=x",
+            "--uid=u",
+            "--ttl_s=0"
+        ]))
+        .is_err());
+        assert!(gentoken(args(&["gentoken", "--uid=u"])).is_err());
     }
 
     #[test]

@@ -103,6 +103,15 @@ impl fmt::Display for LogLevel {
     }
 }
 
+/// Log line format (`--log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only when stderr is a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// One member of the static cluster (`--nodes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {
@@ -244,6 +253,10 @@ pub struct Config {
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 
+    /// Log format: text (coloured only when stderr is a terminal) or json (one object per line)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Streams this node holds at most; beyond it /connect answers 503
     #[arg(long, default_value_t = 1_000_000)]
     pub max_connections: usize,
@@ -303,6 +316,7 @@ impl fmt::Debug for Config {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("heartbeat_interval_s", &self.heartbeat_interval_s)
             .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
             .field("max_connections", &self.max_connections)
             .field("send_queue_max", &self.send_queue_max)
             .field("head_timeout_ms", &self.head_timeout_ms)

@@ -48,7 +48,7 @@
 //! | 3 | [`cluster`] | the cluster view, bus frames, the NNG bus threads |
 //! | 2 | [`shard`], [`msg`] | per-core state and its operations; the cross-core vocabulary |
 //! | 1 | [`storage`] | the `Storage` trait and its memory / embedded / scylla backends |
-//! | 0 | [`protocol`], [`http`], [`ids`], [`config`], [`auth`], [`stats`], [`shutdown`], [`net`], [`lockfile`] | pure codecs and parsers, identities, flags, counters, signals, binding, locks |
+//! | 0 | [`protocol`], [`http`], [`ids`], [`config`], [`auth`], [`stats`], [`shutdown`], [`net`], [`lockfile`], [`diagnose`] | pure codecs and parsers, identities, flags, counters, signals, binding, locks |
 //!
 //! # Modules
 //! - [`config`]: flags and flagfiles.  - [`server`]: start-up, per-core life cycle, shutdown.
@@ -67,11 +67,13 @@
 //! - [`auth`]: none / HS256 JWT.  - [`stats`]: per-core counters and their merged snapshots.
 //! - [`ids`]: `ShardId`, `ConnId`, `NodeId`.  - [`shutdown`]: one-shot cross-thread signals.
 //! - [`net`]: binding with retry.  - [`lockfile`]: the data-dir and pid-file locks.
+//! - [`diagnose`]: start-up failures explained (cause and fix).
 
 pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod diagnose;
 pub mod http;
 pub mod ids;
 pub mod lockfile;

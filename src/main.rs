@@ -2,11 +2,22 @@
 
 use std::sync::Arc;
 
-use ipush::config::{self, AuthMode, ConfigError};
+use ipush::config::{self, AuthMode, ConfigError, LogFormat};
 use ipush::lockfile::{LockError, LockFile};
 use ipush::shutdown::Signal;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("gentoken") {
+        match ipush::auth::gentoken(std::env::args().skip(1)) {
+            Ok(token) => println!("{token}"),
+            Err(ConfigError::Clap(e)) => e.exit(),
+            Err(e) => {
+                eprintln!("ipush_server gentoken: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     let cfg = match config::parse_args(std::env::args()) {
         Ok(c) => c,
         Err(ConfigError::Clap(e)) => e.exit(),
@@ -15,13 +26,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "ipush={0},ipush_server={0}",
-            cfg.log_level
-        )))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cfg);
     if cfg.auth == AuthMode::None {
         tracing::warn!("--auth=none: any non-empty password is accepted (development only)");
     }
@@ -70,6 +75,24 @@ fn main() {
             eprintln!("ipush_server: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+/// Logs to stderr at `--log_level`, as `--log_format` says; ANSI colours only on a terminal
+/// (and not when `NO_COLOR` is set), so journald and log files get plain text.
+fn init_logging(cfg: &config::Config) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("ipush={0},ipush_server={0}", cfg.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init()
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 

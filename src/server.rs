@@ -31,6 +31,8 @@ use crate::transport::accept::ClientPort;
 
 /// Room in each core-to-core channel before senders wait.
 const MESH_CAPACITY: usize = 4096;
+/// A core ended before saying whether its start-up worked.
+const CORE_GONE: &str = "a core stopped during start-up";
 /// How long streams get to drain their final chunk at shutdown.
 const DRAIN: Duration = Duration::from_secs(3);
 
@@ -118,17 +120,21 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         }
         Err(_) => stop.fire(),
     }
-    let failed = join(handles);
+    let core_error = join(handles);
     if let Some(b) = bus {
         // Every core has stopped: the bus threads end within a poll.
         stop.fire();
         b.join();
     }
-    startup?;
-    if failed {
-        bail!("a core stopped abnormally");
+    match (startup, core_error) {
+        // A start-up that ended without a word from the cores: say why (glommio's error).
+        (Err(e), Some(cause)) if e.to_string() == CORE_GONE => {
+            bail!("{}", crate::diagnose::core_start_failure(&cause))
+        }
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(_)) => bail!("a core stopped abnormally"),
+        (Ok(()), None) => Ok(()),
     }
-    Ok(())
 }
 
 /// One core's listeners, as raw fds that cross to its executor thread.
@@ -263,7 +269,7 @@ fn wait_ready(
         match ready.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("{e}"),
-            Err(_) => bail!("a core stopped during start-up"),
+            Err(_) => bail!("{CORE_GONE}"),
         }
     }
     if cfg.storage == StorageKind::Embedded {
@@ -274,15 +280,16 @@ fn wait_ready(
     Ok(())
 }
 
-fn join(handles: Vec<glommio::ExecutorJoinHandle<()>>) -> bool {
-    let mut failed = false;
+/// Waits for every core's thread; the first core's error, if any stopped abnormally.
+fn join(handles: Vec<glommio::ExecutorJoinHandle<()>>) -> Option<String> {
+    let mut first = None;
     for (i, h) in handles.into_iter().enumerate() {
-        if h.join().is_err() {
-            tracing::error!(core = i, "core stopped abnormally");
-            failed = true;
+        if let Err(e) = h.join() {
+            tracing::error!(core = i, error = %e, "core stopped abnormally");
+            first.get_or_insert_with(|| e.to_string());
         }
     }
-    failed
+    first
 }
 
 /// Locks `dir/ipush.lock` (creating `dir` if needed) so that no second server uses the same
