@@ -58,15 +58,7 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     if cores > cpus.len() {
         bail!("--cores={cores} but only {} CPUs are available", cpus.len());
     }
-    // Held until this function returns, i.e. until every core has stopped.
-    let mut dir_lock = None;
-    if cfg.storage == StorageKind::Embedded {
-        dir_lock = Some(lock_data_dir(&cfg.data_dir)?);
-        check_data_dir(&cfg.data_dir, cores)?;
-    }
-    if cfg.storage == StorageKind::Scylla {
-        check_scylla(&cfg)?;
-    }
+    let mut dir_lock = check_storage(&cfg, cores)?;
     let (listeners, bound) = bind(&mut cfg, cores)?;
     let cfg = Arc::new(cfg);
     let members = Arc::new(Membership::from_config(&cfg, cores));
@@ -134,6 +126,21 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         (Err(e), _) => Err(e),
         (Ok(()), Some(_)) => bail!("a core stopped abnormally"),
         (Ok(()), None) => Ok(()),
+    }
+}
+
+/// Before anything binds: the embedded store's directory is locked (the lock is held until
+/// `run` returns, i.e. until every core has stopped) and laid out for this core count; the
+/// scylla keyspace answers and holds this version's schema.
+fn check_storage(cfg: &Config, cores: usize) -> anyhow::Result<Option<LockFile>> {
+    match cfg.storage {
+        StorageKind::Embedded => {
+            let lock = lock_data_dir(&cfg.data_dir)?;
+            check_data_dir(&cfg.data_dir, cores)?;
+            Ok(Some(lock))
+        }
+        StorageKind::Scylla => check_scylla(cfg).map(|()| None),
+        StorageKind::Memory => Ok(None),
     }
 }
 
