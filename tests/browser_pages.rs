@@ -44,7 +44,14 @@ fn sdk_bundle_is_served() {
 #[test]
 fn pages_in_headless_chromium() {
     if std::env::var("IPUSH_BROWSER_TESTS").as_deref() != Ok("1") {
-        eprintln!(
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but IPUSH_BROWSER_TESTS is not 1: the browser tests must run in CI"
+        );
+        // Straight to stderr: libtest hides eprintln! of a passing test.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "browser_pages: skipped (set IPUSH_BROWSER_TESTS=1 after installing chromium, nodejs \
              and `npm ci` in tests/browser; .ci/run does all three)"
         );
