@@ -45,6 +45,7 @@
 //! Schema and the reasons for its layout: `cql/create_schema.cql`.
 
 mod bridge;
+mod ops;
 mod queries;
 mod schema;
 
@@ -56,7 +57,8 @@ use std::time::Duration;
 use scylla::statement::Consistency;
 use tokio::sync::{mpsc, oneshot};
 
-use self::bridge::{bridge_thread, BodyData, Read, Reply, Req, Write};
+use self::bridge::{bridge_thread, Req};
+use self::ops::{BodyData, Read, Reply, Write};
 pub use self::schema::{
     check_blocking, execute_blocking, schema_problems, schema_statements, CREATE_SCHEMA,
 };

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::bridge::{timed, BodyData, Listing, Read, Reply, Write};
+use super::ops::{timed, BodyData, Listing, Read, Reply, Write};
 use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
 use crate::storage::UserMeta;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 
-use super::bridge::timed;
+use super::ops::timed;
 use super::unavailable;
 use crate::storage::StorageError;
 
