@@ -4,50 +4,23 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 /// Runs a second server with `args` (ports the kernel picks), expecting it to exit within 30 s;
 /// returns its status and stderr. Kills it and panics if it is still running then.
 fn second_server(cwd: &Path, args: &[String]) -> (ExitStatus, String) {
-    let mut child = Command::new(server_bin())
-        .arg("--client_host=127.0.0.1")
+    let mut cmd = Command::new(server_bin());
+    cmd.arg("--client_host=127.0.0.1")
         .arg("--client_port=0")
         .arg("--admin_port=0")
         .arg("--bus_port=0")
         .arg("--cores=2")
         .arg("--log_level=warn")
         .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipush_server");
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let end = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the second server was not refused within 30 s: {}",
-                reader.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, reader.join().unwrap())
+        .current_dir(cwd);
+    expect_exit(&mut cmd, Duration::from_secs(30))
 }
 
 #[test]

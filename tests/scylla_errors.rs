@@ -6,51 +6,28 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Runs the server with `flags` expecting it to exit within `limit`: (success, stderr).
 fn start_fails(flags: &[String], limit: Duration) -> (bool, String) {
     let dir = std::env::temp_dir().join(unique("scyerr"));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipush_server"))
-        .args([
-            "--client_host=127.0.0.1".to_string(),
-            "--client_port=0".into(),
-            "--admin_port=0".into(),
-            "--bus_port=0".into(),
-            format!("--pid_file={}", dir.join("ipush.pid").display()),
-            format!("--data_dir={}", dir.join("data").display()),
-            "--cores=1".into(),
-            "--log_level=warn".into(),
-        ])
-        .args(flags)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipush_server");
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let end = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut cmd = Command::new(server_bin());
+    cmd.args([
+        "--client_host=127.0.0.1".to_string(),
+        "--client_port=0".into(),
+        "--admin_port=0".into(),
+        "--bus_port=0".into(),
+        format!("--pid_file={}", dir.join("ipush.pid").display()),
+        format!("--data_dir={}", dir.join("data").display()),
+        "--cores=1".into(),
+        "--log_level=warn".into(),
+    ])
+    .args(flags);
+    let (status, stderr) = expect_exit(&mut cmd, limit);
     let _ = std::fs::remove_dir_all(&dir);
-    (status.success(), reader.join().unwrap())
+    (status.success(), stderr)
 }
 
 #[test]

@@ -587,6 +587,39 @@ fn server_args(dir: &std::path::Path, client: u16, admin: u16, extra: &[&str]) -
     args
 }
 
+/// Runs `cmd` (stdin and stdout null, stderr captured) expecting it to exit within `limit`:
+/// its status and stderr. Kills it and panics, with what it wrote, if it runs on.
+pub fn expect_exit(cmd: &mut Command, limit: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipush_server");
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let end = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not exit within {limit:?}: {}",
+                reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
 /// What a server start that was expected to fail did.
 pub struct FailedStart {
     pub status: std::process::ExitStatus,
@@ -632,38 +665,13 @@ impl Server {
         assert!(self.child.is_none(), "stop or kill the server first");
         let args = server_args(&self.dir, 0, 0, extra);
         let started = Instant::now();
-        let mut child = Command::new(server_bin())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ipush_server");
-        let mut err = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let end = started + limit;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the server did not exit within {limit:?}: {}",
-                    reader.join().unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let mut cmd = Command::new(server_bin());
+        cmd.args(&args);
+        let (status, stderr) = expect_exit(&mut cmd, limit);
         let took = started.elapsed();
         FailedStart {
             status,
-            stderr: reader.join().unwrap(),
+            stderr,
             took,
         }
     }
