@@ -459,8 +459,17 @@ public final class Client implements AutoCloseable {
     }
   }
 
-  private static Random rnd() {
-    return ThreadLocalRandom.current();
+  /** The backoff jitter source; tests in this package pin it to make delays predictable. */
+  private volatile Random jitter;
+
+  private Random rnd() {
+    Random r = jitter;
+    return r != null ? r : ThreadLocalRandom.current();
+  }
+
+  /** For tests: draw backoff jitter from {@code r} instead of a fresh thread-local source. */
+  void jitterFrom(Random r) {
+    jitter = r;
   }
 
   private void safe(Runnable r) {

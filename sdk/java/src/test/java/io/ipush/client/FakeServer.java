@@ -22,6 +22,7 @@ final class FakeServer implements AutoCloseable {
   private final Thread acceptor;
   private final List<Socket> sockets = new ArrayList<>();
   private final List<String> heads = new ArrayList<>();
+  private final List<Long> headTimes = new ArrayList<>();
   private volatile boolean closed;
 
   FakeServer(Handler h) throws IOException {
@@ -44,6 +45,7 @@ final class FakeServer implements AutoCloseable {
                               String head = readHead(s.getInputStream());
                               synchronized (this) {
                                 heads.add(head);
+                                headTimes.add(System.nanoTime());
                                 notifyAll();
                               }
                               h.handle(index, head, s);
@@ -70,6 +72,11 @@ final class FakeServer implements AutoCloseable {
 
   synchronized int connections() {
     return heads.size();
+  }
+
+  /** When each connection's head arrived, System.nanoTime(), in arrival order. */
+  synchronized List<Long> headTimes() {
+    return new ArrayList<>(headTimes);
   }
 
   synchronized List<String> heads() {

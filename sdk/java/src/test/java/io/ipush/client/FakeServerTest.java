@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
+import java.util.List;
+import java.util.Random;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -221,11 +223,23 @@ class FakeServerTest {
       ClientOptions o =
           ClientOptions.builder().transport(Transport.CHUNKED).backoff(400, 400).build();
       try (Client c = new Client(fake.url(), "u1", "pw", o, r)) {
+        // Jitter pinned near its top: every backoff delay is ~400 ms, never ~0.
+        c.jitterFrom(
+            new Random() {
+              @Override
+              public double nextDouble() {
+                return 0.999;
+              }
+            });
         c.connect();
-        r.await("6 moves", 10_000, () -> r.moves.size() >= 6);
-        Thread.sleep(1000);
-        // 5 immediate moves, then at most one reconnect per 400 ms.
-        assertTrue(fake.connections() <= 12, fake.connections() + " connections in ~1 s");
+        r.await("9 moves", 20_000, () -> r.moves.size() >= 9);
+        List<Long> t = fake.headTimes();
+        // The first 6 connections follow moves at once (not checked: load may slow them); from
+        // the 7th on, each waits its backoff, and load can only make that gap longer.
+        for (int i = 6; i < 9; i++) {
+          long gapMs = (t.get(i) - t.get(i - 1)) / 1_000_000;
+          assertTrue(gapMs >= 350, "connection " + (i + 1) + " came " + gapMs + " ms after");
+        }
       }
     }
   }
