@@ -19,6 +19,13 @@ pub fn stable_hash(salt: u64, s: &[u8]) -> u64 {
 
 const CORE_SALT: u64 = 0x0053_4841_5244;
 const NODE_SALT: u64 = 0x4e4f_4445;
+const SLOT_SALT: u64 = 0x534c_4f54;
+
+/// The slot of `uid` among `slots` (the dynamic cluster's unit of ownership: a slot moves
+/// between nodes whole, with its users). Independent of the core and node hashes.
+pub fn slot_of(uid: &str, slots: u32) -> u32 {
+    (stable_hash(SLOT_SALT, uid.as_bytes()) % u64::from(slots.max(1))) as u32
+}
 
 /// Index of the core that owns `uid` on a node of `cores` cores (independent of the node hash).
 pub fn core_of(uid: &str, cores: usize) -> usize {
@@ -112,5 +119,20 @@ mod tests {
         }
         assert!((1_500..=3_500).contains(&moved), "{moved} of 10000 moved");
         assert_eq!(Rendezvous::new(&["only"]).owner("x"), 0);
+    }
+
+    #[test]
+    fn slots_spread_and_stay_put() {
+        let mut counts = [0usize; 16];
+        for i in 0..16_000 {
+            counts[slot_of(&format!("u{i}"), 16) as usize] += 1;
+        }
+        for c in counts {
+            assert!((850..1_150).contains(&c), "uneven slots {counts:?}");
+        }
+        let slots: Vec<u32> = (0..8).map(|i| slot_of(&format!("user{i}"), 1024)).collect();
+        // Stored slot rows and channel memberships are keyed by these: a change strands users.
+        assert_eq!(slots, [442, 477, 937, 1009, 530, 185, 472, 479]);
+        assert_eq!(slot_of("x", 0), 0);
     }
 }
