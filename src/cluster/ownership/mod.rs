@@ -177,6 +177,11 @@ impl Lease {
         self.lost
     }
 
+    /// When the lease ends (the holder's clock), if it holds one.
+    pub fn until(&self) -> Option<u64> {
+        self.until.filter(|_| !self.lost)
+    }
+
     pub fn incarnation(&self) -> u64 {
         self.last.incarnation
     }

@@ -58,6 +58,7 @@ use scylla::statement::Consistency;
 use tokio::sync::{mpsc, oneshot};
 
 use self::bridge::{bridge_thread, Req};
+pub(crate) use self::ops::timed;
 use self::ops::{BodyData, Read, Reply, Write};
 pub use self::schema::{
     check_blocking, execute_blocking, schema_problems, schema_statements, CREATE_SCHEMA,

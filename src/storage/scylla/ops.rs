@@ -11,7 +11,7 @@ use crate::protocol::MsgType;
 use crate::storage::{MsgBody, StorageError, UserMeta};
 
 /// `fut` under `timeout`; its error or the timeout as `scylla: <what>: ...`.
-pub(super) async fn timed<T, E: std::fmt::Display>(
+pub(crate) async fn timed<T, E: std::fmt::Display>(
     timeout: Duration,
     what: &str,
     fut: impl Future<Output = Result<T, E>>,
