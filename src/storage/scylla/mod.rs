@@ -341,9 +341,10 @@ mod tests {
     fn schema_file_renames_its_keyspace() {
         let cql = include_str!("../../../cql/create_schema.cql");
         let stmts = schema_statements(cql, "ipush_test_42");
-        assert_eq!(stmts.len(), 5, "{stmts:#?}");
+        assert_eq!(stmts.len(), 8, "{stmts:#?}");
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ipush_test_42"));
-        for table in ["messages", "bodies", "users", "channel_members"] {
+        let tables = ["messages", "bodies", "users", "channel_members"];
+        for table in tables.into_iter().chain(["cluster", "members", "slots"]) {
             let create = format!("CREATE TABLE IF NOT EXISTS ipush_test_42.{table} (");
             assert!(
                 stmts.iter().any(|s| s.starts_with(&create)),
