@@ -103,7 +103,8 @@ pub enum Lat {
     PubDurable,
     /// A publish reaching its owner core until a stream's socket took the message.
     PubWritten,
-    /// A `/connect` head read until its stream is live (registered, head sent, replayed).
+    /// A `/connect` head read and authenticated until its stream is live (registered, head
+    /// sent, offline replay queued).
     ConnectStreaming,
     /// One store append: issued until the backend answers.
     StoreCommit,
@@ -130,7 +131,7 @@ impl Lat {
             ),
             Lat::ConnectStreaming => (
                 "connect_streaming_seconds",
-                "/connect head read to stream live (registered, response head sent, offline replay queued)",
+                "/connect head read and authenticated to stream live (registered, response head sent, offline replay queued)",
             ),
             Lat::StoreCommit => (
                 "store_commit_seconds",
