@@ -249,6 +249,11 @@ pub struct Config {
     #[arg(long, default_value_t = 30)]
     pub heartbeat_interval_s: u64,
 
+    /// Seconds a user with no stream stays resident on its core after its last use; then its
+    /// per-core state is dropped and reloaded from storage on next use (0 = never, 1-86400)
+    #[arg(long, default_value_t = 300)]
+    pub user_idle_s: u64,
+
     /// Log level: error, warn, info, debug or trace
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -315,6 +320,7 @@ impl fmt::Debug for Config {
             .field("max_offline_msg_num", &self.max_offline_msg_num)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("heartbeat_interval_s", &self.heartbeat_interval_s)
+            .field("user_idle_s", &self.user_idle_s)
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
             .field("max_connections", &self.max_connections)
@@ -511,6 +517,7 @@ fn validate(
         MAX_MESSAGE_BYTES_LIMIT,
     )?;
     check_range("heartbeat_interval_s", cfg.heartbeat_interval_s, 1, 3600)?;
+    check_range("user_idle_s", cfg.user_idle_s, 0, 86_400)?;
     check_range("max_connections", cfg.max_connections, 1, usize::MAX)?;
     check_range("send_queue_max", cfg.send_queue_max, 16, 1_000_000)?;
     check_range("head_timeout_ms", cfg.head_timeout_ms, 1, 3_600_000)?;
@@ -726,6 +733,7 @@ mod tests {
         assert_eq!(c.max_offline_msg_num, 100);
         assert_eq!(c.max_message_bytes, 65536);
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(30));
+        assert_eq!(c.user_idle_s, 300);
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.max_connections, 1_000_000);
         assert_eq!(c.send_queue_max, 1024);
@@ -804,6 +812,8 @@ mod tests {
         assert!(err(&["--max_offline_msg_num=100001"]).contains("--max_offline_msg_num"));
         assert!(err(&["--heartbeat_interval_s=0"]).contains("--heartbeat_interval_s"));
         assert!(err(&["--heartbeat_interval_s=3601"]).contains("--heartbeat_interval_s"));
+        assert!(err(&["--user_idle_s=86401"]).contains("--user_idle_s"));
+        assert_eq!(parse(&["--user_idle_s=0"]).unwrap().user_idle_s, 0);
         assert!(err(&["--send_queue_max=15"]).contains("--send_queue_max"));
         assert!(err(&["--max_connections=0"]).contains("--max_connections"));
         assert!(err(&["--head_timeout_ms=0"]).contains("--head_timeout_ms"));

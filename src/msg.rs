@@ -6,12 +6,15 @@ use std::os::fd::RawFd;
 
 use crate::ids::ShardId;
 use crate::protocol::{ClientMessage, Mode};
-use crate::stats::{Rates, Snapshot};
+use crate::stats::{LatencySnapshot, Rates, Snapshot};
 
 /// An accepted, authenticated `/connect` whose stream has not started yet; `Send`, so it can
 /// travel to the owner core with its socket.
 #[derive(Debug)]
 pub struct Opening {
+    /// When its head was read (the start of the connect-to-streaming span; an `Instant`, as
+    /// it may be read on another core).
+    pub at: std::time::Instant,
     pub uid: String,
     /// Bytes the client sent after its request head.
     pub leftover: Vec<u8>,
@@ -91,6 +94,9 @@ pub enum Request {
         msg: ClientMessage,
     },
     Stats,
+    /// A core's latency histograms (apart from `Stats`: they are ~80 KiB a core, and the
+    /// once-a-second sampler needs only the counters).
+    Latency,
 }
 
 impl Request {
@@ -103,7 +109,7 @@ impl Request {
             | Request::Msg { uid }
             | Request::Disconnect { uid }
             | Request::Client { uid, .. } => Some(uid),
-            Request::PubChannel { .. } | Request::Stats => None,
+            Request::PubChannel { .. } | Request::Stats | Request::Latency => None,
         }
     }
 }
@@ -120,6 +126,7 @@ pub enum Answer {
     /// Whether a stream was found (for /disconnect).
     Found(bool),
     Stats(Box<(ShardId, Snapshot, Option<Rates>)>),
+    Latency(Box<LatencySnapshot>),
     Err(String),
     /// The owner node could not be reached in time (answered 503).
     Unavailable(String),

@@ -597,7 +597,7 @@ async fn open_store(core: &Core) -> Result<Store, String> {
 }
 
 /// Once a second: node stats sample (core 0), heartbeats to quiet streams, stuck streams
-/// closed; once a minute: expired messages purged.
+/// closed, idle users evicted; once a minute: expired messages purged.
 async fn housekeeping(router: Rc<Router>) {
     let shard = router.shard().clone();
     let mut tick: u64 = 0;
@@ -613,6 +613,7 @@ async fn housekeeping(router: Rc<Router>) {
             shard.sampler().borrow_mut().sample(&total);
         }
         shard.tick_streams();
+        shard.sweep_idle_users().await;
         if tick.is_multiple_of(60) {
             if let Err(e) = shard.purge_expired().await {
                 tracing::warn!(error = %e, "purging expired messages failed");

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::ids::ShardId;
 use crate::router::Router;
 use crate::shard::Shard;
-use crate::stats::{Rates, Snapshot};
+use crate::stats::{Lat, LatencySnapshot, Rates, Snapshot, LATENCY_BUCKETS};
 
 /// The /stats `result` object, key for key as in the seed document, summed over cores.
 pub fn stats_json(shard: &Shard, per_core: &[(ShardId, Snapshot)], rates: &Rates) -> Value {
@@ -80,7 +80,7 @@ pub fn prometheus(per_core: &[(ShardId, Snapshot)], rates: &Rates, extra: &str) 
     let values: Vec<(ShardId, Vec<u64>)> =
         per_core.iter().map(|(id, s)| (*id, s.values())).collect();
     for (i, (name, help)) in Snapshot::FIELDS.iter().enumerate() {
-        let kind = if *name == "user_number" {
+        let kind = if Snapshot::is_gauge(name) {
             "gauge"
         } else {
             "counter"
@@ -121,6 +121,29 @@ pub fn prometheus(per_core: &[(ShardId, Snapshot)], rates: &Rates, extra: &str) 
         );
     }
     out.push_str(extra);
+    out
+}
+
+/// The node's latency histograms (every core's merged) as Prometheus histograms in seconds,
+/// with the fixed bounds of `LATENCY_BUCKETS`.
+pub fn latency_lines(lat: &LatencySnapshot) -> String {
+    let mut out = String::with_capacity(4 * 1024);
+    for l in Lat::ALL {
+        let (name, help) = l.describe();
+        let h = lat.prom(l);
+        let _ = writeln!(
+            out,
+            "# HELP ipush_{name} {help}\n# TYPE ipush_{name} histogram"
+        );
+        for (le, n) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
+            let _ = writeln!(out, "ipush_{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "ipush_{name}_bucket{{le=\"+Inf\"}} {}\nipush_{name}_sum {}\nipush_{name}_count {}",
+            h.count, h.sum_seconds, h.count
+        );
+    }
     out
 }
 
@@ -185,5 +208,18 @@ mod tests {
         assert!(text.contains("ipush_recv_ack{shard=\"1\"} 3\n"));
         assert!(text.contains("# TYPE ipush_user_number gauge"));
         assert!(text.contains("ipush_max_user_number 0\n"));
+        assert!(text.contains("# TYPE ipush_users_resident gauge"));
+    }
+
+    #[test]
+    fn latency_histograms_in_seconds() {
+        let text = latency_lines(&LatencySnapshot::default());
+        assert!(text.contains("# TYPE ipush_store_commit_seconds histogram\n"));
+        assert!(text.contains("ipush_store_commit_seconds_bucket{le=\"0.0001\"} 0\n"));
+        assert!(text.contains("ipush_publish_written_seconds_bucket{le=\"10\"} 0\n"));
+        assert!(text.contains("ipush_connect_streaming_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(text.contains(
+            "ipush_publish_durable_seconds_sum 0\nipush_publish_durable_seconds_count 0\n"
+        ));
     }
 }

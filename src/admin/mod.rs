@@ -368,10 +368,12 @@ async fn stats_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Response
 async fn metrics_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Get])?;
     let (per_core, rates) = router.gather_stats().await;
+    let mut extra = metrics::latency_lines(&router.gather_latency().await);
+    extra.push_str(&metrics::bus_lines(router));
     Ok(Response {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
-        body: metrics::prometheus(&per_core, &rates, &metrics::bus_lines(router)).into_bytes(),
+        body: metrics::prometheus(&per_core, &rates, &extra).into_bytes(),
         allow: None,
     })
 }

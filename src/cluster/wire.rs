@@ -154,8 +154,8 @@ fn encode_req(w: &mut W, r: &Request) {
                 None => w.u8(0),
             }
         }
-        // Stats are per node; this variant never crosses the bus.
-        Request::Stats => w.u8(8),
+        // Stats are per node; these variants never cross the bus.
+        Request::Stats | Request::Latency => w.u8(8),
     }
 }
 
@@ -191,7 +191,7 @@ fn encode_rep(w: &mut W, r: &Answer) {
             w.u8(6);
             w.str(e);
         }
-        Answer::Stats(_) => {
+        Answer::Stats(_) | Answer::Latency(_) => {
             w.u8(6);
             w.str("stats are not served across nodes");
         }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use super::Router;
 use crate::ids::ShardId;
 use crate::msg::{Answer, Request};
-use crate::stats::{Rates, Snapshot};
+use crate::stats::{LatencySnapshot, Rates, Snapshot};
 
 impl Router {
     /// A channel message for this node's members: every core delivers to its own.
@@ -79,5 +79,16 @@ impl Router {
             }
         }
         (per_core, rates)
+    }
+
+    /// The node's latency histograms: every core's, merged.
+    pub async fn gather_latency(self: &Rc<Self>) -> LatencySnapshot {
+        let mut total = LatencySnapshot::default();
+        for core in 0..self.cores() {
+            if let Answer::Latency(l) = self.call(ShardId(core), Request::Latency).await {
+                total.add(&l);
+            }
+        }
+        total
     }
 }

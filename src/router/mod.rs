@@ -271,6 +271,7 @@ impl Router {
                 let rates = (shard.id().0 == 0).then(|| shard.sampler().borrow().rates.clone());
                 Answer::Stats(Box::new((shard.id(), shard.stats().snapshot(), rates)))
             }
+            Request::Latency => Answer::Latency(Box::new(shard.latency().snapshot())),
             Request::Client { .. } => Answer::Err("client message routed as local work".into()),
         }
     }

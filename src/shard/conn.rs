@@ -11,6 +11,7 @@ use std::task::Waker;
 use crate::ids::ConnId;
 use crate::protocol::close::{GOING_AWAY, NORMAL};
 use crate::protocol::{Mode, MsgBody};
+use crate::stats::Stamp;
 
 /// Something queued for a stream, encoded for its transport only when written.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub enum Out {
     Msg {
         body: Rc<MsgBody>,
         seq: Option<u64>,
+        /// When it was published, for the publish-to-written histogram (None: replayed).
+        at: Option<Stamp>,
     },
     Heartbeat,
     /// A WebSocket pong answering a ping, with its payload.

@@ -1,25 +1,27 @@
 //! The per-core world: `Shard` owns this core's users (seq counters, acks, streams), their send
 //! queues, the channel member cache, the counters and the storage handle, and offers named
-//! operations on them (attach, replay, publish, ack, subscribe, ...). It knows nothing of
+//! operations on them (attach, replay, publish, ack, subscribe, ...) and the idle-user sweep
+//! that keeps memory bounded by users in use (`evict.rs`). It knows nothing of
 //! transports, other cores or other nodes: the router above it does. Runs on its core's
 //! executor only; everything inside is `Rc`/`RefCell`, so nothing here can be shared by mistake.
 
 mod channels;
 pub mod conn;
+mod evict;
 mod publish;
 mod streams;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::ids::{ConnId, ShardId};
-use crate::stats::{Counters, Sampler};
+use crate::stats::{Counters, Latencies, Sampler};
 use crate::storage::{Storage, StorageError, Store, UserMeta};
 use channels::Channel;
 use conn::Conn;
@@ -32,12 +34,19 @@ type Set<K> = HashSet<K, ahash::RandomState>;
 /// Default message lifetime: 7 days.
 pub const DEFAULT_TTL: u64 = 604_800;
 
-/// A user of this core. Created on first touch; its meta is loaded from storage once. Public
-/// only as a type (its size is part of the memory budget); its fields are the shard's.
+/// A user of this core. Created on first touch; its meta is loaded from storage, again after
+/// an idle eviction (`evict.rs`). Public only as a type (its size is part of the memory
+/// budget); its fields are the shard's.
 pub struct User {
     uid: Rc<str>,
     meta: Cell<UserMeta>,
     loaded: Cell<bool>,
+    /// Used since the idle sweep last looked at it.
+    touched: Cell<bool>,
+    /// In the idle queue (once at most).
+    queued: Cell<bool>,
+    /// A write of its state failed: memory is ahead of the store, so it is never evicted.
+    unsynced: Cell<bool>,
     conn: RefCell<Option<Rc<Conn>>>,
 }
 
@@ -52,11 +61,14 @@ pub struct Shard {
     cfg: Arc<Config>,
     store: Store,
     stats: Counters,
+    lat: Latencies,
     /// Wall clock at start, unix microseconds.
     started_unix_us: u64,
     started: Instant,
     conn_limit: usize,
     users: RefCell<Map<Rc<str>, Rc<User>>>,
+    /// Users that may be idle, oldest first, with the shard clock when queued (`evict.rs`).
+    idle: RefCell<VecDeque<(u32, Weak<User>)>>,
     /// Tasks waiting for a user whose meta is being loaded (kept here, not in every `User`).
     loading: RefCell<Map<Rc<str>, Vec<Waker>>>,
     channels: RefCell<Map<Rc<str>, Channel>>,
@@ -86,9 +98,11 @@ impl Shard {
             cfg,
             store,
             stats: Counters::default(),
+            lat: Latencies::default(),
             started_unix_us,
             started: Instant::now(),
             users: RefCell::default(),
+            idle: RefCell::default(),
             loading: RefCell::default(),
             channels: RefCell::default(),
             conns: RefCell::default(),
@@ -110,6 +124,11 @@ impl Shard {
 
     pub fn stats(&self) -> &Counters {
         &self.stats
+    }
+
+    /// This core's latency histograms.
+    pub fn latency(&self) -> &Latencies {
+        &self.lat
     }
 
     pub fn bump(&self, c: &Cell<u64>) {
@@ -162,7 +181,10 @@ impl Shard {
         loop {
             let existing = self.users.borrow().get(uid).cloned();
             match existing {
-                Some(u) if u.loaded.get() => return Ok(u),
+                Some(u) if u.loaded.get() => {
+                    u.touched.set(true);
+                    return Ok(u);
+                }
                 Some(u) => self.wait_loaded(&u).await,
                 None => return self.load_user(uid).await,
             }
@@ -193,18 +215,24 @@ impl Shard {
             uid: uid.clone(),
             meta: Cell::default(),
             loaded: Cell::new(false),
+            touched: Cell::new(false),
+            queued: Cell::new(false),
+            unsynced: Cell::new(false),
             conn: RefCell::default(),
         });
         self.users.borrow_mut().insert(uid.clone(), user.clone());
+        self.count_resident();
         let res = self.store.load_user(&uid).await;
         match &res {
             Ok(meta) => {
                 user.meta.set(*meta);
                 user.loaded.set(true);
+                self.queue_idle(&user);
             }
             Err(_) => {
                 self.bump(&self.stats.storage_error);
                 self.users.borrow_mut().remove(&uid);
+                self.count_resident();
             }
         }
         let waiters = self.loading.borrow_mut().remove(&uid);
@@ -216,10 +244,13 @@ impl Shard {
 
     /// A user already loaded on this core, without waiting.
     fn loaded_user(&self, uid: &str) -> Option<Rc<User>> {
-        self.users
+        let u = self
+            .users
             .borrow()
             .get(uid)
             .filter(|u| u.loaded.get())
-            .cloned()
+            .cloned()?;
+        u.touched.set(true);
+        Some(u)
     }
 }

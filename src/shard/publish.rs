@@ -6,6 +6,7 @@ use std::rc::Rc;
 use super::conn::Out;
 use super::{Shard, User};
 use crate::protocol::{codec, MsgBody, MsgType};
+use crate::stats::Lat;
 use crate::storage::{Storage, StorageError};
 
 impl Shard {
@@ -18,6 +19,7 @@ impl Shard {
         body: &str,
         ttl: u64,
     ) -> Result<Option<u64>, StorageError> {
+        let at = self.lat.stamp();
         let user = self.user(to).await?;
         let body = Rc::new(MsgBody {
             kind: MsgType::User,
@@ -26,7 +28,14 @@ impl Shard {
             body: body.into(),
         });
         if ttl == 0 {
-            self.deliver(&user, Out::Msg { body, seq: None });
+            self.deliver(
+                &user,
+                Out::Msg {
+                    body,
+                    seq: None,
+                    at: Some(at),
+                },
+            );
             return Ok(None);
         }
         // Seq, live delivery and the storage write are issued with no await between them.
@@ -36,11 +45,14 @@ impl Shard {
             Out::Msg {
                 body: body.clone(),
                 seq: Some(seq),
+                at: Some(at),
             },
         );
         let expires = crate::stats::unix_now().saturating_add(ttl);
         self.persist(&body, expires, &[(user.uid.clone(), seq)])
-            .await?;
+            .await
+            .inspect_err(|_| user.unsynced.set(true))?;
+        self.lat.since_stamp(Lat::PubDurable, at);
         Ok(Some(seq))
     }
 
@@ -52,6 +64,7 @@ impl Shard {
         body: &str,
         ttl: u64,
     ) -> Result<u64, StorageError> {
+        let at = self.lat.stamp();
         let users = self.member_users(channel).await?;
         if users.is_empty() {
             return Ok(0);
@@ -67,6 +80,7 @@ impl Shard {
                 let item = Out::Msg {
                     body: body.clone(),
                     seq: None,
+                    at: Some(at),
                 };
                 self.deliver(u, item);
             }
@@ -78,12 +92,18 @@ impl Shard {
             let item = Out::Msg {
                 body: body.clone(),
                 seq: Some(seq),
+                at: Some(at),
             };
             self.deliver(u, item);
             entries.push((u.uid.clone(), seq));
         }
         let expires = crate::stats::unix_now().saturating_add(ttl);
-        self.persist(&body, expires, &entries).await?;
+        let stored = self.persist(&body, expires, &entries).await;
+        if stored.is_err() {
+            users.iter().for_each(|u| u.unsynced.set(true));
+        }
+        stored?;
+        self.lat.since_stamp(Lat::PubDurable, at);
         Ok(entries.len() as u64)
     }
 
@@ -121,7 +141,9 @@ impl Shard {
         expires: u64,
         entries: &[(Rc<str>, u64)],
     ) -> Result<(), StorageError> {
+        let at = self.lat.stamp();
         let res = self.store.append(body, expires, entries).await;
+        self.lat.since_stamp(Lat::StoreCommit, at);
         match &res {
             Ok(()) => self.add(&self.stats.stored, entries.len() as u64),
             Err(e) => {
@@ -142,7 +164,10 @@ impl Shard {
         }
         meta.last_ack = new;
         user.meta.set(meta);
-        self.store.set_ack(uid, new).await
+        self.store
+            .set_ack(uid, new)
+            .await
+            .inspect_err(|_| user.unsynced.set(true))
     }
 
     /// Offline messages of `uid` as JSON lines, for `/msg`.

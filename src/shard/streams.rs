@@ -94,6 +94,7 @@ impl Shard {
             .map(|m| Out::Msg {
                 body: m.body,
                 seq: Some(m.seq),
+                at: None,
             })
             .collect();
         conn.finish_replay(items);
@@ -104,10 +105,14 @@ impl Shard {
         if self.conns.borrow_mut().remove(&conn.id).is_none() {
             return;
         }
-        if let Some(user) = self.users.borrow().get(&conn.uid) {
-            let mut slot = user.conn.borrow_mut();
-            if slot.as_ref().is_some_and(|c| c.id == conn.id) {
-                *slot = None;
+        let user = self.users.borrow().get(&conn.uid).cloned();
+        if let Some(user) = user {
+            let mine = user.conn.borrow().as_ref().is_some_and(|c| c.id == conn.id);
+            if mine {
+                *user.conn.borrow_mut() = None;
+                // Its idle period starts now.
+                user.touched.set(true);
+                self.queue_idle(&user);
             }
         }
         self.bump(&self.stats.user_disconnect);

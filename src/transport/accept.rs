@@ -144,6 +144,7 @@ fn opening(port: &ClientPort, head: &RequestHead, leftover: Vec<u8>) -> Result<O
         (Transport::Chunked, None, None)
     };
     Ok(Opening {
+        at: std::time::Instant::now(),
         uid,
         leftover,
         mode: Mode { transport, codec },

@@ -34,6 +34,7 @@ use crate::protocol::{codec, ClientMessage, Codec, Mode, Transport};
 use crate::router::Router;
 use crate::shard::conn::{Conn, Out};
 use crate::shard::{AttachError, Shard};
+use crate::stats::Lat;
 
 /// Bytes coalesced into one write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -299,6 +300,7 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
     // From here on, the flusher writes queued messages (once the replay is in front of them).
     conn.set_fd(Some(stream.as_raw_fd()));
     shard.replay(&conn, attached.after, attached.upto).await;
+    shard.latency().since(Lat::ConnectStreaming, opening.at);
     let leftover = opening.leftover;
     let io = StreamIo {
         pending_input: !leftover.is_empty(),
@@ -488,14 +490,24 @@ fn write_pending(
 /// Encodes queued items into `out`, up to one write batch; true when the final item is in.
 fn fill(out: &mut Vec<u8>, shard: &Shard, conn: &Conn, mode: Mode) -> bool {
     let mut ending = false;
+    // One clock read for the whole batch, and only when it holds a live message.
+    let mut now = None;
     JSON.with(|payload| {
         let mut payload = payload.borrow_mut();
         while out.len() < WRITE_BATCH {
             let Some(item) = conn.pop() else { break };
             payload.clear();
             let seq = match &item {
-                Out::Msg { body, seq } => {
+                Out::Msg { body, seq, at } => {
                     codec::encode(&mut payload, mode.codec, &conn.uid, body, *seq);
+                    if let Some(at) = at {
+                        let lat = shard.latency();
+                        lat.between(
+                            Lat::PubWritten,
+                            *at,
+                            *now.get_or_insert_with(|| lat.stamp()),
+                        );
+                    }
                     *seq
                 }
                 Out::Heartbeat => {
