@@ -7,6 +7,7 @@
 #   M=50000 F=50 perf/scylla-bench.sh           # smaller
 #   DB=10.0.0.5:9042 perf/scylla-bench.sh       # another database
 #   PROF=1 perf/scylla-bench.sh                 # perf record of the server during unicast
+#   SERVER=/path/ipush_server perf/scylla-bench.sh  # another build of the server (A/B runs)
 # PC (default 256) keep-alive publishing connections, one /pub in flight each (as many in
 # flight as ipush's 2 cores x 256 statements, and about the raw loop's INFLIGHT=512 / 2).
 #
@@ -37,12 +38,32 @@ echo "== build (release)" >&2
 # The raw tool shares the root's lock file and target dir: the driver is built once.
 cp "$ROOT/Cargo.lock" "$ROOT/perf/tools/scylla-raw/Cargo.lock"
 (cd "$ROOT/perf/tools/scylla-raw" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q)
-SERVER="$ROOT/target/release/ipush_server"
+SERVER="${SERVER:-$ROOT/target/release/ipush_server}"
 LT="$ROOT/target/release/loadtest"
 RAW="$ROOT/target/release/scylla-raw"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+# The server's CPU seconds (user+system, all threads) and context switches (voluntary,
+# involuntary, all threads) so far: "cpu vol invol". Compared before and after a step, they
+# say what one publish costs the server, which a loaded box disturbs less than the rate.
+proc_counts() {
+  python3 - "$1" <<'PY'
+import glob, os, sys
+pid = sys.argv[1]
+f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+vol = invol = 0
+for st in glob.glob(f"/proc/{pid}/task/*/status"):
+    try:
+        for line in open(st):
+            if line.startswith("voluntary_ctxt_switches"): vol += int(line.split()[1])
+            if line.startswith("nonvoluntary_ctxt_switches"): invol += int(line.split()[1])
+    except OSError:
+        pass
+print(f"{cpu:.2f} {vol} {invol}")
+PY
+}
 
 D="$(mktemp -d)"
 SP=""
@@ -81,8 +102,13 @@ if [[ -n "${PROF:-}" ]]; then
   (sleep 8 && perf record -g -o "$OUT/perf.data" -p "$SP" -- sleep 5 >/dev/null 2>&1) &
   PERF_PID=$!
 fi
+uptime >"$OUT/uptime.txt"
+read -r cpu0 vol0 invol0 < <(proc_counts "$SP")
 timeout 300 "$LT" unicast --users 10000 --messages "$M" --seed 1 --window 1024 --pub-conns "$PC" \
   "${LT_COMMON[@]}" >"$OUT/unicast.json" 2>"$OUT/unicast.err" || true
+read -r cpu1 vol1 invol1 < <(proc_counts "$SP")
+# Counts over the unicast step (its connects included): cpu_s voluntary involuntary.
+echo "$(python3 -c "print(round($cpu1-$cpu0,2))") $((vol1 - vol0)) $((invol1 - invol0))" >"$OUT/unicast-proc.txt"
 if [[ -n "${PROF:-}" ]]; then
   wait "$PERF_PID" || true
   perf report -i "$OUT/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep . | head -12 >"$OUT/perf-dso.txt" || true
@@ -98,6 +124,7 @@ n_half=$((half * 20))
 echo "== 4. unicast at half that rate: $half publishes/s for about 20 s" >&2
 timeout 300 "$LT" unicast --users 10000 --messages "$n_half" --rate "$half" --seed 2 --window 4096 \
   --pub-conns "$PC" "${LT_COMMON[@]}" >"$OUT/half.json" 2>"$OUT/half.err" || true
+uptime >>"$OUT/uptime.txt"
 errors=$(curl -s "127.0.0.1:$AP/metrics" | awk '/^ipush_storage_error\{/ {s+=$2} END {print s+0}')
 
 python3 - "$OUT" "$errors" <<'EOF'
@@ -112,6 +139,9 @@ print(f"raw driver, ipush's batch (row+max_seq): {rawb['per_sec']:>7,.0f} writes
 u = uni["publish"]["per_sec"]
 print(f"ipush unicast, persisted:              {u:>9,.0f} publishes/s = {100*u/raw['per_sec']:.0f}% of raw single-row, {100*u/rawb['per_sec']:.0f}% of raw batch; deliveries {d(uni)['per_sec']:,.0f}/s; {ok(uni)}")
 print(f"   publish RTT p50 {uni['publish']['latency_us'].get('p50')} us, p99 {uni['publish']['latency_us'].get('p99')} us (saturated)")
+cpu, vol, invol = open(f"{out}/unicast-proc.txt").read().split()
+n = max(uni["publish"]["published"], 1)
+print(f"   server during unicast (connects included): {float(cpu):.1f} CPU s = {1e6*float(cpu)/n:.0f} us/publish; context switches {int(vol)/n:.1f} voluntary + {int(invol)/n:.1f} involuntary per publish")
 f = d(fan)["per_sec"]
 print(f"ipush fan-out (10,000 members), persisted: {f:>6,.0f} deliveries/s = {100*f/raw['per_sec']:.0f}% of raw single-row; {ok(fan)}")
 h = half["publish"]

@@ -1,13 +1,14 @@
 //! The bridge between a core and the driver: what crosses it (owned, `Send`), the bridge
-//! thread (a current-thread tokio runtime, one `Session`) and its loop, which keeps the
-//! ordering promised in the module doc of `storage::scylla`. Runs on the bridge thread.
+//! thread (a current-thread tokio runtime, one `Session`), its loop, which keeps the ordering
+//! promised in the module doc of `storage::scylla`, and the forwarder that sends answers back
+//! to the core in batches. Runs on the bridge thread.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::ops::{Read, Reply, Write};
+use super::ops::{Answer, Answers, Read, Reply, Write};
 use super::queries::{check, connect, read, write, Ctx};
 use super::ScyllaParams;
 
@@ -22,9 +23,15 @@ pub(super) enum Req {
     Close(Reply<()>),
 }
 
+/// Answers per batch sent to the core (more wait for the next batch).
+const ANSWER_BATCH: usize = 1024;
+
+/// The bridge thread: `rx` brings the core's requests a batch at a time, `to_core` takes the
+/// answers back the same way; `ready` says whether the session connected.
 pub(super) fn bridge_thread(
     params: ScyllaParams,
-    rx: mpsc::UnboundedReceiver<Req>,
+    rx: mpsc::UnboundedReceiver<Vec<Req>>,
+    to_core: mpsc::UnboundedSender<Vec<Answer>>,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -41,7 +48,12 @@ pub(super) fn bridge_thread(
         match connect(&params).await {
             Ok(ctx) => {
                 if ready.send(Ok(())).is_ok() {
-                    serve(Arc::new(ctx), rx).await;
+                    let (tx, answers) = mpsc::unbounded_channel();
+                    let forwarder = tokio::spawn(forward(answers, to_core));
+                    serve(Arc::new(ctx), rx, Answers(tx)).await;
+                    // Every task that held an `Answers` has ended: the forwarder drains the
+                    // last answers (the close's among them), then ends.
+                    let _ = forwarder.await;
                 }
             }
             Err(e) => {
@@ -70,35 +82,51 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// The bridge's loop: takes requests in issue order (see the module doc for the ordering).
-async fn serve(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Req>) {
+/// Sends the answers to the core, as many at a time as have come in since the last send: the
+/// tasks that complete in one turn of this runtime answer with one wake of the core.
+async fn forward(
+    mut answers: mpsc::UnboundedReceiver<Answer>,
+    to_core: mpsc::UnboundedSender<Vec<Answer>>,
+) {
+    let mut batch = Vec::new();
+    while answers.recv_many(&mut batch, ANSWER_BATCH).await > 0 {
+        // A core that is gone (its store dropped) wants no answers.
+        let _ = to_core.send(std::mem::take(&mut batch));
+    }
+}
+
+/// The bridge's loop: takes requests in issue order, a batch at a time (see the module doc
+/// for the ordering).
+async fn serve(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Vec<Req>>, out: Answers) {
     let mut writes: JoinSet<()> = JoinSet::new();
     let mut reads: JoinSet<()> = JoinSet::new();
     let mut clock = Clock::default();
-    while let Some(req) = rx.recv().await {
+    while let Some(batch) = rx.recv().await {
         while writes.try_join_next().is_some() {}
         while reads.try_join_next().is_some() {}
-        match req {
-            Req::Write(w) => {
-                let ts = clock.next(now_micros());
-                writes.spawn(write(ctx.clone(), w, ts));
-            }
-            Req::Read(r) => {
-                while writes.join_next().await.is_some() {}
-                reads.spawn(read(ctx.clone(), r));
-            }
-            Req::Check(reply) => {
-                reads.spawn(check(ctx.clone(), reply));
-            }
-            Req::Flush(reply) => {
-                while writes.join_next().await.is_some() {}
-                let _ = reply.send(Ok(()));
-            }
-            Req::Close(reply) => {
-                while writes.join_next().await.is_some() {}
-                while reads.join_next().await.is_some() {}
-                let _ = reply.send(Ok(()));
-                return;
+        for req in batch {
+            match req {
+                Req::Write(w) => {
+                    let ts = clock.next(now_micros());
+                    writes.spawn(write(ctx.clone(), w, ts, out.clone()));
+                }
+                Req::Read(r) => {
+                    while writes.join_next().await.is_some() {}
+                    reads.spawn(read(ctx.clone(), r, out.clone()));
+                }
+                Req::Check(reply) => {
+                    reads.spawn(check(ctx.clone(), reply, out.clone()));
+                }
+                Req::Flush(reply) => {
+                    while writes.join_next().await.is_some() {}
+                    out.send(reply, Ok(()));
+                }
+                Req::Close(reply) => {
+                    while writes.join_next().await.is_some() {}
+                    while reads.join_next().await.is_some() {}
+                    out.send(reply, Ok(()));
+                    return;
+                }
             }
         }
     }

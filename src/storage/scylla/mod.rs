@@ -3,13 +3,23 @@
 //! current-thread tokio runtime, one `Session`).
 //!
 //! # The bridge
-//! The core sends each request over an unbounded tokio mpsc channel (a lock-free send that
-//! never blocks) with a `tokio::sync::oneshot` sender for the answer; the core's task awaits
-//! the oneshot receiver, which the bridge thread completes and so wakes the glommio task from a
-//! foreign thread. Core and bridge share no lock. Every statement is prepared once at open,
-//! runs with `--scylla_consistency` and under `--scylla_timeout_ms` (a driver request timeout
-//! and a tokio timeout around it), as does session creation. Errors come back as
-//! `StorageError::Unavailable("scylla: ...")`.
+//! The core queues its requests (a core-local `Vec`, no lock) and sends them to the bridge in
+//! batches over an unbounded tokio mpsc channel: the first request of a turn spawns a task
+//! that runs after the tasks already runnable, so everything the core issues in one executor
+//! turn crosses with one send and one wake of the bridge's runtime (a full batch of
+//! `SEND_BATCH` goes at once). Each request carries a `tokio::sync::oneshot` sender for its
+//! answer; the bridge's tasks do not complete it themselves (that would wake the core from a
+//! foreign thread once per request) but hand it with its result to a forwarder task, which
+//! sends whatever has accumulated in one runtime turn back to the core as one batch; a task
+//! on the core completes the oneshots there, so each waiting task is woken locally. One
+//! foreign wake each way per batch instead of per request. The channel's send is lock-free;
+//! it is unbounded because what it carries is bounded by the tasks that await the answers
+//! (one per request in progress on the core), and statements in flight are bounded on the
+//! bridge (`MAX_STATEMENTS`). Core and bridge share no lock of ours (waking the bridge's
+//! runtime from the core takes tokio's own, uncontended, run-queue mutex once per batch).
+//! Every statement is prepared once at open, runs with `--scylla_consistency` and under
+//! `--scylla_timeout_ms` (a driver request timeout and a tokio timeout around it), as does
+//! session creation. Errors come back as `StorageError::Unavailable("scylla: ...")`.
 //!
 //! # Ordering (the `Storage` contract: a read sees every write issued before it)
 //! The bridge takes requests in issue order. Writes are pipelined (started at once, many in
@@ -39,7 +49,8 @@
 //! The driver reconnects by itself, so nothing needs restarting when the database is back.
 //!
 //! # Files
-//! `mod.rs` the core's handle, `bridge.rs` what crosses to the bridge thread and its loop,
+//! `mod.rs` the core's handle, `bridge.rs` the bridge thread, its loop and its forwarder,
+//! `ops.rs` what crosses between them,
 //! `queries.rs` the statements and their handlers, `schema.rs` the schema and start-up check.
 //!
 //! Schema and the reasons for its layout: `cql/create_schema.cql`.
@@ -49,7 +60,7 @@ mod ops;
 mod queries;
 mod schema;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
@@ -59,7 +70,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::bridge::{bridge_thread, Req};
 pub(crate) use self::ops::timed;
-use self::ops::{BodyData, Read, Reply, Write};
+use self::ops::{Answer, BodyData, Read, Reply, Write};
 pub use self::schema::{
     check_blocking, execute_blocking, schema_problems, schema_statements, CREATE_SCHEMA,
 };
@@ -68,6 +79,9 @@ use crate::config::ScyllaConsistency;
 
 /// Statements in flight per core (the bridge's pipeline depth).
 pub(super) const MAX_STATEMENTS: usize = 256;
+/// Requests a core queues before it sends them to the bridge without waiting for the end of
+/// its turn.
+const SEND_BATCH: usize = 256;
 /// Rows per page when loading a channel's members.
 pub(super) const MEMBER_PAGE: i32 = 5000;
 /// Rows outlive `expires_at` by this much in the database, so a clock ahead of ipush's never
@@ -130,40 +144,96 @@ pub(super) fn unavailable(msg: impl std::fmt::Display) -> StorageError {
 
 // ---- the core's side ----------------------------------------------------------------------
 
+/// Requests queued on the core during one executor turn, sent to the bridge together.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Vec<Req>>,
+    queue: RefCell<Vec<Req>>,
+}
+
+impl Outbox {
+    /// Queues `req` (in issue order). The first request of a batch schedules the batch's send
+    /// as a task of its own, which runs after the tasks already runnable on this core: those
+    /// queue their requests first, and the whole batch crosses with one wake of the bridge.
+    fn push(self: &Rc<Self>, req: Req) {
+        let len = {
+            let mut q = self.queue.borrow_mut();
+            q.push(req);
+            q.len()
+        };
+        if len >= SEND_BATCH {
+            self.send();
+        } else if len == 1 {
+            let me = self.clone();
+            glommio::spawn_local(async move { me.send() }).detach();
+        }
+    }
+
+    /// Sends what is queued. If the bridge thread has stopped, the requests are dropped and
+    /// their callers see their replies closed.
+    fn send(&self) {
+        let batch = std::mem::take(&mut *self.queue.borrow_mut());
+        if !batch.is_empty() {
+            let _ = self.tx.send(batch);
+        }
+    }
+}
+
+/// Completes on the core the replies the bridge sends back, a batch at a time (each batch is
+/// one wake of this core from the bridge thread; each reply then wakes its task locally).
+async fn deliver_answers(mut rx: mpsc::UnboundedReceiver<Vec<Answer>>) {
+    while let Some(batch) = rx.recv().await {
+        for answer in batch {
+            answer.deliver();
+        }
+    }
+}
+
 /// One core's handle on the database. Lives on the core; the driver lives on its bridge thread.
 pub struct ScyllaStore {
-    tx: mpsc::UnboundedSender<Req>,
+    outbox: Rc<Outbox>,
     closed: Cell<bool>,
 }
 
 impl ScyllaStore {
     /// Starts this core's bridge thread, connects its session and prepares the statements
-    /// (all under `params.timeout`). Awaits without blocking the executor.
+    /// (all under `params.timeout`). Awaits without blocking the executor. Must run on a
+    /// glommio executor (it spawns the task that delivers the bridge's answers).
     pub async fn open(params: ScyllaParams) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
         let name = format!("ipush-scylla{}", params.core);
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || bridge_thread(params, rx, ready_tx))
+            .spawn(move || bridge_thread(params, rx, answers_tx, ready_tx))
             .map_err(|e| unavailable(format!("cannot start the bridge thread: {e}")))?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok(ScyllaStore {
-                tx,
-                closed: Cell::new(false),
-            }),
+            Ok(Ok(())) => {
+                glommio::spawn_local(deliver_answers(answers_rx)).detach();
+                Ok(ScyllaStore {
+                    outbox: Rc::new(Outbox {
+                        tx,
+                        queue: RefCell::new(Vec::new()),
+                    }),
+                    closed: Cell::new(false),
+                })
+            }
             Ok(Err(e)) => Err(StorageError::Unavailable(e)),
             Err(_) => Err(unavailable("the bridge thread stopped while connecting")),
         }
     }
 
-    /// Sends a request now (in issue order) and returns its answer's future.
+    /// Queues a request now (in issue order; it crosses with this turn's batch) and returns
+    /// its answer's future.
     fn call<T>(
         &self,
         make: impl FnOnce(Reply<T>) -> Req,
     ) -> impl Future<Output = Result<T, StorageError>> {
         let (reply, answer) = oneshot::channel();
-        let sent = !self.closed.get() && self.tx.send(make(reply)).is_ok();
+        let sent = !self.closed.get() && !self.outbox.tx.is_closed();
+        if sent {
+            self.outbox.push(make(reply));
+        }
         async move {
             if !sent {
                 return Err(unavailable("the store is closed"));

@@ -1,11 +1,12 @@
 //! What crosses between a core and its bridge thread (owned, `Send`): the reads and writes a
-//! core asks for, their answers, and the timeout every driver call runs under. Pure types;
-//! built on the core, consumed on the bridge thread.
+//! core asks for, their answers, and the timeout every driver call runs under. Requests are
+//! built on the core and consumed on the bridge thread; answers are made on the bridge thread
+//! and delivered on the core.
 
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::MsgType;
 use crate::storage::{MsgBody, StorageError, UserMeta};
@@ -70,6 +71,72 @@ pub(super) struct Listing {
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// A reply and its result, on their way back to the core. They cross in batches and the core
+/// completes the reply itself, so the waiting task is woken by its own thread (a foreign wake
+/// of the core costs a cross-thread queue push and, when the core sleeps, an eventfd write).
+pub(super) enum Answer {
+    Unit(Reply<()>, Result<(), String>),
+    User(Reply<UserMeta>, Result<UserMeta, String>),
+    Listing(Reply<Listing>, Result<Listing, String>),
+    Members(Reply<Vec<String>>, Result<Vec<String>, String>),
+}
+
+impl Answer {
+    /// Completes the reply: on the core, this wakes the waiting task locally.
+    pub(super) fn deliver(self) {
+        // A receiver that is gone (its request was dropped) wants no answer.
+        let _ = match self {
+            Answer::Unit(r, v) => r.send(v).is_ok(),
+            Answer::User(r, v) => r.send(v).is_ok(),
+            Answer::Listing(r, v) => r.send(v).is_ok(),
+            Answer::Members(r, v) => r.send(v).is_ok(),
+        };
+    }
+}
+
+/// The answer types a reply can carry.
+pub(super) trait Answered: Sized {
+    fn answer(reply: Reply<Self>, res: Result<Self, String>) -> Answer;
+}
+
+impl Answered for () {
+    fn answer(reply: Reply<()>, res: Result<(), String>) -> Answer {
+        Answer::Unit(reply, res)
+    }
+}
+
+impl Answered for UserMeta {
+    fn answer(reply: Reply<UserMeta>, res: Result<UserMeta, String>) -> Answer {
+        Answer::User(reply, res)
+    }
+}
+
+impl Answered for Listing {
+    fn answer(reply: Reply<Listing>, res: Result<Listing, String>) -> Answer {
+        Answer::Listing(reply, res)
+    }
+}
+
+impl Answered for Vec<String> {
+    fn answer(reply: Reply<Vec<String>>, res: Result<Vec<String>, String>) -> Answer {
+        Answer::Members(reply, res)
+    }
+}
+
+/// Where the bridge's tasks put their answers: a channel inside the bridge thread, drained by
+/// one task that sends them to the core a batch at a time (`bridge::forward`).
+#[derive(Clone)]
+pub(super) struct Answers(pub(super) mpsc::UnboundedSender<Answer>);
+
+impl Answers {
+    pub(super) fn send<T: Answered>(&self, reply: Reply<T>, res: Result<T, String>) {
+        if let Err(unsent) = self.0.send(T::answer(reply, res)) {
+            // The forwarder has ended (the bridge is stopping): answer straight from here.
+            unsent.0.deliver();
+        }
+    }
+}
 
 pub(super) enum Write {
     Append {

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::ops::{timed, BodyData, Listing, Read, Reply, Write};
+use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
 use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
 use crate::storage::UserMeta;
 
@@ -178,7 +178,7 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
     })
 }
 
-pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64) {
+pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64, out: Answers) {
     match w {
         Write::Append {
             body,
@@ -187,7 +187,7 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64) {
             reply,
         } => {
             let res = append(&ctx, Arc::new(body), expires_at, entries).await;
-            let _ = reply.send(res);
+            out.send(reply, res);
         }
         Write::Ack {
             uid,
@@ -206,7 +206,7 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64) {
                 .map(drop)
             }
             .await;
-            let _ = reply.send(res);
+            out.send(reply, res);
         }
         Write::Member {
             cid,
@@ -232,7 +232,7 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64) {
                 )
                 .await
             };
-            let _ = reply.send(res.map(drop));
+            out.send(reply, res.map(drop));
         }
     }
 }
@@ -347,7 +347,7 @@ fn note(first: &mut Option<String>, done: Result<Result<(), String>, tokio::task
 
 /// A single-partition read of `users` at the configured consistency, under a short timeout
 /// (at most `CHECK_TIMEOUT`): answers whether the keyspace is readable now.
-pub(super) async fn check(ctx: Arc<Ctx>, reply: Reply<()>) {
+pub(super) async fn check(ctx: Arc<Ctx>, reply: Reply<()>, out: Answers) {
     let t = ctx.timeout.min(CHECK_TIMEOUT);
     let res = timed(
         t,
@@ -355,14 +355,14 @@ pub(super) async fn check(ctx: Arc<Ctx>, reply: Reply<()>) {
         ctx.session.execute_unpaged(&ctx.st.user, (HEALTH_KEY,)),
     )
     .await;
-    let _ = reply.send(res.map(drop));
+    out.send(reply, res.map(drop));
 }
 
-pub(super) async fn read(ctx: Arc<Ctx>, r: Read) {
+pub(super) async fn read(ctx: Arc<Ctx>, r: Read, out: Answers) {
     match r {
         Read::User { uid, reply } => {
             let _permit = ctx.permits.acquire().await;
-            let _ = reply.send(load_user(&ctx, &uid).await);
+            out.send(reply, load_user(&ctx, &uid).await);
         }
         Read::Offline {
             uid,
@@ -372,10 +372,10 @@ pub(super) async fn read(ctx: Arc<Ctx>, r: Read) {
             now,
             reply,
         } => {
-            let _ = reply.send(offline(&ctx, &uid, after, upto, limit, now).await);
+            out.send(reply, offline(&ctx, &uid, after, upto, limit, now).await);
         }
         Read::Members { cid, reply } => {
-            let _ = reply.send(members(&ctx, &cid).await);
+            out.send(reply, members(&ctx, &cid).await);
         }
     }
 }
