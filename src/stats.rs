@@ -79,6 +79,9 @@ counters! {
     mesh_dropped: "cross-core messages dropped (receiver gone)",
     storage_error: "storage operations that failed",
     limit_refused: "connects refused by --max_connections (503)",
+    idem_replayed: "publishes answered from an earlier one with the same idempotency key",
+    idem_refused: "publishes refused: idempotency key reused with another request (422)",
+    idem_full: "publishes refused: --idempotency_max_keys keys in their window (429)",
 }
 
 /// Node-wide per-second maxima, sampled once a second on core 0.
