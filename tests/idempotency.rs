@@ -90,7 +90,7 @@ fn a_repeat_answers_the_first_answer_and_publishes_nothing() {
     assert_eq!(publish(&s, other, "hi"), first(1));
     // The same key with another body, from or ttl: 422, nothing published.
     for p in [
-        format!("{path}"),
+        path.to_string(),
         path.replace("from=op", "from=op2"),
         format!("{path}&ttl=60"),
     ] {

@@ -81,7 +81,8 @@ impl SeqLog {
 pub struct MemoryStore {
     users: RefCell<Map<Rc<str>, UserRecord>>,
     channels: RefCell<Map<Rc<str>, Members>>,
-    idem: RefCell<IdemIndex>,
+    /// Boxed: `Store`'s variants stay of similar size.
+    idem: RefCell<Box<IdemIndex>>,
 }
 
 /// Idempotency records by id, and their ids in insertion order (which is expiry order while
@@ -106,6 +107,7 @@ impl IdemIndex {
             self.order.pop_front();
         }
         if self.order.is_empty() && self.order.capacity() > 1024 {
+            // A burst's big tables are not kept for the quiet that follows.
             *self = IdemIndex::default();
         }
     }
