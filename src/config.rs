@@ -274,7 +274,7 @@ pub struct Config {
     #[arg(long, default_value_t = 300)]
     pub idempotency_window_s: u64,
 
-    /// Idempotency keys one core remembers at most (each ~200 bytes); beyond it a keyed /pub
+    /// Idempotency keys one core remembers at most (each ~130 bytes); beyond it a keyed /pub
     /// answers 429 until keys expire (1-100000000)
     #[arg(long, default_value_t = 200_000)]
     pub idempotency_max_keys: usize,
