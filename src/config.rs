@@ -274,6 +274,16 @@ pub struct Config {
     #[arg(long, default_value_t = 1024)]
     pub send_queue_max: usize,
 
+    /// Seconds a /pub idempotency_key is remembered: a repeat within it answers the first
+    /// answer and publishes nothing (1-604800)
+    #[arg(long, default_value_t = 300)]
+    pub idempotency_window_s: u64,
+
+    /// Idempotency keys one core remembers at most (each ~130 bytes); beyond it a keyed /pub
+    /// answers 429 until keys expire (1-100000000)
+    #[arg(long, default_value_t = 200_000)]
+    pub idempotency_max_keys: usize,
+
     /// Milliseconds allowed to send a full request head (1-3600000)
     #[arg(long, default_value_t = 10_000)]
     pub head_timeout_ms: u64,
@@ -325,6 +335,8 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("max_connections", &self.max_connections)
             .field("send_queue_max", &self.send_queue_max)
+            .field("idempotency_window_s", &self.idempotency_window_s)
+            .field("idempotency_max_keys", &self.idempotency_max_keys)
             .field("head_timeout_ms", &self.head_timeout_ms)
             .field("advertise_host", &self.advertise_host)
             .field("listen_backlog", &self.listen_backlog)
@@ -521,6 +533,13 @@ fn validate(
     check_range("max_connections", cfg.max_connections, 1, usize::MAX)?;
     check_range("send_queue_max", cfg.send_queue_max, 16, 1_000_000)?;
     check_range("head_timeout_ms", cfg.head_timeout_ms, 1, 3_600_000)?;
+    check_range("idempotency_window_s", cfg.idempotency_window_s, 1, 604_800)?;
+    check_range(
+        "idempotency_max_keys",
+        cfg.idempotency_max_keys,
+        1,
+        100_000_000,
+    )?;
     check_range("listen_backlog", cfg.listen_backlog, 1, i32::MAX)?;
 
     if cfg
@@ -737,6 +756,8 @@ mod tests {
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.max_connections, 1_000_000);
         assert_eq!(c.send_queue_max, 1024);
+        assert_eq!(c.idempotency_window_s, 300);
+        assert_eq!(c.idempotency_max_keys, 200_000);
         assert_eq!(c.head_timeout(), Duration::from_millis(10_000));
         assert_eq!(c.listen_backlog, 65535);
         assert_eq!(c.advertise_addr(), "127.0.0.1:9000");
@@ -815,6 +836,9 @@ mod tests {
         assert!(err(&["--user_idle_s=86401"]).contains("--user_idle_s"));
         assert_eq!(parse(&["--user_idle_s=0"]).unwrap().user_idle_s, 0);
         assert!(err(&["--send_queue_max=15"]).contains("--send_queue_max"));
+        assert!(err(&["--idempotency_window_s=0"]).contains("--idempotency_window_s"));
+        assert!(err(&["--idempotency_window_s=604801"]).contains("--idempotency_window_s"));
+        assert!(err(&["--idempotency_max_keys=0"]).contains("--idempotency_max_keys"));
         assert!(err(&["--max_connections=0"]).contains("--max_connections"));
         assert!(err(&["--head_timeout_ms=0"]).contains("--head_timeout_ms"));
         assert!(err(&["--listen_backlog=0"]).contains("--listen_backlog"));

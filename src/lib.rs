@@ -34,6 +34,10 @@
 //! Message flow of `POST /pub?to=U`: admin task (any core) → `router.call_user` →
 //! `Request::PubUser` → owner core's router → `Shard::publish_user`: next seq, queue to U's
 //! stream if online, append to storage → `Answer::Seq` → `{"result":"ok"}`.
+//! With `&idempotency_key=K`, `router.publish` sends `Request::Keyed` to the core that owns
+//! the destination (the uid, or the channel id), whose [`shard::Shard::idem_begin`] answers a
+//! repeat from the store (`Answer::Replayed`) or claims the key; the message and its key are
+//! stored in one write (`shard::idem`).
 //!
 //! # Layers
 //!

@@ -74,6 +74,12 @@ pub enum Request {
         body: String,
         ttl: u64,
     },
+    /// A `PubUser` or `PubChannel` with an idempotency key, for the core that decides for
+    /// its destination (the owner of the uid, or of the channel id).
+    Keyed {
+        key: String,
+        req: Box<Request>,
+    },
     Sub {
         uid: String,
         cid: String,
@@ -109,7 +115,20 @@ impl Request {
             | Request::Msg { uid }
             | Request::Disconnect { uid }
             | Request::Client { uid, .. } => Some(uid),
+            Request::Keyed { req, .. } => req.destination(),
             Request::PubChannel { .. } | Request::Stats | Request::Latency => None,
+        }
+    }
+}
+
+impl Request {
+    /// The uid or channel id a publish goes to (whose owner core decides its idempotency key).
+    pub fn destination(&self) -> Option<&str> {
+        match self {
+            Request::PubUser { to, .. } => Some(to),
+            Request::PubChannel { channel, .. } => Some(channel),
+            Request::Keyed { req, .. } => req.destination(),
+            _ => None,
         }
     }
 }
@@ -130,6 +149,10 @@ pub enum Answer {
     Err(String),
     /// The owner node could not be reached in time (answered 503).
     Unavailable(String),
+    /// The first answer of a publish with the same idempotency key (a `Seq` or a `Count`).
+    Replayed(Box<Answer>),
+    /// Refused with this 4xx status and reason (a bad, reused or unplaceable idempotency key).
+    Refused(u16, String),
 }
 
 pub enum CoreMsg {

@@ -86,6 +86,9 @@ counters! {
     limit_refused: "connects refused by --max_connections (503)",
     users_resident: "users whose state (seq, last ack) is in memory now (gauge)",
     users_evicted: "idle users dropped from memory (their state stays stored)",
+    idem_replayed: "publishes answered from an earlier one with the same idempotency key",
+    idem_refused: "publishes refused: idempotency key reused with another request (422)",
+    idem_full: "publishes refused: --idempotency_max_keys keys in their window (429)",
 }
 
 impl Snapshot {

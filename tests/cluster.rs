@@ -450,3 +450,54 @@ fn foreign_bus_frames_are_counted_and_dropped() {
         200
     );
 }
+
+/// `&idempotency_key=K` across nodes: the channel id's owner node decides for a channel, the
+/// uid's for a user, whichever node the publish (or its repeat) arrives at; keys, replays and
+/// refusals cross the bus.
+#[test]
+fn a_keyed_publish_repeated_through_every_node_publishes_once() {
+    let c = Cluster::start(3);
+    let members: Vec<String> = (0..3).map(|i| c.uid_on(i, &format!("k{i}-"))).collect();
+    for (i, u) in members.iter().enumerate() {
+        assert_eq!(c.get(i, &format!("/sub?uid={u}&cid=keyed")).0, 200);
+    }
+    let ok = (200, json!({"result":"ok"}));
+    let direct = format!("/pub?to={}&from=op&idempotency_key=once", members[0]);
+    for i in 0..3 {
+        let chan = c.post(i, "/pub?channel=keyed&from=op&idempotency_key=once", "one");
+        assert_eq!(chan, ok, "channel through node {i}");
+        assert_eq!(c.post(i, &direct, "direct"), ok, "user through node {i}");
+    }
+    let other = c.post(
+        1,
+        "/pub?channel=keyed&from=op&idempotency_key=once",
+        "other",
+    );
+    assert_eq!(other.0, 422, "{other:?}");
+    for (i, u) in members.iter().enumerate() {
+        let (st, v) = c.get((i + 1) % 3, &format!("/msg?uid={u}"));
+        assert_eq!(st, 200);
+        let bodies: Vec<String> = v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let m: Value = serde_json::from_str(l.as_str().unwrap()).unwrap();
+                m["b"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let want: &[&str] = if i == 0 { &["one", "direct"] } else { &["one"] };
+        assert_eq!(bodies, want, "{u}");
+    }
+    let replayed: f64 = (0..3)
+        .map(|i| {
+            let (_, body) = c.get(i, "/metrics");
+            let body = body.as_str().unwrap_or_default().to_string();
+            body.lines()
+                .filter(|l| l.starts_with("ipush_idem_replayed{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
+    assert_eq!(replayed, 4.0, "two channel and two user repeats");
+}

@@ -66,8 +66,7 @@ func WithTTL(ttl time.Duration) PublishOption {
 
 // WithIdempotencyKey passes &idempotency_key=K, so that a retried publish
 // within the server's window answers the first result without publishing
-// again. The current server accepts and ignores it (a later release honours
-// it): until then a retry may publish twice.
+// again (the same key with another body: 422).
 func WithIdempotencyKey(key string) PublishOption {
 	return func(o *publishOpts) error {
 		if key == "" {

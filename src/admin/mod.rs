@@ -17,6 +17,7 @@ use crate::http::response::{strip_body_for_head, write_response};
 use crate::msg::{Answer, Request};
 use crate::protocol::valid_id;
 use crate::router::Router;
+use crate::shard::idem::check_key;
 use crate::shard::DEFAULT_TTL;
 use crate::transport::{read_head, HeadRead};
 
@@ -47,8 +48,9 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
-    /// The `Allow` header of a 405 (RFC 9110 §15.5.6).
-    pub allow: Option<String>,
+    /// Extra headers: `Allow` of a 405 (RFC 9110 §15.5.6), `Ipush-Seq` and
+    /// `Idempotent-Replayed` of a publish.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -57,7 +59,7 @@ impl Response {
             status,
             content_type: "text/json; charset=utf-8",
             body: serde_json::to_vec(&v).expect("json values serialize"),
-            allow: None,
+            headers: Vec::new(),
         }
     }
 
@@ -132,16 +134,12 @@ async fn write_reply(
     head_only: bool,
 ) -> bool {
     let mut out = Vec::with_capacity(r.body.len() + 200);
-    let allow = r.allow.as_deref().map(|a| ("Allow", a));
-    let extra: &[(&str, &str)] = match &allow {
-        Some(h) => std::slice::from_ref(h),
-        None => &[],
-    };
+    let extra: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     write_response(
         &mut out,
         r.status,
         r.content_type,
-        extra,
+        &extra,
         &r.body,
         keep_alive,
     );
@@ -171,7 +169,7 @@ fn method_is(head: &RequestHead, allowed: &[Method]) -> Result<(), Response> {
     } else {
         let mut r = Response::err(405, "method not allowed");
         let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-        r.allow = Some(names.join(", "));
+        r.headers.push(("Allow", names.join(", ")));
         Err(r)
     }
 }
@@ -181,9 +179,32 @@ fn answer(a: Answer) -> Response {
     match a {
         Answer::Err(e) => Response::err(500, e),
         Answer::Unavailable(e) => Response::err(503, e),
+        Answer::Refused(status, e) => Response::err(status, e),
         Answer::Msgs(list) => Response::ok(json!(list)),
         _ => Response::ok(json!("ok")),
     }
+}
+
+/// A publish's answer: `{"result":"ok"}`, with the seq a unicast message got in `Ipush-Seq`,
+/// and `Idempotent-Replayed: true` when it is the first answer of an earlier publish with
+/// the same idempotency key (nothing was published this time).
+fn publish_answer(a: Answer) -> Response {
+    let (a, replayed) = match a {
+        Answer::Replayed(first) => (*first, true),
+        a => (a, false),
+    };
+    let seq = match a {
+        Answer::Seq(Some(s)) => Some(s),
+        _ => None,
+    };
+    let mut r = answer(a);
+    if let Some(s) = seq {
+        r.headers.push(("Ipush-Seq", s.to_string()));
+    }
+    if replayed {
+        r.headers.push(("Idempotent-Replayed", "true".into()));
+    }
+    r
 }
 
 async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Response {
@@ -219,7 +240,7 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: DASHBOARD.as_bytes().to_vec(),
-            allow: None,
+            headers: Vec::new(),
         }),
         _ => Err(Response::err(404, "not found")),
     };
@@ -279,37 +300,33 @@ async fn publish(
     let body = String::from_utf8(body).map_err(|_| Response::err(400, "body must be UTF-8"))?;
     let to = opt_param(head, "to")?;
     let channel = opt_param(head, "channel")?;
-    match (to, channel) {
-        (Some(_), Some(_)) => Err(Response::err(400, "give either to or channel, not both")),
-        (None, None) => Err(Response::err(400, "missing to or channel")),
-        (Some(to), None) => {
-            if !valid_id(&to) {
-                return Err(Response::err(400, "invalid to"));
-            }
-            let key = to.clone();
-            let req = Request::PubUser {
-                to,
-                from,
-                body,
-                ttl,
-            };
-            Ok(answer(router.call_user(&key, req).await))
-        }
-        (None, Some(channel)) => {
-            if !valid_id(&channel) {
-                return Err(Response::err(400, "invalid channel"));
-            }
-            let req = Request::PubChannel {
-                channel,
-                from,
-                body,
-                ttl,
-            };
-            // Every core of every node delivers to its own members; answer once all have
-            // stored theirs.
-            Ok(answer(router.publish_channel_cluster(req).await))
-        }
+    let key = opt_param(head, "idempotency_key")?;
+    if let Some(Err(why)) = key.as_deref().map(check_key) {
+        return Err(Response::err(400, why));
     }
+    let req = match (to, channel) {
+        (Some(_), Some(_)) => {
+            return Err(Response::err(400, "give either to or channel, not both"))
+        }
+        (None, None) => return Err(Response::err(400, "missing to or channel")),
+        (Some(to), None) if !valid_id(&to) => return Err(Response::err(400, "invalid to")),
+        (None, Some(c)) if !valid_id(&c) => return Err(Response::err(400, "invalid channel")),
+        (Some(to), None) => Request::PubUser {
+            to,
+            from,
+            body,
+            ttl,
+        },
+        (None, Some(channel)) => Request::PubChannel {
+            channel,
+            from,
+            body,
+            ttl,
+        },
+    };
+    // A channel message: every core of every node delivers to its own members, answered once
+    // all have stored theirs.
+    Ok(publish_answer(router.publish(req, key).await))
 }
 
 async fn subscription(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
@@ -374,6 +391,6 @@ async fn metrics_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Respon
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body: metrics::prometheus(&per_core, &rates, &extra).into_bytes(),
-        allow: None,
+        headers: Vec::new(),
     })
 }

@@ -121,6 +121,11 @@ fn encode_req(w: &mut W, r: &Request) {
             w.str(body);
             w.u64(*ttl);
         }
+        Request::Keyed { key, req } => {
+            w.u8(9);
+            w.str(key);
+            encode_req(w, req);
+        }
         Request::Sub { uid, cid } => {
             w.u8(3);
             w.str(uid);
@@ -197,6 +202,15 @@ fn encode_rep(w: &mut W, r: &Answer) {
         }
         Answer::Unavailable(e) => {
             w.u8(7);
+            w.str(e);
+        }
+        Answer::Replayed(a) => {
+            w.u8(8);
+            encode_rep(w, a);
+        }
+        Answer::Refused(status, e) => {
+            w.u8(9);
+            w.u16(*status);
             w.str(e);
         }
     }
@@ -317,6 +331,22 @@ fn decode_req(r: &mut R<'_>) -> Result<Request, WireError> {
             };
             Request::Client { uid, msg }
         }
+        9 => {
+            let key = r.str()?;
+            // Only a publish carries a key, and never a second one (checked before decoding
+            // it, so a frame of nested keys cannot recurse deeply).
+            if r.b.get(r.p) == Some(&9) {
+                return Err(WireError::Malformed);
+            }
+            let req = decode_req(r)?;
+            if !matches!(req, Request::PubUser { .. } | Request::PubChannel { .. }) {
+                return Err(WireError::Malformed);
+            }
+            Request::Keyed {
+                key,
+                req: Box::new(req),
+            }
+        }
         _ => return Err(WireError::Malformed),
     })
 }
@@ -341,6 +371,19 @@ fn decode_rep(r: &mut R<'_>) -> Result<Answer, WireError> {
         5 => Answer::Found(r.u8()? != 0),
         6 => Answer::Err(r.str()?),
         7 => Answer::Unavailable(r.str()?),
+        8 if r.b.get(r.p) == Some(&8) => return Err(WireError::Malformed),
+        8 => match decode_rep(r)? {
+            // What a publish answered first, never itself a replay.
+            a @ (Answer::Seq(_) | Answer::Count(_)) => Answer::Replayed(Box::new(a)),
+            _ => return Err(WireError::Malformed),
+        },
+        9 => {
+            let status = r.u16()?;
+            if !(400..500).contains(&status) {
+                return Err(WireError::Malformed);
+            }
+            Answer::Refused(status, r.str()?)
+        }
         _ => return Err(WireError::Malformed),
     })
 }
@@ -393,6 +436,61 @@ mod tests {
             Body::Answer(Answer::Seq(Some(9)))
         ));
         assert!(matches!(round(Body::Ping).body, Body::Ping));
+    }
+
+    #[test]
+    fn keyed_publishes_and_their_answers_round_trip() {
+        let f = round(Body::Request(Request::Keyed {
+            key: "k-1".into(),
+            req: Box::new(Request::PubChannel {
+                channel: "ch".into(),
+                from: "op".into(),
+                body: "b".into(),
+                ttl: 5,
+            }),
+        }));
+        match f.body {
+            Body::Request(ref r @ Request::Keyed { ref key, .. }) => {
+                assert_eq!(key, "k-1");
+                assert_eq!(
+                    r.uid(),
+                    Some("ch"),
+                    "the bus hands it to the channel id's core"
+                );
+            }
+            ref other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            round(Body::Answer(Answer::Replayed(Box::new(Answer::Seq(Some(3)))))).body,
+            Body::Answer(Answer::Replayed(ref a)) if matches!(**a, Answer::Seq(Some(3)))
+        ));
+        assert!(matches!(
+            round(Body::Answer(Answer::Refused(422, "x".into()))).body,
+            Body::Answer(Answer::Refused(422, ref e)) if e == "x"
+        ));
+        // A key on anything but a publish, a nested key, a replayed replay: refused.
+        let bad = |body| {
+            let b = encode(&Frame {
+                from: NodeId(0),
+                core: ShardId(0),
+                id: 1,
+                body,
+            });
+            decode(&b).is_err()
+        };
+        assert!(bad(Body::Request(Request::Keyed {
+            key: "k".into(),
+            req: Box::new(Request::Msg { uid: "u".into() }),
+        })));
+        assert!(bad(Body::Request(Request::Keyed {
+            key: "k".into(),
+            req: Box::new(Request::Keyed {
+                key: "k".into(),
+                req: Box::new(Request::Msg { uid: "u".into() }),
+            }),
+        })));
+        assert!(bad(Body::Answer(Answer::Replayed(Box::new(Answer::Ok)))));
+        assert!(bad(Body::Answer(Answer::Refused(500, "x".into()))));
     }
 
     #[test]

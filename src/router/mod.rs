@@ -6,6 +6,7 @@
 
 mod client;
 mod fanout;
+mod keyed;
 mod nodes;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -200,15 +201,31 @@ impl Router {
             CoreMsg::Handoff(_) => {
                 tracing::error!("a hand-off reached the router: dropped (its socket closes)")
             }
+            // A keyed channel publish calls every core and waits for their answers, which
+            // arrive through this very loop: it runs as a task of its own, or it would wait
+            // for itself.
+            CoreMsg::Request { id, from, req } if matches!(req, Request::Keyed { .. }) => {
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let answer = me.serve(req).await;
+                    me.reply(from, id, answer);
+                })
+                .detach();
+            }
             CoreMsg::Request { id, from, req } => {
                 let answer = self.serve(req).await;
-                if id != 0 {
-                    self.answer(from, id, answer);
-                } else if let Answer::Err(e) = answer {
-                    tracing::warn!(error = %e, "cross-core message failed");
-                }
+                self.reply(from, id, answer);
             }
             CoreMsg::Answer { id, answer } => self.resolve(id, answer),
+        }
+    }
+
+    /// Answers request `id` of core `from` (`id == 0`: nobody waits; a failure is logged).
+    fn reply(self: &Rc<Self>, from: ShardId, id: u64, answer: Answer) {
+        if id != 0 {
+            self.answer(from, id, answer);
+        } else if let Answer::Err(e) = answer {
+            tracing::warn!(error = %e, "cross-core message failed");
         }
     }
 
@@ -228,6 +245,7 @@ impl Router {
                     .await
                     .map_or_else(storage_err, |_| Answer::Ok)
             }
+            Request::Keyed { key, req } => self.serve_keyed(key, *req).await,
             req => self.serve_local(req).await,
         }
     }
@@ -272,7 +290,9 @@ impl Router {
                 Answer::Stats(Box::new((shard.id(), shard.stats().snapshot(), rates)))
             }
             Request::Latency => Answer::Latency(Box::new(shard.latency().snapshot())),
-            Request::Client { .. } => Answer::Err("client message routed as local work".into()),
+            Request::Client { .. } | Request::Keyed { .. } => {
+                Answer::Err("routed request served as local work".into())
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 mod channels;
 pub mod conn;
 mod evict;
+pub mod idem;
 mod publish;
 mod streams;
 
@@ -80,6 +81,8 @@ pub struct Shard {
     dirty: RefCell<Vec<Rc<Conn>>>,
     /// The flusher, parked while `dirty` is empty.
     flusher: RefCell<Option<Waker>>,
+    /// Idempotency keys whose first publish is in flight here.
+    in_flight: idem::InFlight,
 }
 
 impl Shard {
@@ -111,6 +114,7 @@ impl Shard {
             closing: Cell::new(false),
             dirty: RefCell::default(),
             flusher: RefCell::default(),
+            in_flight: idem::InFlight::default(),
         }
     }
 

@@ -4,10 +4,11 @@
 use std::rc::Rc;
 
 use super::conn::Out;
+use super::idem::KeyGuard;
 use super::{Shard, User};
 use crate::protocol::{codec, MsgBody, MsgType};
 use crate::stats::Lat;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{IdemRecord, Storage, StorageError};
 
 impl Shard {
     /// A message to one user of this core: next seq, persisted (unless ttl is 0), delivered
@@ -18,6 +19,30 @@ impl Shard {
         from: &str,
         body: &str,
         ttl: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        self.publish_user_with(to, from, body, ttl, None).await
+    }
+
+    /// `publish_user` whose idempotency key (claimed by `idem_begin`) is stored in the same
+    /// write as the message, so a restart finds both or neither.
+    pub async fn publish_user_keyed(
+        &self,
+        to: &str,
+        from: &str,
+        body: &str,
+        ttl: u64,
+        key: &KeyGuard,
+    ) -> Result<Option<u64>, StorageError> {
+        self.publish_user_with(to, from, body, ttl, Some(key)).await
+    }
+
+    async fn publish_user_with(
+        &self,
+        to: &str,
+        from: &str,
+        body: &str,
+        ttl: u64,
+        key: Option<&KeyGuard>,
     ) -> Result<Option<u64>, StorageError> {
         let at = self.lat.stamp();
         let user = self.user(to).await?;
@@ -36,6 +61,9 @@ impl Shard {
                     at: Some(at),
                 },
             );
+            if let Some(k) = key {
+                self.idem_put(&k.record(0)).await?;
+            }
             return Ok(None);
         }
         // Seq, live delivery and the storage write are issued with no await between them.
@@ -49,7 +77,8 @@ impl Shard {
             },
         );
         let expires = crate::stats::unix_now().saturating_add(ttl);
-        self.persist(&body, expires, &[(user.uid.clone(), seq)])
+        let idem = key.map(|k| k.record(seq));
+        self.persist(&body, expires, &[(user.uid.clone(), seq)], idem.as_ref())
             .await
             .inspect_err(|_| user.unsynced.set(true))?;
         self.lat.since_stamp(Lat::PubDurable, at);
@@ -98,7 +127,7 @@ impl Shard {
             entries.push((u.uid.clone(), seq));
         }
         let expires = crate::stats::unix_now().saturating_add(ttl);
-        let stored = self.persist(&body, expires, &entries).await;
+        let stored = self.persist(&body, expires, &entries, None).await;
         if stored.is_err() {
             users.iter().for_each(|u| u.unsynced.set(true));
         }
@@ -140,9 +169,13 @@ impl Shard {
         body: &Rc<MsgBody>,
         expires: u64,
         entries: &[(Rc<str>, u64)],
+        idem: Option<&IdemRecord>,
     ) -> Result<(), StorageError> {
         let at = self.lat.stamp();
-        let res = self.store.append(body, expires, entries).await;
+        let res = match idem {
+            None => self.store.append(body, expires, entries).await,
+            Some(r) => self.store.append_keyed(body, expires, entries, r).await,
+        };
         self.lat.since_stamp(Lat::StoreCommit, at);
         match &res {
             Ok(()) => self.add(&self.stats.stored, entries.len() as u64),

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use super::{Storage, Store, UserMeta};
+use super::{IdemRecord, Storage, Store, UserMeta};
 use crate::protocol::{MsgBody, MsgType};
 
 fn body(text: &str, channel: Option<&str>) -> Rc<MsgBody> {
@@ -30,6 +30,76 @@ fn seqs(m: &[super::StoredMsg]) -> Vec<u64> {
 }
 
 const FAR: u64 = 4_000_000_000;
+
+fn idem(prefix: &str, name: &str, answer: u64, expires_at: u64) -> IdemRecord {
+    IdemRecord {
+        id: format!("u:{prefix}{name} k"),
+        fingerprint: 0x8000_0000_0000_0001 + answer,
+        answer,
+        expires_at,
+    }
+}
+
+/// Idempotency records: stored with a message or alone, found until they expire. Returns the
+/// time their expiries count from.
+async fn idem_cases(store: &Store, prefix: &str) -> u64 {
+    // Now, not the suite's start: the cases before can take seconds on a remote database.
+    let now = crate::stats::unix_now();
+    let k = Rc::from(format!("{prefix}keyed").as_str());
+    let with_msg = idem(prefix, "keyed", 1, now + 300);
+    store
+        .append_keyed(&body("once", None), FAR, &[(k, 1)], &with_msg)
+        .await
+        .unwrap();
+    let alone = idem(prefix, "alone", 0, now + 300);
+    store.put_idem(&alone).await.unwrap();
+    let short = idem(prefix, "short", 7, now + 30);
+    store.put_idem(&short).await.unwrap();
+    let got = |r: &IdemRecord, at: u64| {
+        let id = r.id.clone();
+        async move { store.idem_get(&id, at).await.unwrap() }
+    };
+    assert_eq!(
+        got(&with_msg, now).await,
+        Some(with_msg.clone()),
+        "idem with a message"
+    );
+    assert_eq!(got(&alone, now).await, Some(alone.clone()), "idem alone");
+    assert_eq!(
+        got(&short, now).await,
+        Some(short.clone()),
+        "idem in its window"
+    );
+    assert_eq!(got(&short, now + 30).await, None, "idem expired");
+    assert_eq!(
+        store
+            .idem_get(&format!("u:{prefix}none k"), now)
+            .await
+            .unwrap(),
+        None
+    );
+    let msgs = store
+        .offline(&format!("{prefix}keyed"), 0, 1, 10, now)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&msgs), [1], "the keyed message is stored");
+    now
+}
+
+/// After a restart: the records in their window are still there.
+async fn idem_after_restart(store: &Store, prefix: &str, now: u64) {
+    for r in [
+        idem(prefix, "keyed", 1, now + 300),
+        idem(prefix, "alone", 0, now + 300),
+    ] {
+        let id = r.id.clone();
+        assert_eq!(
+            store.idem_get(&id, now).await.unwrap(),
+            Some(r),
+            "restart: idem"
+        );
+    }
+}
 
 /// Runs every case; panics with the case name on the first failure.
 pub async fn run<F, Fut>(prefix: &str, persistent: bool, open: F)
@@ -156,6 +226,7 @@ where
         .await
         .unwrap();
     store.set_ack(&z, 1).await.unwrap();
+    let idem_now = idem_cases(&store, prefix).await;
     store.flush().await.unwrap();
 
     if persistent {
@@ -195,6 +266,7 @@ where
             [2],
             "restart: expired stay gone"
         );
+        idem_after_restart(&store, prefix, idem_now).await;
         store.close().await.unwrap();
     } else {
         store.close().await.unwrap();

@@ -23,9 +23,9 @@ use std::task::{Poll, Waker};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
-use super::log::{self, Decoded, Header, Record};
+use super::log::{self, Decoded, Header, IdemRec, Record};
 use super::memory::MemoryStore;
-use super::{Storage, StorageError, StoredMsg, UserMeta};
+use super::{IdemRecord, Storage, StorageError, StoredMsg, UserMeta};
 use crate::protocol::MsgBody;
 
 /// Entries per log record of a channel fan-out (keeps records far below `log::MAX_RECORD`).
@@ -395,6 +395,10 @@ async fn compact(inner: Rc<Inner>) -> Result<(), StorageError> {
             log::encode_sub(&mut buf, &cid, &uid, true);
         }
     }
+    // Keys still in their window: a restart after this snapshot must still answer repeats.
+    for r in inner.index.idem_list(crate::stats::unix_now()) {
+        log::encode_idem(&mut buf, idem_rec(&r));
+    }
     let t = send(&mut buf, &mut total, true);
     let res = inner.wait(t).await;
     if res.is_ok() {
@@ -573,7 +577,11 @@ fn apply(index: &MemoryStore, r: Record<'_>, now: u64) {
             body,
             expires,
             entries,
+            idem,
         } => {
+            if let Some(r) = idem {
+                index.apply_idem(&idem_record(r), now);
+            }
             let body = Rc::new(MsgBody {
                 kind,
                 from: from.into(),
@@ -584,6 +592,7 @@ fn apply(index: &MemoryStore, r: Record<'_>, now: u64) {
                 entries.into_iter().map(|(u, s)| (Rc::from(u), s)).collect();
             index.apply_append(&body, expires, &entries, now);
         }
+        Record::Idem(r) => index.apply_idem(&idem_record(r), now),
         Record::Ack { uid, last_ack } => index.apply_ack(uid, last_ack),
         Record::Sub { cid, uid } => index.apply_sub(cid, uid, true),
         Record::Unsub { cid, uid } => index.apply_sub(cid, uid, false),
@@ -592,6 +601,24 @@ fn apply(index: &MemoryStore, r: Record<'_>, now: u64) {
             max_seq,
             last_ack,
         } => index.apply_meta(uid, UserMeta { max_seq, last_ack }),
+    }
+}
+
+fn idem_record(r: IdemRec<'_>) -> IdemRecord {
+    IdemRecord {
+        id: r.id.to_string(),
+        fingerprint: r.fingerprint,
+        answer: r.answer,
+        expires_at: r.expires,
+    }
+}
+
+fn idem_rec(r: &IdemRecord) -> IdemRec<'_> {
+    IdemRec {
+        id: &r.id,
+        fingerprint: r.fingerprint,
+        answer: r.answer,
+        expires: r.expires_at,
     }
 }
 
@@ -851,6 +878,45 @@ impl Storage for EmbeddedStore {
         }
         let t = inner.write(bytes);
         inner.wait(t).await
+    }
+
+    /// One record holds the message and its key (the first of its records, when a fan-out
+    /// is split), so a restart finds both or neither.
+    async fn append_keyed(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+        idem: &IdemRecord,
+    ) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        inner.index.apply_append(body, expires_at, entries, 0);
+        inner.index.apply_idem(idem, crate::stats::unix_now());
+        let mut bytes = Vec::with_capacity(96 + body.body.len() + entries.len() * 24);
+        let mut chunks = entries.chunks(ENTRIES_PER_RECORD);
+        let first = chunks.next().unwrap_or_default();
+        log::encode_append_keyed(&mut bytes, body, expires_at, first, idem_rec(idem));
+        for chunk in chunks {
+            log::encode_append(&mut bytes, body, expires_at, chunk);
+        }
+        let t = inner.write(bytes);
+        inner.wait(t).await
+    }
+
+    async fn put_idem(&self, idem: &IdemRecord) -> Result<(), StorageError> {
+        self.inner.index.apply_idem(idem, crate::stats::unix_now());
+        let mut bytes = Vec::with_capacity(48 + idem.id.len());
+        log::encode_idem(&mut bytes, idem_rec(idem));
+        let t = self.inner.write(bytes);
+        self.inner.wait(t).await
+    }
+
+    async fn idem_get(&self, id: &str, now: u64) -> Result<Option<IdemRecord>, StorageError> {
+        Ok(self.inner.index.idem(id, now))
+    }
+
+    fn idem_held(&self, now: u64) -> usize {
+        self.inner.index.idem_len(now)
     }
 
     async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {

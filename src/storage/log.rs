@@ -5,6 +5,11 @@
 //! count) followed by records: `[len u32][crc32 u32][payload]`, little-endian, where the CRC
 //! covers the payload and the payload is a type byte and its fields. Strings are a u32 length
 //! and UTF-8 bytes.
+//!
+//! Types 6 and 7 were added for idempotency keys without a version change, so logs written
+//! before them load as they are (an older binary refuses a log that holds them, naming the
+//! record as malformed): 6 is an append (type 1's fields) followed by its idempotency record
+//! (id, fingerprint, answer, expiry), 7 is an idempotency record alone.
 
 use std::rc::Rc;
 
@@ -23,6 +28,8 @@ const T_ACK: u8 = 2;
 const T_SUB: u8 = 3;
 const T_UNSUB: u8 = 4;
 const T_META: u8 = 5;
+const T_APPEND_KEYED: u8 = 6;
+const T_IDEM: u8 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -59,6 +66,15 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, &'static str> {
     })
 }
 
+/// An idempotency record as stored (see `storage::IdemRecord`), borrowing from the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdemRec<'a> {
+    pub id: &'a str,
+    pub fingerprint: u64,
+    pub answer: u64,
+    pub expires: u64,
+}
+
 /// One decoded record, borrowing from the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -69,7 +85,10 @@ pub enum Record<'a> {
         body: &'a str,
         expires: u64,
         entries: Vec<(&'a str, u64)>,
+        /// The idempotency key this append answered (type 6).
+        idem: Option<IdemRec<'a>>,
     },
+    Idem(IdemRec<'a>),
     Ack {
         uid: &'a str,
         last_ack: u64,
@@ -121,25 +140,61 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
 
 /// A message stored once for every `(uid, seq)` in `entries`.
 pub fn encode_append(out: &mut Vec<u8>, body: &MsgBody, expires: u64, entries: &[(Rc<str>, u64)]) {
+    frame(out, |p| append_fields(p, T_APPEND, body, expires, entries));
+}
+
+/// `encode_append` with the idempotency record of the publish, in the same record.
+pub fn encode_append_keyed(
+    out: &mut Vec<u8>,
+    body: &MsgBody,
+    expires: u64,
+    entries: &[(Rc<str>, u64)],
+    idem: IdemRec<'_>,
+) {
     frame(out, |p| {
-        p.push(T_APPEND);
-        p.push(body.kind as u8);
-        put_str(p, &body.from);
-        match &body.channel {
-            Some(c) => {
-                p.push(1);
-                put_str(p, c);
-            }
-            None => p.push(0),
-        }
-        put_str(p, &body.body);
-        put_u64(p, expires);
-        p.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for (uid, seq) in entries {
-            put_str(p, uid);
-            put_u64(p, *seq);
-        }
+        append_fields(p, T_APPEND_KEYED, body, expires, entries);
+        idem_fields(p, idem);
     });
+}
+
+pub fn encode_idem(out: &mut Vec<u8>, idem: IdemRec<'_>) {
+    frame(out, |p| {
+        p.push(T_IDEM);
+        idem_fields(p, idem);
+    });
+}
+
+fn idem_fields(p: &mut Vec<u8>, r: IdemRec<'_>) {
+    put_str(p, r.id);
+    put_u64(p, r.fingerprint);
+    put_u64(p, r.answer);
+    put_u64(p, r.expires);
+}
+
+fn append_fields(
+    p: &mut Vec<u8>,
+    tag: u8,
+    body: &MsgBody,
+    expires: u64,
+    entries: &[(Rc<str>, u64)],
+) {
+    p.push(tag);
+    p.push(body.kind as u8);
+    put_str(p, &body.from);
+    match &body.channel {
+        Some(c) => {
+            p.push(1);
+            put_str(p, c);
+        }
+        None => p.push(0),
+    }
+    put_str(p, &body.body);
+    put_u64(p, expires);
+    p.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (uid, seq) in entries {
+        put_str(p, uid);
+        put_u64(p, *seq);
+    }
 }
 
 pub fn encode_ack(out: &mut Vec<u8>, uid: &str, last_ack: u64) {
@@ -196,10 +251,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl<'a> Reader<'a> {
+    fn idem(&mut self) -> Option<IdemRec<'a>> {
+        Some(IdemRec {
+            id: self.str()?,
+            fingerprint: self.u64()?,
+            answer: self.u64()?,
+            expires: self.u64()?,
+        })
+    }
+}
+
 fn payload(p: &[u8]) -> Option<Record<'_>> {
     let mut r = Reader { buf: p, pos: 0 };
     let rec = match r.u8()? {
-        T_APPEND => {
+        tag @ (T_APPEND | T_APPEND_KEYED) => {
             let kind = MsgType::from_u8(r.u8()?)?;
             let from = r.str()?;
             let channel = match r.u8()? {
@@ -218,6 +284,11 @@ fn payload(p: &[u8]) -> Option<Record<'_>> {
             for _ in 0..n {
                 entries.push((r.str()?, r.u64()?));
             }
+            let idem = if tag == T_APPEND_KEYED {
+                Some(r.idem()?)
+            } else {
+                None
+            };
             Record::Append {
                 kind,
                 from,
@@ -225,8 +296,10 @@ fn payload(p: &[u8]) -> Option<Record<'_>> {
                 body,
                 expires,
                 entries,
+                idem,
             }
         }
+        T_IDEM => Record::Idem(r.idem()?),
         T_ACK => Record::Ack {
             uid: r.str()?,
             last_ack: r.u64()?,
@@ -298,6 +371,90 @@ mod tests {
         encode_sub(&mut out, "ch", "b", false);
         encode_meta(&mut out, "b", 7, 3);
         out
+    }
+
+    fn idem() -> IdemRec<'static> {
+        IdemRec {
+            id: "u:a k-1",
+            fingerprint: 0xfeed,
+            answer: 2,
+            expires: 300,
+        }
+    }
+
+    /// Records of every type, the keyed ones first.
+    fn keyed_sample() -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_append_keyed(&mut out, &body(), 99, &[(Rc::from("a"), 2)], idem());
+        encode_idem(&mut out, idem());
+        out.extend_from_slice(&sample());
+        out
+    }
+
+    #[test]
+    fn keyed_records_round_trip_beside_the_old_ones() {
+        let buf = keyed_sample();
+        let (first, n) = match decode(&buf) {
+            Decoded::Record(r, n) => (r, n),
+            other => panic!("{other:?}"),
+        };
+        match first {
+            Record::Append {
+                idem: i, entries, ..
+            } => {
+                assert_eq!(i, Some(idem()));
+                assert_eq!(entries, [("a", 2)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode(&buf[n..]) {
+            Decoded::Record(Record::Idem(i), _) => assert_eq!(i, idem()),
+            other => panic!("{other:?}"),
+        }
+        // An old-format append decodes with no key.
+        let old = sample();
+        match decode(&old) {
+            Decoded::Record(Record::Append { idem, .. }, _) => assert_eq!(idem, None),
+            other => panic!("{other:?}"),
+        }
+        for cut in 0..n {
+            assert_eq!(decode(&buf[..cut]), Decoded::Incomplete, "cut at {cut}");
+        }
+        for i in 0..n {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x41;
+            assert!(!matches!(decode(&bad), Decoded::Record(..)), "flip at {i}");
+        }
+    }
+
+    /// An append as the first format wrote it (type 1, laid out byte by byte here, not by
+    /// the encoder): this version must keep reading it, with no idempotency key.
+    #[test]
+    fn an_old_append_still_decodes() {
+        let mut p = vec![T_APPEND, MsgType::User as u8];
+        p.extend_from_slice(&2u32.to_le_bytes());
+        p.extend_from_slice(b"op");
+        p.push(0); // no channel
+        p.extend_from_slice(&2u32.to_le_bytes());
+        p.extend_from_slice(b"hi");
+        p.extend_from_slice(&99u64.to_le_bytes());
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.extend_from_slice(b"a");
+        p.extend_from_slice(&5u64.to_le_bytes());
+        let mut rec = (p.len() as u32).to_le_bytes().to_vec();
+        rec.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        rec.extend_from_slice(&p);
+        let want = Record::Append {
+            kind: MsgType::User,
+            from: "op",
+            channel: None,
+            body: "hi",
+            expires: 99,
+            entries: vec![("a", 5)],
+            idem: None,
+        };
+        assert_eq!(decode(&rec), Decoded::Record(want, rec.len()));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
-use super::{Storage, StorageError, StoredMsg, UserMeta};
+use super::{IdemRecord, Storage, StorageError, StoredMsg, UserMeta};
 use crate::protocol::MsgBody;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -81,6 +81,36 @@ impl SeqLog {
 pub struct MemoryStore {
     users: RefCell<Map<Rc<str>, UserRecord>>,
     channels: RefCell<Map<Rc<str>, Members>>,
+    /// Boxed: `Store`'s variants stay of similar size.
+    idem: RefCell<Box<IdemIndex>>,
+}
+
+/// Idempotency records by id, and their ids in insertion order (which is expiry order while
+/// the window stays the same) so expiry pops from the front instead of scanning.
+#[derive(Default)]
+struct IdemIndex {
+    by_id: Map<Rc<str>, (u64, u64, u64)>,
+    order: VecDeque<(u64, Rc<str>)>,
+}
+
+impl IdemIndex {
+    fn expire(&mut self, now: u64) {
+        while let Some((exp, id)) = self.order.front() {
+            // A window made shorter by a restart can leave a later expiry behind an earlier
+            // one: it goes when it reaches the front; lookups check expiry themselves.
+            if *exp > now {
+                break;
+            }
+            if self.by_id.get(id).is_some_and(|r| r.2 <= now) {
+                self.by_id.remove(id);
+            }
+            self.order.pop_front();
+        }
+        if self.order.is_empty() && self.order.capacity() > 1024 {
+            // A burst's big tables are not kept for the quiet that follows.
+            *self = IdemIndex::default();
+        }
+    }
 }
 
 impl MemoryStore {
@@ -195,7 +225,54 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
+    /// Records `r` (replacing an older record of its id) unless it has expired at `now`.
+    pub fn apply_idem(&self, r: &IdemRecord, now: u64) {
+        if r.expires_at <= now {
+            return;
+        }
+        let mut idem = self.idem.borrow_mut();
+        idem.expire(now);
+        let id: Rc<str> = Rc::from(r.id.as_str());
+        idem.by_id
+            .insert(id.clone(), (r.fingerprint, r.answer, r.expires_at));
+        idem.order.push_back((r.expires_at, id));
+    }
+
+    pub fn idem(&self, id: &str, now: u64) -> Option<IdemRecord> {
+        let idem = self.idem.borrow();
+        let &(fingerprint, answer, expires_at) = idem.by_id.get(id)?;
+        (expires_at > now).then(|| IdemRecord {
+            id: id.to_string(),
+            fingerprint,
+            answer,
+            expires_at,
+        })
+    }
+
+    /// Unexpired idempotency records held (expired ones are dropped first).
+    pub fn idem_len(&self, now: u64) -> usize {
+        let mut idem = self.idem.borrow_mut();
+        idem.expire(now);
+        idem.by_id.len()
+    }
+
+    /// Every unexpired idempotency record (for snapshots).
+    pub fn idem_list(&self, now: u64) -> Vec<IdemRecord> {
+        let idem = self.idem.borrow();
+        idem.by_id
+            .iter()
+            .filter(|(_, r)| r.2 > now)
+            .map(|(id, &(fingerprint, answer, expires_at))| IdemRecord {
+                id: id.to_string(),
+                fingerprint,
+                answer,
+                expires_at,
+            })
+            .collect()
+    }
+
     pub fn purge(&self, now: u64) -> usize {
+        self.idem.borrow_mut().expire(now);
         let mut purged = 0;
         for rec in self.users.borrow_mut().values_mut() {
             purged += rec.msgs.retain_unexpired(now);
@@ -244,6 +321,31 @@ impl Storage for MemoryStore {
     ) -> Result<(), StorageError> {
         self.apply_append(body, expires_at, entries, 0);
         Ok(())
+    }
+
+    async fn append_keyed(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+        idem: &IdemRecord,
+    ) -> Result<(), StorageError> {
+        self.apply_append(body, expires_at, entries, 0);
+        self.apply_idem(idem, crate::stats::unix_now());
+        Ok(())
+    }
+
+    async fn put_idem(&self, idem: &IdemRecord) -> Result<(), StorageError> {
+        self.apply_idem(idem, crate::stats::unix_now());
+        Ok(())
+    }
+
+    async fn idem_get(&self, id: &str, now: u64) -> Result<Option<IdemRecord>, StorageError> {
+        Ok(self.idem(id, now))
+    }
+
+    fn idem_held(&self, now: u64) -> usize {
+        self.idem_len(now)
     }
 
     async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {
@@ -348,6 +450,34 @@ mod tests {
         assert_eq!(seqs(&log), [7]);
         log.ack(7);
         assert_eq!(log.0.capacity(), 0, "an all-acked user holds no allocation");
+    }
+
+    fn rec(id: &str, answer: u64, expires_at: u64) -> IdemRecord {
+        IdemRecord {
+            id: id.into(),
+            fingerprint: 7,
+            answer,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn idempotency_records_expire_in_order_and_are_replaced_by_id() {
+        let s = MemoryStore::new();
+        s.apply_idem(&rec("u:a k1", 1, 110), 100);
+        s.apply_idem(&rec("u:a k2", 2, 120), 100);
+        s.apply_idem(&rec("u:a old", 3, 90), 100);
+        assert_eq!(s.idem_len(100), 2, "an expired record is not kept");
+        assert_eq!(s.idem("u:a k1", 105).map(|r| r.answer), Some(1));
+        assert_eq!(s.idem("u:a k1", 110), None, "expired at its expiry");
+        assert_eq!(s.idem_len(110), 1);
+        // The id used again after expiry: the new record stands, the old queue entry goes.
+        s.apply_idem(&rec("u:a k1", 9, 130), 111);
+        assert_eq!(s.idem_len(121), 1);
+        assert_eq!(s.idem("u:a k1", 121).map(|r| r.answer), Some(9));
+        assert_eq!(s.idem_list(121), [rec("u:a k1", 9, 130)]);
+        s.purge(130);
+        assert_eq!(s.idem_len(130), 0);
     }
 
     #[test]

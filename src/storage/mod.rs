@@ -32,6 +32,21 @@ pub struct UserMeta {
     pub last_ack: u64,
 }
 
+/// A publish made with an idempotency key, kept until `expires_at` so a repeat answers the
+/// same (see `shard::idem`). Stored with the message it published (unicast) or alone (ttl 0,
+/// and the deciding core of a channel publish).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemRecord {
+    /// `u:<uid> <key>` or `c:<channel> <key>`: the destination and the key.
+    pub id: String,
+    /// `shard::idem::fingerprint` of from, ttl and body: a repeat must match it.
+    pub fingerprint: u64,
+    /// The first answer: the seq given (0 = none, ttl 0) or the members reached.
+    pub answer: u64,
+    /// Unix seconds; after it the key is free again.
+    pub expires_at: u64,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("storage unavailable: {0}")]
@@ -51,6 +66,22 @@ pub trait Storage {
         expires_at: u64,
         entries: &[(Rc<str>, u64)],
     ) -> Result<(), StorageError>;
+    /// `append` of a one-recipient message together with its idempotency record, in one
+    /// write (so a restart finds both or neither).
+    async fn append_keyed(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+        idem: &IdemRecord,
+    ) -> Result<(), StorageError>;
+    /// Records an idempotency key whose publish stored no message here.
+    async fn put_idem(&self, idem: &IdemRecord) -> Result<(), StorageError>;
+    /// The unexpired record of `id`, if any.
+    async fn idem_get(&self, id: &str, now: u64) -> Result<Option<IdemRecord>, StorageError>;
+    /// Idempotency records held in this core's memory (0 for a backend that keeps them in
+    /// the database), for the per-core cap.
+    fn idem_held(&self, now: u64) -> usize;
     /// Records `last_ack`; messages at or below it may be dropped by the backend.
     async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError>;
     /// The newest `limit` unexpired messages with `after < seq <= upto`, in ascending seq.
@@ -110,6 +141,24 @@ impl Storage for Store {
         entries: &[(Rc<str>, u64)],
     ) -> Result<(), StorageError> {
         delegate!(self, s => s.append(body, expires_at, entries).await)
+    }
+    async fn append_keyed(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+        idem: &IdemRecord,
+    ) -> Result<(), StorageError> {
+        delegate!(self, s => s.append_keyed(body, expires_at, entries, idem).await)
+    }
+    async fn put_idem(&self, idem: &IdemRecord) -> Result<(), StorageError> {
+        delegate!(self, s => s.put_idem(idem).await)
+    }
+    async fn idem_get(&self, id: &str, now: u64) -> Result<Option<IdemRecord>, StorageError> {
+        delegate!(self, s => s.idem_get(id, now).await)
+    }
+    fn idem_held(&self, now: u64) -> usize {
+        delegate!(self, s => s.idem_held(now))
     }
     async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {
         delegate!(self, s => s.set_ack(uid, last_ack).await)

@@ -18,8 +18,8 @@ export interface PublishOptions {
   /** Seconds; server default 604800 (7 days). 0 = no seq, not stored, only delivered if online. */
   ttl?: number;
   /**
-   * Sent as `&idempotency_key=K`. The server will answer a repeat within its window with the
-   * first result in a later release; today's server ignores it.
+   * Sent as `&idempotency_key=K`: the server answers a repeat within its window with the
+   * first result and publishes nothing (the same key with another body: 422).
    */
   idempotencyKey?: string;
 }

@@ -74,7 +74,7 @@ use self::ops::{Answer, BodyData, Read, Reply, Write};
 pub use self::schema::{
     check_blocking, execute_blocking, schema_problems, schema_statements, CREATE_SCHEMA,
 };
-use super::{MsgBody, Storage, StorageError, StoredMsg, UserMeta};
+use super::{IdemRecord, MsgBody, Storage, StorageError, StoredMsg, UserMeta};
 use crate::config::ScyllaConsistency;
 
 /// Statements in flight per core (the bridge's pipeline depth).
@@ -275,6 +275,45 @@ impl Storage for ScyllaStore {
         .await
     }
 
+    async fn append_keyed(
+        &self,
+        body: &Rc<MsgBody>,
+        expires_at: u64,
+        entries: &[(Rc<str>, u64)],
+        idem: &IdemRecord,
+    ) -> Result<(), StorageError> {
+        let body = BodyData::of(body);
+        let entries = entries.iter().map(|(u, s)| (u.to_string(), *s)).collect();
+        let idem = idem.clone();
+        self.call(|reply| {
+            Req::Write(Write::AppendKeyed {
+                body,
+                expires_at,
+                entries,
+                idem,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn put_idem(&self, idem: &IdemRecord) -> Result<(), StorageError> {
+        let idem = idem.clone();
+        self.call(|reply| Req::Write(Write::Idem { idem, reply }))
+            .await
+    }
+
+    async fn idem_get(&self, id: &str, now: u64) -> Result<Option<IdemRecord>, StorageError> {
+        let id = id.to_string();
+        self.call(|reply| Req::Read(Read::Idem { id, now, reply }))
+            .await
+    }
+
+    /// Kept in the database (TTL = the window), not in memory.
+    fn idem_held(&self, _now: u64) -> usize {
+        0
+    }
+
     async fn set_ack(&self, uid: &str, last_ack: u64) -> Result<(), StorageError> {
         let uid = uid.to_string();
         self.call(|reply| {
@@ -411,9 +450,9 @@ mod tests {
     fn schema_file_renames_its_keyspace() {
         let cql = include_str!("../../../cql/create_schema.cql");
         let stmts = schema_statements(cql, "ipush_test_42");
-        assert_eq!(stmts.len(), 8, "{stmts:#?}");
+        assert_eq!(stmts.len(), 9, "{stmts:#?}");
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ipush_test_42"));
-        let tables = ["messages", "bodies", "users", "channel_members"];
+        let tables = ["messages", "bodies", "users", "channel_members", "idempotency"];
         for table in tables.into_iter().chain(["cluster", "members", "slots"]) {
             let create = format!("CREATE TABLE IF NOT EXISTS ipush_test_42.{table} (");
             assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::MsgType;
-use crate::storage::{MsgBody, StorageError, UserMeta};
+use crate::storage::{IdemRecord, MsgBody, StorageError, UserMeta};
 
 /// `fut` under `timeout`; its error or the timeout as `scylla: <what>: ...`.
 pub(crate) async fn timed<T, E: std::fmt::Display>(
@@ -145,6 +145,19 @@ pub(super) enum Write {
         entries: Vec<(String, u64)>,
         reply: Reply<()>,
     },
+    /// `Append` and its idempotency record in one logged batch (one recipient), or one
+    /// after the other.
+    AppendKeyed {
+        body: BodyData,
+        expires_at: u64,
+        entries: Vec<(String, u64)>,
+        idem: IdemRecord,
+        reply: Reply<()>,
+    },
+    Idem {
+        idem: IdemRecord,
+        reply: Reply<()>,
+    },
     Ack {
         uid: String,
         last_ack: u64,
@@ -174,5 +187,10 @@ pub(super) enum Read {
     Members {
         cid: String,
         reply: Reply<Vec<String>>,
+    },
+    Idem {
+        id: String,
+        now: u64,
+        reply: Reply<Option<IdemRecord>>,
     },
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
 use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
-use crate::storage::UserMeta;
+use crate::storage::{IdemRecord, UserMeta};
 
 /// The `users` key a health check reads: not a valid uid (it has a space), so never a user's.
 const HEALTH_KEY: &str = "ipush health";
@@ -59,6 +59,11 @@ struct Statements {
     append_inline: Batch,
     /// `[message row referring to a body, raise max_seq]`.
     append_ref: Batch,
+    /// `[message row with the body inline, raise max_seq, idempotency row]`, LOGGED: the
+    /// rows are in two partitions and a restart must find all or none.
+    append_keyed: Batch,
+    insert_idem: PreparedStatement,
+    idem: PreparedStatement,
     raise_max: PreparedStatement,
     insert_body: PreparedStatement,
     body: PreparedStatement,
@@ -126,6 +131,16 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
         b
     };
     let (append_inline, append_ref) = (batch(&insert_inline), batch(&insert_ref));
+    let insert_idem = prepare(format!(
+        "INSERT INTO {ks}.idempotency (id, fingerprint, answer, expires_at) VALUES (?, ?, ?, ?) \
+         USING TTL ?"
+    ))
+    .await?;
+    let mut append_keyed = Batch::new(BatchType::Logged);
+    for st in [&insert_inline, &raise_max, &insert_idem] {
+        append_keyed.append_statement(st.clone());
+    }
+    append_keyed.set_request_timeout(Some(p.timeout));
     let mut members = prepare(format!(
         "SELECT uid FROM {ks}.channel_members WHERE cid = ? AND shard = ?"
     ))
@@ -138,6 +153,12 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
         .await?,
         append_inline,
         append_ref,
+        append_keyed,
+        idem: prepare(format!(
+            "SELECT fingerprint, answer, expires_at FROM {ks}.idempotency WHERE id = ?"
+        ))
+        .await?,
+        insert_idem,
         insert_body: prepare(format!(
             "INSERT INTO {ks}.bodies (id, kind, sender, channel, body) VALUES (?, ?, ?, ?, ?) \
              USING TTL ?"
@@ -188,6 +209,19 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64, out: Answers) {
         } => {
             let res = append(&ctx, Arc::new(body), expires_at, entries).await;
             out.send(reply, res);
+        }
+        Write::AppendKeyed {
+            body,
+            expires_at,
+            entries,
+            idem,
+            reply,
+        } => {
+            let res = append_keyed(&ctx, body, expires_at, entries, &idem).await;
+            let _ = reply.send(res);
+        }
+        Write::Idem { idem, reply } => {
+            let _ = reply.send(put_idem(&ctx, &idem).await);
         }
         Write::Ack {
             uid,
@@ -336,6 +370,95 @@ async fn append(
     first_err.map_or(Ok(()), Err)
 }
 
+/// The values of an idempotency row (the fingerprint stored as its bit pattern), or `None`
+/// when the record has expired already.
+type IdemValues<'a> = (&'a str, i64, i64, i64, i32);
+
+fn idem_values(r: &IdemRecord, now: u64) -> Result<Option<IdemValues<'_>>, String> {
+    let Some(ttl) = ttl_for(r.expires_at, now) else {
+        return Ok(None);
+    };
+    let (answer, exp) = (
+        to_i64(r.answer, "answer")?,
+        to_i64(r.expires_at, "expires_at")?,
+    );
+    Ok(Some((&r.id, r.fingerprint as i64, answer, exp, ttl)))
+}
+
+/// A one-recipient message and its key in one logged batch; anything else (a fan-out, an
+/// expired message) as the plain append followed by the key's row.
+async fn append_keyed(
+    ctx: &Arc<Ctx>,
+    body: BodyData,
+    expires_at: u64,
+    entries: Vec<(String, u64)>,
+    idem: &IdemRecord,
+) -> Result<(), String> {
+    let now = crate::stats::unix_now();
+    let key = idem_values(idem, now)?;
+    let (entry, ttl, key) = match (entries.as_slice(), ttl_for(expires_at, now), key) {
+        ([e], Some(ttl), Some(key)) => (e.clone(), ttl, key),
+        _ => {
+            append(ctx, Arc::new(body), expires_at, entries).await?;
+            return put_idem(ctx, idem).await;
+        }
+    };
+    let (uid, s, exp) = (
+        &entry.0,
+        to_i64(entry.1, "seq")?,
+        to_i64(expires_at, "expires_at")?,
+    );
+    let channel = unset_if_none(body.channel.as_deref());
+    let row = (
+        uid,
+        s,
+        exp,
+        body.kind,
+        &body.sender,
+        channel,
+        &body.body,
+        ttl,
+    );
+    let _permit = ctx.permits.acquire().await;
+    timed(
+        ctx.timeout,
+        "append (with idempotency key)",
+        ctx.session
+            .batch(&ctx.st.append_keyed, (row, (s, s, uid), key)),
+    )
+    .await
+    .map(drop)
+}
+
+async fn put_idem(ctx: &Ctx, idem: &IdemRecord) -> Result<(), String> {
+    let Some(values) = idem_values(idem, crate::stats::unix_now())? else {
+        return Ok(());
+    };
+    let _permit = ctx.permits.acquire().await;
+    timed(
+        ctx.timeout,
+        "store an idempotency key",
+        ctx.session.execute_unpaged(&ctx.st.insert_idem, values),
+    )
+    .await
+    .map(drop)
+}
+
+async fn get_idem(ctx: &Ctx, id: &str, now: u64) -> Result<Option<IdemRecord>, String> {
+    let _permit = ctx.permits.acquire().await;
+    let row: Option<(Option<i64>, Option<i64>, Option<i64>)> =
+        first_row(ctx, "read an idempotency key", &ctx.st.idem, (id,)).await?;
+    Ok(row.and_then(|(fp, answer, exp)| {
+        let (fp, answer, expires_at) = (fp?, answer?.max(0) as u64, exp?.max(0) as u64);
+        (expires_at > now).then(|| IdemRecord {
+            id: id.to_string(),
+            fingerprint: fp as u64,
+            answer,
+            expires_at,
+        })
+    }))
+}
+
 fn note(first: &mut Option<String>, done: Result<Result<(), String>, tokio::task::JoinError>) {
     let err = match done {
         Ok(Ok(())) => return,
@@ -376,6 +499,9 @@ pub(super) async fn read(ctx: Arc<Ctx>, r: Read, out: Answers) {
         }
         Read::Members { cid, reply } => {
             out.send(reply, members(&ctx, &cid).await);
+        }
+        Read::Idem { id, now, reply } => {
+            let _ = reply.send(get_idem(&ctx, &id, now).await);
         }
     }
 }

@@ -108,6 +108,10 @@ const COLUMNS: &[(&str, &str, &str, &str)] = &[
     ("channel_members", "cid", "partition_key", "text"),
     ("channel_members", "shard", "partition_key", "text"),
     ("channel_members", "uid", "clustering", "text"),
+    ("idempotency", "id", "partition_key", "text"),
+    ("idempotency", "fingerprint", "regular", "bigint"),
+    ("idempotency", "answer", "regular", "bigint"),
+    ("idempotency", "expires_at", "regular", "bigint"),
 ];
 
 /// The tables of the schema.
@@ -329,6 +333,12 @@ mod tests {
             "text".into(),
         ));
         assert!(schema_problems(&extra).is_empty(), "extra columns are fine");
+        // A keyspace made before idempotency keys: only the new table is missing, which
+        // --scylla_init_schema=true creates (the check treats it as "tables missing").
+        assert_eq!(
+            schema_problems(&cols("idempotency", None)),
+            ["missing table(s) idempotency"]
+        );
         // The partition key of an older layout.
         let old = schema_problems(&cols("", Some(("channel_members.shard", "clustering"))));
         assert_eq!(
@@ -343,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             schema_problems(&[]),
-            ["missing table(s) bodies, channel_members, messages, users"]
+            ["missing table(s) bodies, channel_members, idempotency, messages, users"]
         );
     }
 }

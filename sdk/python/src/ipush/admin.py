@@ -86,8 +86,8 @@ class AdminClient:
     ) -> Any:
         """``POST /pub?to=&from=[&ttl=][&idempotency_key=]``: a type-3 message to ``to``.
 
-        ``idempotency_key`` is sent as a query parameter; the server will honour it (a retry
-        within its window answers the first result) in a later release; today it ignores it.
+        ``idempotency_key`` is sent as a query parameter: a retry with it within the server's
+        window answers the first result and publishes nothing (another body: 422).
         """
         params = [("to", to), ("from", sender)] + self._pub_params(ttl, idempotency_key)
         return await self._call("POST", "/pub", params, _body(body))
