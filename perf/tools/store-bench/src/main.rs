@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use ipush::config::Config;
-use ipush::shard::ids::ShardId;
+use ipush::ids::ShardId;
 use ipush::shard::Shard;
 use ipush::storage::embedded::EmbeddedStore;
 use ipush::storage::memory::MemoryStore;
@@ -165,9 +165,9 @@ async fn run_one(o: Opts, mode: String, work: String) -> Row {
     let store = open(&mode, &dir);
     let shard = Rc::new(Shard::new(
         ShardId(0),
+        1,
         Arc::new(Config::default()),
         store,
-        vec![None],
         0,
     ));
     let mut row = Row {
@@ -222,7 +222,7 @@ async fn run_one(o: Opts, mode: String, work: String) -> Row {
                     let shard = shard.clone();
                     async move {
                         shard
-                            .subscribe(&format!("member{i}"), "bigchannel", true)
+                            .subscribe(&format!("member{i}"), "bigchannel")
                             .await
                             .expect("subscribe");
                     }
