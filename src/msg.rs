@@ -91,6 +91,8 @@ pub enum Request {
         msg: ClientMessage,
     },
     Stats,
+    /// Whether this core's store takes writes now (for `/health`); per node, like `Stats`.
+    Health,
 }
 
 impl Request {
@@ -103,7 +105,7 @@ impl Request {
             | Request::Msg { uid }
             | Request::Disconnect { uid }
             | Request::Client { uid, .. } => Some(uid),
-            Request::PubChannel { .. } | Request::Stats => None,
+            Request::PubChannel { .. } | Request::Stats | Request::Health => None,
         }
     }
 }

@@ -154,8 +154,9 @@ fn encode_req(w: &mut W, r: &Request) {
                 None => w.u8(0),
             }
         }
-        // Stats are per node; this variant never crosses the bus.
+        // Stats and health are per node; these variants never cross the bus.
         Request::Stats => w.u8(8),
+        Request::Health => w.u8(9),
     }
 }
 

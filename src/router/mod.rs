@@ -271,6 +271,10 @@ impl Router {
                 let rates = (shard.id().0 == 0).then(|| shard.sampler().borrow().rates.clone());
                 Answer::Stats(Box::new((shard.id(), shard.stats().snapshot(), rates)))
             }
+            Request::Health => shard
+                .check_store()
+                .await
+                .map_or_else(|e| Answer::Unavailable(e.to_string()), |_| Answer::Ok),
             Request::Client { .. } => Answer::Err("client message routed as local work".into()),
         }
     }

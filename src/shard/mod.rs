@@ -10,7 +10,7 @@ mod publish;
 mod streams;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::ids::{ConnId, ShardId};
+use crate::protocol::MsgBody;
 use crate::stats::{Counters, Sampler};
 use crate::storage::{Storage, StorageError, Store, UserMeta};
 use channels::Channel;
@@ -37,6 +38,10 @@ pub const DEFAULT_TTL: u64 = 604_800;
 pub struct User {
     uid: Rc<str>,
     meta: Cell<UserMeta>,
+    /// Every seq up to this one is settled: written (then delivered live, if the user had a
+    /// stream) or failed (never shown). Seqs above it are in flight; a stream shows nothing
+    /// above it, and replay reads up to it.
+    durable: Cell<u64>,
     loaded: Cell<bool>,
     conn: RefCell<Option<Rc<Conn>>>,
 }
@@ -68,6 +73,10 @@ pub struct Shard {
     dirty: RefCell<Vec<Rc<Conn>>>,
     /// The flusher, parked while `dirty` is empty.
     flusher: RefCell<Option<Waker>>,
+    /// Writes settled before an earlier one of the same user, waiting to be released in seq
+    /// order: seq -> the message if it was written, None if its write failed. Empty unless a
+    /// backend completes writes out of order (scylla can).
+    held: RefCell<Map<Rc<str>, BTreeMap<u64, Option<Rc<MsgBody>>>>>,
 }
 
 impl Shard {
@@ -97,6 +106,7 @@ impl Shard {
             closing: Cell::new(false),
             dirty: RefCell::default(),
             flusher: RefCell::default(),
+            held: RefCell::default(),
         }
     }
 
@@ -192,6 +202,7 @@ impl Shard {
         let user = Rc::new(User {
             uid: uid.clone(),
             meta: Cell::default(),
+            durable: Cell::new(0),
             loaded: Cell::new(false),
             conn: RefCell::default(),
         });
@@ -200,6 +211,8 @@ impl Shard {
         match &res {
             Ok(meta) => {
                 user.meta.set(*meta);
+                // What storage holds was written before.
+                user.durable.set(meta.max_seq);
                 user.loaded.set(true);
             }
             Err(_) => {

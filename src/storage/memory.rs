@@ -47,6 +47,13 @@ impl SeqLog {
         }
     }
 
+    fn remove(&mut self, seq: u64) {
+        if let Ok(i) = self.0.binary_search_by_key(&seq, |m| m.0) {
+            self.0.remove(i);
+        }
+        self.shrink_if_empty();
+    }
+
     /// Drops every message up to `last_ack`.
     fn ack(&mut self, last_ack: u64) {
         while self.0.front().is_some_and(|m| m.0 <= last_ack) {
@@ -121,6 +128,16 @@ impl MemoryStore {
                 } else {
                     rec.msgs.insert(*seq, expires_at, body);
                 }
+            }
+        }
+    }
+
+    /// Takes back messages whose write failed; their seqs stay given (`max_seq` is kept).
+    pub fn unapply_append(&self, entries: &[(Rc<str>, u64)]) {
+        let mut users = self.users.borrow_mut();
+        for (uid, seq) in entries {
+            if let Some(rec) = users.get_mut(uid) {
+                rec.msgs.remove(*seq);
             }
         }
     }
