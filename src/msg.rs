@@ -103,6 +103,8 @@ pub enum Request {
     /// A core's latency histograms (apart from `Stats`: they are ~80 KiB a core, and the
     /// once-a-second sampler needs only the counters).
     Latency,
+    /// Whether this core's store takes writes now (for `/health`); per node, like `Stats`.
+    Health,
 }
 
 impl Request {
@@ -116,7 +118,9 @@ impl Request {
             | Request::Disconnect { uid }
             | Request::Client { uid, .. } => Some(uid),
             Request::Keyed { req, .. } => req.destination(),
-            Request::PubChannel { .. } | Request::Stats | Request::Latency => None,
+            Request::PubChannel { .. } | Request::Stats | Request::Latency | Request::Health => {
+                None
+            }
         }
     }
 }

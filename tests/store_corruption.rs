@@ -351,3 +351,35 @@ fn refused_start_changes_no_file_of_any_core() {
     );
     assert_eq!(after, before);
 }
+
+/// A torn tail that the server itself marked as never acknowledged (a write that failed on a
+/// full disk, the process ending before its trim) is trimmed at start, not refused: the start
+/// succeeds with every acknowledged message, the file is cut back and the marker is gone.
+#[test]
+fn a_torn_tail_marked_as_never_acknowledged_is_trimmed_at_start() {
+    let mut s = Server::start(&[EMBEDDED]);
+    let before = write_some(&mut s);
+    let wal = newest_wal_with_records(&s.data_dir());
+    let data = std::fs::read(&wal).unwrap();
+    let recs = records(&data);
+    let (last, len) = *recs.last().unwrap();
+    // What a short write of one more record leaves: a whole record, then half of one.
+    let mut torn = data.clone();
+    torn.extend_from_slice(&data[last..last + len]);
+    torn.extend_from_slice(&data[last..last + len / 2]);
+    std::fs::write(&wal, &torn).unwrap();
+    let marker = PathBuf::from(format!("{}.unacked-{}", wal.display(), data.len()));
+    std::fs::write(&marker, b"").unwrap();
+
+    s.restart(&[EMBEDDED]);
+    assert_eq!(listings(&s), before, "nothing lost, nothing invented");
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        data,
+        "cut back to what was acknowledged"
+    );
+    assert!(
+        !marker.exists(),
+        "the marker is removed once the trim is done"
+    );
+}

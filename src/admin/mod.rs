@@ -256,8 +256,9 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
 }
 
 /// `/health`: this node and the state of every peer on the bus; 200 with `status: ok` while
-/// this core's storage answers, else 503 with `status: storage unavailable` and the error.
-async fn health(router: &Router) -> Response {
+/// every core's store answers and takes writes, else 503 with `status: storage unavailable`
+/// and the first failing core's error (load balancers take the node out meanwhile).
+async fn health(router: &Rc<Router>) -> Response {
     let view = router.view();
     let mut peers = serde_json::Map::new();
     if let Some(bus) = router.bus() {
@@ -266,7 +267,7 @@ async fn health(router: &Router) -> Response {
             peers.insert(view.node(n).name.clone(), json!(state));
         }
     }
-    let storage = router.shard().check_store().await;
+    let storage = router.check_stores().await;
     let mut v = json!({
         "status": if storage.is_ok() { "ok" } else { "storage unavailable" },
         "cores": router.cores(),
@@ -277,8 +278,8 @@ async fn health(router: &Router) -> Response {
     match storage {
         Ok(()) => Response::ok(v),
         Err(e) => {
-            v["storage"] = json!(e.to_string());
-            Response::json(503, json!({ "result": v, "error": e.to_string() }))
+            v["storage"] = json!(e);
+            Response::json(503, json!({ "result": v, "error": e }))
         }
     }
 }

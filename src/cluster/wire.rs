@@ -159,8 +159,9 @@ fn encode_req(w: &mut W, r: &Request) {
                 None => w.u8(0),
             }
         }
-        // Stats are per node; these variants never cross the bus.
+        // Stats, latencies and health are per node; these variants never cross the bus.
         Request::Stats | Request::Latency => w.u8(8),
+        Request::Health => w.u8(9),
     }
 }
 

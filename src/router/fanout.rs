@@ -65,6 +65,18 @@ impl Router {
         }
     }
 
+    /// Whether every core's store takes writes now; the first failing core's error.
+    pub async fn check_stores(self: &Rc<Self>) -> Result<(), String> {
+        for core in 0..self.cores() {
+            match self.call(ShardId(core), Request::Health).await {
+                Answer::Ok => {}
+                Answer::Unavailable(e) | Answer::Err(e) => return Err(format!("core {core}: {e}")),
+                other => return Err(format!("core {core}: unexpected answer {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
     /// Every core's counters (and core 0's per-second maxima).
     pub async fn gather_stats(self: &Rc<Self>) -> (Vec<(ShardId, Snapshot)>, Rates) {
         let mut per_core = Vec::with_capacity(self.cores());

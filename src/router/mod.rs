@@ -290,6 +290,10 @@ impl Router {
                 Answer::Stats(Box::new((shard.id(), shard.stats().snapshot(), rates)))
             }
             Request::Latency => Answer::Latency(Box::new(shard.latency().snapshot())),
+            Request::Health => shard
+                .check_store()
+                .await
+                .map_or_else(|e| Answer::Unavailable(e.to_string()), |_| Answer::Ok),
             Request::Client { .. } | Request::Keyed { .. } => {
                 Answer::Err("routed request served as local work".into())
             }

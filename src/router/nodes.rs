@@ -94,6 +94,7 @@ impl Router {
         match req {
             Request::PubChannel { .. } => self.publish_channel_node(req).await,
             Request::Stats | Request::Latency => Answer::Err("stats are per node".into()),
+            Request::Health => Answer::Err("health is per node".into()),
             req => self.serve(req).await,
         }
     }

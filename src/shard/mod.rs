@@ -13,7 +13,7 @@ mod publish;
 mod streams;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::ids::{ConnId, ShardId};
-use crate::stats::{Counters, Latencies, Sampler};
+use crate::protocol::MsgBody;
+use crate::stats::{Counters, Latencies, Sampler, Stamp};
 use crate::storage::{Storage, StorageError, Store, UserMeta};
 use channels::Channel;
 use conn::Conn;
@@ -41,6 +42,10 @@ pub const DEFAULT_TTL: u64 = 604_800;
 pub struct User {
     uid: Rc<str>,
     meta: Cell<UserMeta>,
+    /// Every seq up to this one is settled: written (then delivered live, if the user had a
+    /// stream) or failed (never shown). Seqs above it are in flight; a stream shows nothing
+    /// above it, and replay reads up to it.
+    durable: Cell<u64>,
     loaded: Cell<bool>,
     /// Used since the idle sweep last looked at it.
     touched: Cell<bool>,
@@ -83,6 +88,10 @@ pub struct Shard {
     flusher: RefCell<Option<Waker>>,
     /// Idempotency keys whose first publish is in flight here.
     in_flight: idem::InFlight,
+    /// Writes settled before an earlier one of the same user, waiting to be released in seq
+    /// order: seq -> the message (and when it was published) if it was written, None if its write failed. Empty unless a
+    /// backend completes writes out of order (scylla can).
+    held: RefCell<Map<Rc<str>, BTreeMap<u64, Option<(Rc<MsgBody>, Stamp)>>>>,
 }
 
 impl Shard {
@@ -115,6 +124,7 @@ impl Shard {
             dirty: RefCell::default(),
             flusher: RefCell::default(),
             in_flight: idem::InFlight::default(),
+            held: RefCell::default(),
         }
     }
 
@@ -218,6 +228,7 @@ impl Shard {
         let user = Rc::new(User {
             uid: uid.clone(),
             meta: Cell::default(),
+            durable: Cell::new(0),
             loaded: Cell::new(false),
             touched: Cell::new(false),
             queued: Cell::new(false),
@@ -230,6 +241,8 @@ impl Shard {
         match &res {
             Ok(meta) => {
                 user.meta.set(*meta);
+                // What storage holds was written before.
+                user.durable.set(meta.max_seq);
                 user.loaded.set(true);
                 self.queue_idle(&user);
             }

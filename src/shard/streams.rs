@@ -64,11 +64,11 @@ impl Shard {
         self.conns.borrow_mut().insert(id, conn.clone());
         self.bump(&self.stats.user_connect);
         self.stats.user_number.set(self.conns.borrow().len() as u64);
-        let meta = user.meta.get();
+        // Replay reads what is written; what is in flight arrives live once it is.
         Ok(Attached {
             conn,
-            after: meta.last_ack,
-            upto: meta.max_seq,
+            after: user.meta.get().last_ack,
+            upto: user.durable.get(),
         })
     }
 

@@ -12,7 +12,7 @@
 //! Reads never touch the disk. Start-up replays the newest snapshot and the log after it; a
 //! background compaction writes a fresh snapshot so disk use stays bounded.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::future::poll_fn;
@@ -25,6 +25,7 @@ use glommio::io::{BufferedFile, Directory, OpenOptions};
 
 use super::log::{self, Decoded, Header, IdemRec, Record};
 use super::memory::MemoryStore;
+use super::tickets::{Tickets, Wait};
 use super::{IdemRecord, Storage, StorageError, StoredMsg, UserMeta};
 use crate::protocol::MsgBody;
 
@@ -32,6 +33,11 @@ use crate::protocol::MsgBody;
 const ENTRIES_PER_RECORD: usize = 65_536;
 /// Compact when the log since the last snapshot exceeds this and twice the snapshot.
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
+/// While writes fail, the probe runs after this, doubling up to `PROBE_MAX`.
+const PROBE_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+/// The probe's scratch write (a page: what the smallest failed append needed).
+const PROBE_BYTES: usize = 4096;
 
 /// What the committer is asked to do, in order.
 enum IoOp {
@@ -44,12 +50,13 @@ enum IoOp {
         ticket: u64,
         segment: u64,
     },
-    /// Append to `snap-<segment>.tmp`; with `done`, make it the snapshot and delete what it
-    /// replaces.
+    /// Append to `snap-<segment>.tmp` (`first`: create it); with `done`, make it the snapshot
+    /// and delete what it replaces.
     Snapshot {
         ticket: u64,
         segment: u64,
         bytes: Vec<u8>,
+        first: bool,
         done: bool,
     },
     Close {
@@ -65,20 +72,22 @@ struct Inner {
     committer: RefCell<Option<Waker>>,
     /// The files; the committer takes them out while it carries out a group.
     writer: RefCell<Option<Writer>>,
-    issued: Cell<u64>,
-    /// Every ticket up to this one is written (and synced with --fsync=always).
-    written: Cell<u64>,
-    /// Set once a write failed: the store answers errors from then on.
-    failed: OnceCell<String>,
+    tickets: Tickets,
+    /// Why writes fail now (None: healthy). Set by a failed write; cleared by the next write
+    /// that succeeds or by the probe. Meanwhile new writes are refused at once.
+    failing: RefCell<Option<Rc<str>>>,
+    /// The probe task runs (one per failure).
+    probing: Cell<bool>,
     /// The committer has stopped (after `Close`).
     closed: Cell<bool>,
-    waiters: RefCell<Vec<(u64, Waker)>>,
     segment: Cell<u64>,
     since_snapshot: Cell<u64>,
     last_snapshot: Cell<u64>,
     compacting: Cell<bool>,
     dir: PathBuf,
     header: Header,
+    /// Itself, for the probe task it spawns.
+    me: Weak<Inner>,
 }
 
 pub struct EmbeddedStore {
@@ -123,22 +132,22 @@ impl EmbeddedStore {
         // The directory and the segment are created at the first write, so a start that is
         // refused (another core's store is damaged) leaves nothing behind.
         let writer = Writer::new(dir.to_path_buf(), header, fsync, next_segment);
-        let inner = Rc::new(Inner {
+        let inner = Rc::new_cyclic(|me| Inner {
             index,
             ops: RefCell::default(),
             committer: RefCell::default(),
             writer: RefCell::new(Some(writer)),
-            issued: Cell::new(0),
-            written: Cell::new(0),
-            failed: OnceCell::new(),
+            tickets: Tickets::default(),
+            failing: RefCell::default(),
+            probing: Cell::new(false),
             closed: Cell::new(false),
-            waiters: RefCell::default(),
             segment: Cell::new(next_segment),
             since_snapshot: Cell::new(0),
             last_snapshot: Cell::new(snap_bytes),
             compacting: Cell::new(false),
             dir: dir.to_path_buf(),
             header,
+            me: me.clone(),
         });
         glommio::spawn_local(commit_loop(Rc::downgrade(&inner))).detach();
         Ok((EmbeddedStore { inner }, rec))
@@ -152,92 +161,119 @@ impl EmbeddedStore {
     /// Waits for everything issued, then stops the committer (fsyncing the log).
     pub async fn shutdown(&self) -> Result<(), StorageError> {
         if self.inner.closed.get() {
-            return self.inner.wait(self.inner.issued.get()).await;
+            return Ok(());
         }
-        let t = self.inner.issue(|ticket| IoOp::Close { ticket });
-        self.inner.wait(t).await
+        self.inner
+            .issue(true, |ticket| IoOp::Close { ticket })
+            .await
+    }
+
+    /// Why writes fail now, if they do (for `/health`).
+    pub fn failing(&self) -> Option<String> {
+        self.inner.failing.borrow().as_ref().map(|e| e.to_string())
     }
 }
 
 impl Inner {
-    fn issue(&self, op: impl FnOnce(u64) -> IoOp) -> u64 {
-        let t = self.issued.get() + 1;
-        self.issued.set(t);
-        if self.closed.get() {
-            let _ = self
-                .failed
-                .set(format!("the store in {} is closed", self.dir.display()));
-            self.wake_waiters();
-            return t;
-        }
-        self.ops.borrow_mut().push_back(op(t));
+    /// Queues `op` for the committer.
+    fn queue(&self, op: IoOp) {
+        self.ops.borrow_mut().push_back(op);
         if let Some(w) = self.committer.borrow_mut().take() {
             w.wake();
         }
-        t
+    }
+
+    /// Why a write issued now cannot be carried out: the store is closed or failing.
+    fn refusal(&self) -> Option<StorageError> {
+        if self.closed.get() {
+            return Some(StorageError::Unavailable(format!(
+                "the store in {} is closed",
+                self.dir.display()
+            )));
+        }
+        let failing = self.failing.borrow();
+        failing
+            .as_ref()
+            .map(|e| StorageError::Unavailable(e.to_string()))
     }
 
     /// With `--fsync=never`, when nothing is queued and the committer is not carrying out a
     /// group (so everything issued before is written), appends `bytes` at once with `pwrite`
-    /// and returns its ticket, already durable: the publisher answers in the same task turn.
-    /// Waiting for the committer task instead cost 30% of the unicast rate (50k vs 71k/s on
-    /// one core: the answer left a scheduler turn later, and the idle client had to be woken
-    /// for each delivery). `None`:
-    /// queue it for the committer (`--fsync=always` keeps the group commit for its fsync).
-    fn append_inline(&self, bytes: &[u8]) -> Option<u64> {
-        if self.closed.get() || self.failed.get().is_some() || !self.ops.borrow().is_empty() {
+    /// and returns its outcome: the publisher answers in the same task turn. Waiting for the
+    /// committer task instead cost 30% of the unicast rate (50k vs 71k/s on one core: the
+    /// answer left a scheduler turn later, and the idle client had to be woken for each
+    /// delivery). `None`: queue it for the committer (`--fsync=always` keeps the group commit
+    /// for its fsync).
+    fn append_inline(&self, bytes: &[u8]) -> Option<Result<(), StorageError>> {
+        if !self.ops.borrow().is_empty() {
             return None;
         }
         let mut slot = self.writer.borrow_mut();
         let w = slot.as_mut()?;
-        if w.fsync {
+        if w.fsync || w.trim_to.is_some() {
             return None;
         }
         // No segment open yet: the committer creates it (io_uring, and a directory sync).
         let (f, len) = w.file.as_mut()?;
-        let t = self.issued.get() + 1;
-        self.issued.set(t);
-        match append_at(f, bytes, *len) {
+        self.tickets.issue();
+        let at = *len;
+        match append_at(f, bytes, at) {
             Ok(()) => {
                 *len += bytes.len() as u64;
-                self.written.set(t);
+                Some(Ok(()))
             }
             Err(e) => {
-                self.write_failed(&e);
+                w.undo(w.segment, Some(at));
                 drop(slot);
-                self.wake_waiters();
+                Some(Err(StorageError::Unavailable(
+                    self.write_failed(&e).to_string(),
+                )))
             }
         }
-        Some(t)
     }
 
-    /// Stops the store after a failed write: every waiter and every later call gets the error.
-    fn write_failed(&self, e: &std::io::Error) {
-        tracing::error!(dir = %self.dir.display(), error = %e, "store write failed");
-        let _ = self.failed.set(format!(
+    /// Enters the failing state after a failed write (its tail already trimmed, or the trim
+    /// pending): later writes are refused until a write succeeds again, which the probe task
+    /// tries with a bounded backoff. Returns the error for the write's waiters.
+    fn write_failed(&self, e: &std::io::Error) -> Rc<str> {
+        let msg: Rc<str> = Rc::from(format!(
             "writing the store in {} failed: {e}",
             self.dir.display()
         ));
+        if self.failing.borrow().is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %e,
+                "store write failed: refusing writes until a probe write succeeds");
+        }
+        *self.failing.borrow_mut() = Some(msg.clone());
+        if !self.probing.replace(true) {
+            let me = self.me.clone();
+            glommio::spawn_local(probe_loop(me)).detach();
+        }
+        msg
     }
 
-    /// Wakes the waiters whose tickets are written (all of them once the store failed).
-    fn wake_waiters(&self) {
-        let (done, failed) = (self.written.get(), self.failed.get().is_some());
-        self.waiters.borrow_mut().retain(|(t, w)| {
-            let ready = *t <= done || failed;
-            if ready {
-                w.wake_by_ref();
-            }
-            !ready
-        });
+    /// Leaves the failing state (a write or the probe succeeded).
+    fn writable_again(&self) {
+        if self.failing.borrow_mut().take().is_some() {
+            tracing::warn!(dir = %self.dir.display(), "store writable again");
+        }
     }
 
-    /// Appends `bytes` to the log; returns its ticket.
-    fn write(self: &Rc<Self>, bytes: Vec<u8>) -> u64 {
+    /// Appends `bytes` to the log; resolves once it is written (synced with --fsync=always).
+    fn write(self: &Rc<Self>, bytes: Vec<u8>) -> Wait<'_> {
+        if let Some(e) = self.refusal() {
+            self.tickets.issue();
+            return self.tickets.settled(Err(e));
+        }
         let n = bytes.len() as u64;
-        let t = match self.append_inline(&bytes) {
-            Some(t) => t,
-            None => self.issue(|ticket| IoOp::Write { ticket, bytes }),
+        let wait = match self.append_inline(&bytes) {
+            Some(res) => self.tickets.settled(res),
+            None => {
+                let wait = self.tickets.issue_awaited();
+                let ticket = wait.ticket();
+                self.queue(IoOp::Write { ticket, bytes });
+                wait
+            }
         };
         let since = self.since_snapshot.get() + n;
         self.since_snapshot.set(since);
@@ -251,26 +287,21 @@ impl Inner {
             })
             .detach();
         }
-        t
+        wait
     }
 
-    /// Resolves once the committer has written (and, with --fsync=always, synced) `ticket`.
-    async fn wait(&self, ticket: u64) -> Result<(), StorageError> {
-        let mut registered = false;
-        poll_fn(|cx| {
-            if let Some(e) = self.failed.get() {
-                return Poll::Ready(Err(StorageError::Unavailable(e.clone())));
+    /// Issues the op `make` numbers for the committer (refused while failing, except a close);
+    /// its outcome.
+    fn issue(&self, close: bool, make: impl FnOnce(u64) -> IoOp) -> Wait<'_> {
+        if let Some(e) = self.refusal() {
+            if self.closed.get() || !close {
+                self.tickets.issue();
+                return self.tickets.settled(Err(e));
             }
-            if self.written.get() >= ticket {
-                return Poll::Ready(Ok(()));
-            }
-            if !registered {
-                self.waiters.borrow_mut().push((ticket, cx.waker().clone()));
-                registered = true;
-            }
-            Poll::Pending
-        })
-        .await
+        }
+        let wait = self.tickets.issue_awaited();
+        self.queue(make(wait.ticket()));
+        wait
     }
 }
 
@@ -303,26 +334,54 @@ async fn commit_loop(inner: Weak<Inner>) {
         };
         let (last, closing, res) = writer.commit(group).await;
         let Some(inner) = inner.upgrade() else { return };
-        if let Err(e) = res {
-            inner.write_failed(&e);
+        match res {
+            Ok(()) => {
+                inner.writable_again();
+                inner.tickets.resolve(last, None);
+            }
+            Err(e) => inner.tickets.resolve(last, Some(&inner.write_failed(&e))),
         }
-        inner.written.set(last);
         if closing {
             inner.closed.set(true);
             // Anything issued after the close has nobody to write it.
-            if !inner.ops.borrow().is_empty() {
-                let _ = inner
-                    .failed
-                    .set(format!("the store in {} is closed", inner.dir.display()));
-            }
-        }
-        inner.wake_waiters();
-        if closing {
+            inner
+                .tickets
+                .resolve(u64::MAX, Some(&Rc::from("the store is closed")));
             return;
         }
-        // Back only now that `durable` covers the group: an inline append after this point
+        // Back only now that the group is resolved: an inline append after this point
         // follows everything written so far.
         *inner.writer.borrow_mut() = Some(writer);
+    }
+}
+
+/// While the store is failing: every `PROBE_MIN`..`PROBE_MAX` (doubling), a small write into
+/// the data directory (and the trim still owed, if any); when it succeeds, writes are
+/// accepted again. Ends then, or when the store is gone.
+async fn probe_loop(inner: Weak<Inner>) {
+    let mut backoff = PROBE_MIN;
+    loop {
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(PROBE_MAX);
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.get() || inner.failing.borrow().is_none() {
+            inner.probing.set(false);
+            return;
+        }
+        // The committer holds the writer while it carries out a group: try next round.
+        let Some(mut writer) = inner.writer.borrow_mut().take() else {
+            continue;
+        };
+        let res = writer.probe();
+        *inner.writer.borrow_mut() = Some(writer);
+        match res {
+            Ok(()) => {
+                inner.writable_again();
+                inner.probing.set(false);
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "store probe failed"),
+        }
     }
 }
 
@@ -335,10 +394,19 @@ type BodyGroup = (Rc<MsgBody>, u64, Vec<(Rc<str>, u64)>);
 /// because every record is an idempotent "set".
 async fn compact(inner: Rc<Inner>) -> Result<(), StorageError> {
     inner.compacting.set(true);
+    let res = write_snapshot(&inner).await;
+    inner.compacting.set(false);
+    res
+}
+
+async fn write_snapshot(inner: &Inner) -> Result<(), StorageError> {
+    if let Some(e) = inner.refusal() {
+        return Err(e);
+    }
     let started = std::time::Instant::now();
     let segment = inner.segment.get() + 1;
     inner.segment.set(segment);
-    inner.issue(|ticket| IoOp::Rotate { ticket, segment });
+    drop(inner.issue(false, |ticket| IoOp::Rotate { ticket, segment }));
     inner.since_snapshot.set(0);
 
     let mut total = 0u64;
@@ -350,13 +418,15 @@ async fn compact(inner: Rc<Inner>) -> Result<(), StorageError> {
             ..inner.header
         },
     );
+    let first = Cell::new(true);
     let send = |buf: &mut Vec<u8>, total: &mut u64, done: bool| {
         *total += buf.len() as u64;
         let bytes = std::mem::take(buf);
-        inner.issue(|ticket| IoOp::Snapshot {
+        inner.issue(false, |ticket| IoOp::Snapshot {
             ticket,
             segment,
             bytes,
+            first: first.replace(false),
             done,
         })
     };
@@ -376,7 +446,7 @@ async fn compact(inner: Rc<Inner>) -> Result<(), StorageError> {
         });
         if i % 1024 == 1023 {
             if buf.len() > 4 << 20 {
-                send(&mut buf, &mut total, false);
+                drop(send(&mut buf, &mut total, false));
             }
             glommio::yield_if_needed().await;
         }
@@ -386,7 +456,7 @@ async fn compact(inner: Rc<Inner>) -> Result<(), StorageError> {
             log::encode_append(&mut buf, &body, exp, chunk);
         }
         if buf.len() > 4 << 20 {
-            send(&mut buf, &mut total, false);
+            drop(send(&mut buf, &mut total, false));
             glommio::yield_if_needed().await;
         }
     }
@@ -399,19 +469,15 @@ async fn compact(inner: Rc<Inner>) -> Result<(), StorageError> {
     for r in inner.index.idem_list(crate::stats::unix_now()) {
         log::encode_idem(&mut buf, idem_rec(&r));
     }
-    let t = send(&mut buf, &mut total, true);
-    let res = inner.wait(t).await;
-    if res.is_ok() {
-        inner.last_snapshot.set(total);
-        tracing::info!(
-            dir = %inner.dir.display(),
-            bytes = total,
-            ms = started.elapsed().as_millis() as u64,
-            "store snapshot written"
-        );
-    }
-    inner.compacting.set(false);
-    res
+    send(&mut buf, &mut total, true).await?;
+    inner.last_snapshot.set(total);
+    tracing::info!(
+        dir = %inner.dir.display(),
+        bytes = total,
+        ms = started.elapsed().as_millis() as u64,
+        "store snapshot written"
+    );
+    Ok(())
 }
 
 fn seg_name(prefix: &str, n: u64) -> String {
@@ -428,6 +494,8 @@ fn recover(
 ) -> Result<(u64, Recovery, u64), StorageError> {
     let mut wals = Vec::new();
     let mut snaps = Vec::new();
+    // Segment -> the length its acknowledged part ends at (see `unacked_marker`).
+    let mut unacked: HashMap<u64, (u64, PathBuf)> = HashMap::new();
     if !dir.exists() {
         return Ok((1, Recovery::default(), 0));
     }
@@ -441,8 +509,11 @@ fn recover(
                 .and_then(|n| n.parse::<u64>().ok())
         };
         if name.ends_with(".tmp") {
-            // An unfinished snapshot: the files it would have replaced are all still here.
+            // An unfinished snapshot (or probe): the files it would have replaced are all
+            // still here.
             let _ = fs::remove_file(entry.path());
+        } else if let Some((seg, len)) = parse_marker(&name) {
+            unacked.insert(seg, (len, entry.path()));
         } else if let Some(n) = num("wal-") {
             wals.push(n);
         } else if let Some(n) = num("snap-") {
@@ -464,10 +535,18 @@ fn recover(
         }
     }
     for (path, is_snap) in &files {
-        let bytes = replay_file(path, header, *is_snap, index, now, &mut rec)?;
+        let marker = (!is_snap)
+            .then(|| segment_of(path))
+            .flatten()
+            .and_then(|n| unacked.remove(&n));
+        let bytes = replay_file(path, header, *is_snap, index, now, &mut rec, marker)?;
         if *is_snap {
             snap_bytes = bytes;
         }
+    }
+    for (_, path) in unacked.values() {
+        // A marker for a segment no longer there (compacted away) says nothing.
+        let _ = fs::remove_file(path);
     }
     let next = wals
         .last()
@@ -477,6 +556,47 @@ fn recover(
     Ok((next, rec, snap_bytes))
 }
 
+/// `(segment, length)` of an `unacked_marker` name.
+fn parse_marker(name: &str) -> Option<(u64, u64)> {
+    let (seg, len) = name.split_once(".log.unacked-")?;
+    Some((seg.strip_prefix("wal-")?.parse().ok()?, len.parse().ok()?))
+}
+
+fn segment_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("wal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+/// Cuts what a failed, never acknowledged write left past `good` in `path` (its marker says
+/// so), once the part before it has replayed cleanly; then removes the marker.
+fn trim_unacked(
+    path: &Path,
+    data_len: usize,
+    good: u64,
+    marker: &Path,
+) -> Result<(), StorageError> {
+    if data_len as u64 > good {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(good))
+            .map_err(|e| {
+                StorageError::Unavailable(format!("cannot trim {}: {e}", path.display()))
+            })?;
+        tracing::warn!(
+            file = %path.display(),
+            bytes = data_len as u64 - good,
+            at = good,
+            "trimmed the tail of a write that failed and was never acknowledged"
+        );
+    }
+    let _ = fs::remove_file(marker);
+    Ok(())
+}
+
 fn corrupt(path: &Path, what: &str, hint: &str) -> StorageError {
     StorageError::Corrupt(format!(
         "{}: {what}. The server did not start and changed nothing. {hint}",
@@ -484,6 +604,8 @@ fn corrupt(path: &Path, what: &str, hint: &str) -> StorageError {
     ))
 }
 
+/// Replays one file into `index`. `unacked`: the length its acknowledged part ends at, and the
+/// marker that says so (bytes past it are dropped, the records before must be whole).
 fn replay_file(
     path: &Path,
     expect: Header,
@@ -491,6 +613,7 @@ fn replay_file(
     index: &MemoryStore,
     now: u64,
     rec: &mut Recovery,
+    unacked: Option<(u64, PathBuf)>,
 ) -> Result<u64, StorageError> {
     let restore = "Restore this directory from a backup, or move the file aside to start \
                    without what it holds.";
@@ -498,6 +621,10 @@ fn replay_file(
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(|e| StorageError::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+    let file_len = data.len();
+    if let Some((good, _)) = &unacked {
+        data.truncate((*good as usize).max(log::HEADER_LEN));
+    }
     let h = log::decode_header(&data).map_err(|what| corrupt(path, what, restore))?;
     if h.snapshot != is_snap {
         return Err(corrupt(path, "file type does not match its name", restore));
@@ -562,6 +689,9 @@ fn replay_file(
                 ));
             }
         }
+    }
+    if let Some((good, marker)) = &unacked {
+        trim_unacked(path, file_len, *good, marker)?;
     }
     rec.files += 1;
     rec.bytes += data.len() as u64;
@@ -633,10 +763,13 @@ struct Writer {
     file: Option<(BufferedFile, u64)>,
     snap: Option<(u64, BufferedFile, u64)>,
     buf: Vec<u8>,
+    /// The current segment must be cut back to this length (bytes past it were never
+    /// acknowledged) before anything else is written: a trim that failed, retried.
+    trim_to: Option<u64>,
 }
 
-/// Writes `bytes` at `pos`; returns the length. A short write (a full disk) is an error: the
-/// store stops, and the torn tail is reported with its fix at the next start.
+/// Writes `bytes` at `pos`; returns the length. A short write (a full disk) is an error: what
+/// it left is trimmed, and the store refuses writes until a probe succeeds.
 async fn write_all_at(f: &BufferedFile, bytes: Vec<u8>, pos: u64) -> std::io::Result<u64> {
     let total = bytes.len();
     let n = f.write_at(bytes, pos).await.map_err(std::io::Error::from)?;
@@ -651,15 +784,26 @@ async fn write_all_at(f: &BufferedFile, bytes: Vec<u8>, pos: u64) -> std::io::Re
 
 /// Writes all of `bytes` at `pos` with `pwrite` on the calling thread: a copy into the page
 /// cache, microseconds for a group. It can block only where the kernel throttles dirty pages,
-/// which a disk that keeps up never reaches. A full disk is an error: the store stops, and the
-/// torn tail is reported with its fix at the next start.
+/// which a disk that keeps up never reaches. A full disk is an error: what it left is trimmed
+/// (`Writer::undo`).
 fn append_at(f: &BufferedFile, bytes: &[u8], pos: u64) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::fs::FileExt;
-    // SAFETY: the descriptor stays owned by `f`, which outlives this call; ManuallyDrop keeps
-    // the borrowed `File` from closing it.
-    let file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(f.as_raw_fd()) });
-    file.write_all_at(bytes, pos)
+    borrowed(f).write_all_at(bytes, pos)
+}
+
+/// `f`'s descriptor as a `File`, for the synchronous calls glommio does not offer.
+fn borrowed(f: &BufferedFile) -> std::mem::ManuallyDrop<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: the descriptor stays owned by `f`, which outlives the returned value (a borrow
+    // in every caller); ManuallyDrop keeps it from closing the descriptor.
+    std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(f.as_raw_fd()) })
+}
+
+/// The marker file that says the bytes of segment `segment` from `len` on were never
+/// acknowledged: present only while a trim after a failed write is owed, so a start that
+/// finds it trims them (`recover`) instead of refusing a torn tail.
+fn unacked_marker(segment: u64, len: u64) -> String {
+    format!("{}.unacked-{len}", seg_name("wal", segment))
 }
 
 /// Makes the directory's entries (a created or renamed file) survive a crash.
@@ -679,6 +823,7 @@ impl Writer {
             file: None,
             snap: None,
             buf: Vec::new(),
+            trim_to: None,
         }
     }
 
@@ -700,8 +845,68 @@ impl Writer {
                 ..self.header
             },
         );
-        let len = write_all_at(&f, h, 0).await?;
-        Ok((f, len))
+        match write_all_at(&f, h, 0).await {
+            Ok(len) => Ok((f, len)),
+            Err(e) => {
+                // A file without its whole header would stop the next start: remove it.
+                let _ = f.close().await;
+                let _ = fs::remove_file(self.dir.join(name));
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed write: forgets what was not written, drops an unfinished snapshot and
+    /// cuts the current segment back to what was acknowledged before the failed group
+    /// (`start_*`: its segment and length then), so no later record lands behind a torn one.
+    fn undo(&mut self, start_segment: u64, start_len: Option<u64>) {
+        self.buf = Vec::new();
+        if let Some((n, _, _)) = self.snap.take() {
+            let _ = fs::remove_file(self.dir.join(format!("snap-{n:010}.tmp")));
+        }
+        if let Some((_, len)) = &mut self.file {
+            let good = match start_len {
+                Some(l) if self.segment == start_segment => l,
+                _ => log::HEADER_LEN as u64,
+            };
+            *len = good;
+            self.trim_to = Some(good);
+        }
+        if let Err(e) = self.trim() {
+            tracing::error!(error = %e, "trimming the store's unacknowledged tail failed (retried)");
+        }
+    }
+
+    /// Carries out the trim owed, if any. A marker file covers the moment in between, should
+    /// the process end there; it stays while the trim keeps failing.
+    fn trim(&mut self) -> std::io::Result<()> {
+        let Some(good) = self.trim_to else {
+            return Ok(());
+        };
+        let Some((f, _)) = &self.file else {
+            self.trim_to = None;
+            return Ok(());
+        };
+        let marker = self.dir.join(unacked_marker(self.segment, good));
+        let _ = File::create(&marker);
+        borrowed(f).set_len(good)?;
+        let _ = fs::remove_file(&marker);
+        self.trim_to = None;
+        Ok(())
+    }
+
+    /// Whether writes can succeed again: carries out a trim still owed, then writes
+    /// `PROBE_BYTES` into a scratch file of the data directory and removes it (the log is not
+    /// touched; a leftover `.tmp` is removed at start-up). Synchronous, like the log appends,
+    /// so the committer never finds the writer missing.
+    fn probe(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.trim()?;
+        fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join("probe.tmp");
+        let res = File::create(&path).and_then(|f| f.write_all_at(&[0u8; PROBE_BYTES], 0));
+        let _ = fs::remove_file(&path);
+        res
     }
 
     /// Ends the current segment; the next write starts `wal-<n>`.
@@ -718,6 +923,7 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.trim()?;
         if self.file.is_none() {
             self.file = Some(self.create(&seg_name("wal", self.segment), false).await?);
             // The new file's name must survive a crash too.
@@ -734,9 +940,27 @@ impl Writer {
         Ok(())
     }
 
-    async fn snapshot(&mut self, segment: u64, bytes: Vec<u8>, done: bool) -> std::io::Result<()> {
+    async fn snapshot(
+        &mut self,
+        segment: u64,
+        bytes: Vec<u8>,
+        first: bool,
+        done: bool,
+    ) -> std::io::Result<()> {
         let tmp = format!("snap-{segment:010}.tmp");
-        if self.snap.as_ref().is_none_or(|(n, _, _)| *n != segment) {
+        // A snapshot is only whole when every part of it was written after its rotation: a
+        // failure in between (which dropped the file) ends it.
+        let started = self.snap.as_ref().is_some_and(|(n, _, _)| *n == segment);
+        if !(if first {
+            self.segment == segment
+        } else {
+            started
+        }) {
+            return Err(std::io::Error::other(
+                "snapshot abandoned: a write failed since it began",
+            ));
+        }
+        if first {
             let _ = fs::remove_file(self.dir.join(&tmp));
             let f = OpenOptions::new()
                 .create_new(true)
@@ -779,6 +1003,15 @@ impl Writer {
     /// Carries out one group in order; returns its last ticket, whether it closed the store,
     /// and the first error (after which the rest of the group is skipped).
     async fn commit(&mut self, group: Vec<IoOp>) -> (u64, bool, std::io::Result<()>) {
+        let start = (self.segment, self.file.as_ref().map(|(_, l)| *l));
+        let (last, closing, res) = self.carry_out(group).await;
+        if res.is_err() {
+            self.undo(start.0, start.1);
+        }
+        (last, closing, res)
+    }
+
+    async fn carry_out(&mut self, group: Vec<IoOp>) -> (u64, bool, std::io::Result<()>) {
         let mut last = 0;
         let mut closing = false;
         let mut res: std::io::Result<()> = Ok(());
@@ -814,11 +1047,12 @@ impl Writer {
                     ticket,
                     segment,
                     bytes,
+                    first,
                     done,
                 } => {
                     last = ticket;
                     match self.flush().await {
-                        Ok(()) => self.snapshot(segment, bytes, done).await,
+                        Ok(()) => self.snapshot(segment, bytes, first, done).await,
                         e => e,
                     }
                 }
@@ -871,13 +1105,18 @@ impl Storage for EmbeddedStore {
         entries: &[(Rc<str>, u64)],
     ) -> Result<(), StorageError> {
         let inner = &self.inner;
+        // In the index at once, so a snapshot that starts meanwhile has it; taken back if the
+        // write fails (the shard shows a seq only once it is written, see `Shard::settle`).
         inner.index.apply_append(body, expires_at, entries, 0);
         let mut bytes = Vec::with_capacity(64 + body.body.len() + entries.len() * 24);
         for chunk in entries.chunks(ENTRIES_PER_RECORD) {
             log::encode_append(&mut bytes, body, expires_at, chunk);
         }
-        let t = inner.write(bytes);
-        inner.wait(t).await
+        let res = inner.write(bytes).await;
+        if res.is_err() {
+            inner.index.unapply_append(entries);
+        }
+        res
     }
 
     /// One record holds the message and its key (the first of its records, when a fan-out
@@ -899,16 +1138,23 @@ impl Storage for EmbeddedStore {
         for chunk in chunks {
             log::encode_append(&mut bytes, body, expires_at, chunk);
         }
-        let t = inner.write(bytes);
-        inner.wait(t).await
+        let res = inner.write(bytes).await;
+        if res.is_err() {
+            inner.index.unapply_append(entries);
+            inner.index.unapply_idem(&idem.id);
+        }
+        res
     }
 
     async fn put_idem(&self, idem: &IdemRecord) -> Result<(), StorageError> {
         self.inner.index.apply_idem(idem, crate::stats::unix_now());
         let mut bytes = Vec::with_capacity(48 + idem.id.len());
         log::encode_idem(&mut bytes, idem_rec(idem));
-        let t = self.inner.write(bytes);
-        self.inner.wait(t).await
+        let res = self.inner.write(bytes).await;
+        if res.is_err() {
+            self.inner.index.unapply_idem(&idem.id);
+        }
+        res
     }
 
     async fn idem_get(&self, id: &str, now: u64) -> Result<Option<IdemRecord>, StorageError> {
@@ -923,8 +1169,7 @@ impl Storage for EmbeddedStore {
         self.inner.index.apply_ack(uid, last_ack);
         let mut bytes = Vec::with_capacity(32 + uid.len());
         log::encode_ack(&mut bytes, uid, last_ack);
-        let t = self.inner.write(bytes);
-        self.inner.wait(t).await
+        self.inner.write(bytes).await
     }
 
     async fn offline(
@@ -942,16 +1187,14 @@ impl Storage for EmbeddedStore {
         self.inner.index.apply_sub(cid, uid, true);
         let mut bytes = Vec::with_capacity(32 + cid.len() + uid.len());
         log::encode_sub(&mut bytes, cid, uid, true);
-        let t = self.inner.write(bytes);
-        self.inner.wait(t).await
+        self.inner.write(bytes).await
     }
 
     async fn unsubscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
         self.inner.index.apply_sub(cid, uid, false);
         let mut bytes = Vec::with_capacity(32 + cid.len() + uid.len());
         log::encode_sub(&mut bytes, cid, uid, false);
-        let t = self.inner.write(bytes);
-        self.inner.wait(t).await
+        self.inner.write(bytes).await
     }
 
     async fn channel_members(&self, cid: &str) -> Result<Vec<Rc<str>>, StorageError> {
@@ -963,8 +1206,14 @@ impl Storage for EmbeddedStore {
         Ok(self.inner.index.purge(now))
     }
 
+    /// An empty write, queued behind every earlier one (and synced with --fsync=always).
     async fn flush(&self) -> Result<(), StorageError> {
-        self.inner.wait(self.inner.issued.get()).await
+        self.inner.write(Vec::new()).await
+    }
+
+    /// Failing after a write failed, until a write or the probe succeeds again.
+    async fn check(&self) -> Result<(), StorageError> {
+        self.inner.refusal().map_or(Ok(()), Err)
     }
 
     async fn close(&self) -> Result<(), StorageError> {

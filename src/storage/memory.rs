@@ -47,6 +47,13 @@ impl SeqLog {
         }
     }
 
+    fn remove(&mut self, seq: u64) {
+        if let Ok(i) = self.0.binary_search_by_key(&seq, |m| m.0) {
+            self.0.remove(i);
+        }
+        self.shrink_if_empty();
+    }
+
     /// Drops every message up to `last_ack`.
     fn ack(&mut self, last_ack: u64) {
         while self.0.front().is_some_and(|m| m.0 <= last_ack) {
@@ -155,6 +162,16 @@ impl MemoryStore {
         }
     }
 
+    /// Takes back messages whose write failed; their seqs stay given (`max_seq` is kept).
+    pub fn unapply_append(&self, entries: &[(Rc<str>, u64)]) {
+        let mut users = self.users.borrow_mut();
+        for (uid, seq) in entries {
+            if let Some(rec) = users.get_mut(uid) {
+                rec.msgs.remove(*seq);
+            }
+        }
+    }
+
     pub fn apply_ack(&self, uid: &str, last_ack: u64) {
         let mut users = self.users.borrow_mut();
         let rec = match users.get_mut(uid) {
@@ -236,6 +253,11 @@ impl MemoryStore {
         idem.by_id
             .insert(id.clone(), (r.fingerprint, r.answer, r.expires_at));
         idem.order.push_back((r.expires_at, id));
+    }
+
+    /// Takes back a key whose write failed: only answers that were given are remembered.
+    pub fn unapply_idem(&self, id: &str) {
+        self.idem.borrow_mut().by_id.remove(id);
     }
 
     pub fn idem(&self, id: &str, now: u64) -> Option<IdemRecord> {

@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod log;
 pub mod memory;
 pub mod scylla;
+mod tickets;
 
 use std::rc::Rc;
 

@@ -452,7 +452,13 @@ mod tests {
         let stmts = schema_statements(cql, "ipush_test_42");
         assert_eq!(stmts.len(), 9, "{stmts:#?}");
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ipush_test_42"));
-        let tables = ["messages", "bodies", "users", "channel_members", "idempotency"];
+        let tables = [
+            "messages",
+            "bodies",
+            "users",
+            "channel_members",
+            "idempotency",
+        ];
         for table in tables.into_iter().chain(["cluster", "members", "slots"]) {
             let create = format!("CREATE TABLE IF NOT EXISTS ipush_test_42.{table} (");
             assert!(

@@ -18,11 +18,11 @@ use std::time::Instant;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use ipush::config::Config;
-use ipush::shard::ids::ShardId;
+use ipush::ids::ShardId;
 use ipush::shard::Shard;
 use ipush::storage::embedded::EmbeddedStore;
 use ipush::storage::memory::MemoryStore;
-use ipush::storage::{Storage, Store};
+use ipush::storage::Store;
 
 #[derive(Clone)]
 struct Opts {
@@ -165,9 +165,9 @@ async fn run_one(o: Opts, mode: String, work: String) -> Row {
     let store = open(&mode, &dir);
     let shard = Rc::new(Shard::new(
         ShardId(0),
+        1,
         Arc::new(Config::default()),
         store,
-        vec![None],
         0,
     ));
     let mut row = Row {
@@ -222,7 +222,7 @@ async fn run_one(o: Opts, mode: String, work: String) -> Row {
                     let shard = shard.clone();
                     async move {
                         shard
-                            .subscribe(&format!("member{i}"), "bigchannel", true)
+                            .subscribe(&format!("member{i}"), "bigchannel")
                             .await
                             .expect("subscribe");
                     }
@@ -258,12 +258,12 @@ async fn run_one(o: Opts, mode: String, work: String) -> Row {
         }
         _ => panic!("work is unicast or fanout"),
     }
-    shard.store.flush().await.expect("flush");
+    // Flushes and closes the store.
+    shard.close_store().await.expect("close");
     if mode != "memory" {
         let (bytes, files) = du(&dir);
         row.disk_bytes = bytes;
         row.files = files;
-        shard.store.close().await.expect("close");
         drop(shard);
         // Restart: replay of the log as written.
         let (s, rec) = EmbeddedStore::open(&dir, 0, 1, false).expect("reopen");
@@ -277,8 +277,6 @@ async fn run_one(o: Opts, mode: String, work: String) -> Row {
         let (s, rec) = EmbeddedStore::open(&dir, 0, 1, false).expect("reopen");
         row.recovery_snap_ms = rec.millis;
         s.shutdown().await.expect("close");
-    } else {
-        shard.store.close().await.expect("close");
     }
     let _ = std::fs::remove_dir_all(&dir);
     row
