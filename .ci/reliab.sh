@@ -5,15 +5,14 @@
 # after `install` is a failure, not a skip.
 #   tests: crash_restart, data_dir_lock, head_requests, websocket_close, operable, systemd_unit,
 #          the unit tests of net / lockfile / diagnose / ws / response / auth
-#   fuzz:  builds every target in fuzz/ (cargo-fuzz on stable via RUSTC_BOOTSTRAP=1) and runs
-#          each for FUZZ_SMOKE_S seconds (default 20)
+#   fuzz:  .ci/fuzz.sh (installs cargo-fuzz if needed, builds every target in fuzz/, runs each
+#          for FUZZ_SMOKE_S seconds, default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 # What cargo test --workspace needs (systemd-analyze for tests/systemd_unit.rs, prlimit for
-# tests/operable.rs); .ci/run calls this. The fuzz build is not in .ci/run: cargo-fuzz plus a
-# sanitizer build of the library took ~45 min on this 2-core box.
+# tests/operable.rs); .ci/run calls this.
 packages() {
   local pkgs=()
   command -v systemd-analyze >/dev/null || pkgs+=(systemd)
@@ -26,21 +25,17 @@ packages() {
 
 install() {
   packages
-  if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install --locked cargo-fuzz
-  fi
 }
 
 run_tests() {
   for tool in systemd-analyze prlimit; do
     command -v "$tool" >/dev/null || { echo "reliab: $tool missing (run .ci/reliab.sh install)" >&2; exit 1; }
   done
-  cargo fuzz --version >/dev/null 2>&1 || { echo "reliab: cargo-fuzz missing (run .ci/reliab.sh install)" >&2; exit 1; }
   export CI=${CI:-true}
   cargo test --lib -- net:: lockfile diagnose transport::ws http::response auth::
   cargo test --test crash_restart --test data_dir_lock --test head_requests \
     --test websocket_close --test operable --test systemd_unit
-  perf/fuzz.sh "${FUZZ_SMOKE_S:-20}"
+  bash .ci/fuzz.sh
 }
 
 case "${1:-all}" in

@@ -25,6 +25,7 @@ use crate::net::{io_in_use, retry_bind};
 use crate::router::Router;
 use crate::shard::Shard;
 use crate::shutdown::Signal;
+#[cfg(feature = "scylla")]
 use crate::storage::scylla::{ScyllaParams, ScyllaStore};
 use crate::storage::{embedded::EmbeddedStore, memory::MemoryStore, Storage, Store};
 use crate::transport::accept::ClientPort;
@@ -334,10 +335,12 @@ fn check_data_dir(dir: &std::path::Path, cores: usize) -> anyhow::Result<()> {
 }
 
 /// How long the start-up waits for ScyllaDB / Cassandra to answer before giving up.
+#[cfg(feature = "scylla")]
 const SCYLLA_START_RETRY: Duration = Duration::from_secs(20);
 
 /// Before any core starts: the database answers and the keyspace holds this version's schema
 /// (created with `--scylla_init_schema=true`). Blocks the main thread, which is no core.
+#[cfg(feature = "scylla")]
 fn check_scylla(cfg: &Config) -> anyhow::Result<()> {
     let nodes: Vec<String> = cfg
         .scylla_node_list()
@@ -355,6 +358,16 @@ fn check_scylla(cfg: &Config) -> anyhow::Result<()> {
         tracing::info!(keyspace = %cfg.scylla_keyspace, "scylla schema created");
     }
     Ok(())
+}
+
+/// Why `--storage=scylla` fails in a build without the driver.
+#[cfg(not(feature = "scylla"))]
+const NO_SCYLLA: &str =
+    "--storage=scylla: this ipush_server was built without the `scylla` feature (build it with default features)";
+
+#[cfg(not(feature = "scylla"))]
+fn check_scylla(_cfg: &Config) -> anyhow::Result<()> {
+    bail!(NO_SCYLLA)
 }
 
 fn meta_text(cores: usize) -> String {
@@ -574,26 +587,35 @@ async fn open_store(core: &Core) -> Result<Store, String> {
             );
             Ok(Store::Embedded(store))
         }
-        StorageKind::Scylla => {
-            let cfg = &core.cfg;
-            let params = ScyllaParams {
-                nodes: cfg
-                    .scylla_node_list()
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect(),
-                keyspace: cfg.scylla_keyspace.clone(),
-                node: core.members.me_name().to_string(),
-                consistency: cfg.scylla_consistency,
-                timeout: Duration::from_millis(cfg.scylla_timeout_ms),
-                core: core.id.0 as u32,
-                cores: core.cores as u32,
-            };
-            let store = ScyllaStore::open(params).await.map_err(|e| e.to_string())?;
-            tracing::info!(core = %core.id, keyspace = %cfg.scylla_keyspace, "scylla store connected");
-            Ok(Store::Scylla(store))
-        }
+        StorageKind::Scylla => open_scylla(core).await,
     }
+}
+
+/// This core's scylla store, connected.
+#[cfg(feature = "scylla")]
+async fn open_scylla(core: &Core) -> Result<Store, String> {
+    let cfg = &core.cfg;
+    let params = ScyllaParams {
+        nodes: cfg
+            .scylla_node_list()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        keyspace: cfg.scylla_keyspace.clone(),
+        node: core.members.me_name().to_string(),
+        consistency: cfg.scylla_consistency,
+        timeout: Duration::from_millis(cfg.scylla_timeout_ms),
+        core: core.id.0 as u32,
+        cores: core.cores as u32,
+    };
+    let store = ScyllaStore::open(params).await.map_err(|e| e.to_string())?;
+    tracing::info!(core = %core.id, keyspace = %cfg.scylla_keyspace, "scylla store connected");
+    Ok(Store::Scylla(store))
+}
+
+#[cfg(not(feature = "scylla"))]
+async fn open_scylla(_core: &Core) -> Result<Store, String> {
+    Err(NO_SCYLLA.to_string())
 }
 
 /// Once a second: node stats sample (core 0), heartbeats to quiet streams, stuck streams

@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod log;
 pub mod memory;
+#[cfg(feature = "scylla")]
 pub mod scylla;
 mod tickets;
 
@@ -118,6 +119,7 @@ pub trait Storage {
 pub enum Store {
     Memory(memory::MemoryStore),
     Embedded(embedded::EmbeddedStore),
+    #[cfg(feature = "scylla")]
     Scylla(scylla::ScyllaStore),
 }
 
@@ -126,6 +128,7 @@ macro_rules! delegate {
         match $self {
             Store::Memory($s) => $e,
             Store::Embedded($s) => $e,
+            #[cfg(feature = "scylla")]
             Store::Scylla($s) => $e,
         }
     };
