@@ -3,6 +3,7 @@
 //! there. Pure; built once at start-up, shared by every core and the bus threads.
 
 pub mod bus;
+#[cfg(feature = "scylla")]
 pub mod control;
 pub mod ownership;
 pub mod wire;

@@ -149,6 +149,7 @@ mod tests {
             touched: Cell::new(false),
             queued: Cell::new(true),
             unsynced: Cell::new(false),
+            durable: Cell::new(0),
             conn: RefCell::default(),
         })
     }

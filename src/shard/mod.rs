@@ -62,6 +62,13 @@ impl User {
     }
 }
 
+/// A message whose write landed, and when it was published (for the publish-to-written
+/// histogram).
+type Written = (Rc<MsgBody>, Stamp);
+
+/// One user's settled seqs waiting for an earlier one: None where the write failed.
+type Held = BTreeMap<u64, Option<Written>>;
+
 pub struct Shard {
     id: ShardId,
     cfg: Arc<Config>,
@@ -91,7 +98,7 @@ pub struct Shard {
     /// Writes settled before an earlier one of the same user, waiting to be released in seq
     /// order: seq -> the message (and when it was published) if it was written, None if its write failed. Empty unless a
     /// backend completes writes out of order (scylla can).
-    held: RefCell<Map<Rc<str>, BTreeMap<u64, Option<(Rc<MsgBody>, Stamp)>>>>,
+    held: RefCell<Map<Rc<str>, Held>>,
 }
 
 impl Shard {

@@ -316,7 +316,7 @@ mod tests {
     fn shown(conn: &super::super::conn::Conn) -> Vec<(u64, String)> {
         std::iter::from_fn(|| conn.pop())
             .filter_map(|o| match o {
-                Out::Msg { body, seq } => Some((seq?, body.body.to_string())),
+                Out::Msg { body, seq, .. } => Some((seq?, body.body.to_string())),
                 _ => None,
             })
             .collect()
@@ -335,7 +335,8 @@ mod tests {
                 first.conn.finish_replay(Vec::new());
                 let seqs: Vec<u64> = (0..3).map(|_| shard.next_seq(&user)).collect();
                 assert_eq!(seqs, [1, 2, 3]);
-                shard.settle(&user, 3, Some(&msg("three")));
+                let at = shard.lat.stamp();
+                shard.settle(&user, 3, Some((&msg("three"), at)));
                 shard.settle(&user, 2, None);
                 assert!(shown(&first.conn).is_empty(), "held behind seq 1");
                 let again = shard.attach("u").await.unwrap();
@@ -345,7 +346,7 @@ mod tests {
                     "nothing settled to replay"
                 );
                 again.conn.finish_replay(Vec::new());
-                shard.settle(&user, 1, Some(&msg("one")));
+                shard.settle(&user, 1, Some((&msg("one"), at)));
                 assert_eq!(
                     shown(&again.conn),
                     [(1, "one".to_string()), (3, "three".to_string())]
