@@ -56,6 +56,19 @@ impl Drop for Handoff {
     }
 }
 
+/// One message of a batch of unicast publishes (pipelined `/pub?to=` requests or the lines of
+/// `/pub/batch`) for one owner core or node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubItem {
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub ttl: u64,
+    /// Validated and carried to the owner core, whose table of recent keys (a separate
+    /// change) will answer a repeat with the first result.
+    pub idempotency_key: Option<String>,
+}
+
 /// Work for the core that owns a user (or, for channels, for every core).
 #[derive(Debug, Clone)]
 pub enum Request {
@@ -85,6 +98,9 @@ pub enum Request {
     Disconnect {
         uid: String,
     },
+    /// Unicast publishes for users of one core (or node), answered item by item in order
+    /// (`Answer::Batch`); each user's messages get their seqs in item order.
+    PubBatch(Vec<PubItem>),
     /// A message a client sent with `POST /send` (one-way transports).
     Client {
         uid: String,
@@ -103,6 +119,7 @@ impl Request {
             | Request::Msg { uid }
             | Request::Disconnect { uid }
             | Request::Client { uid, .. } => Some(uid),
+            Request::PubBatch(items) => items.first().map(|i| i.to.as_str()),
             Request::PubChannel { .. } | Request::Stats => None,
         }
     }
@@ -123,6 +140,8 @@ pub enum Answer {
     Err(String),
     /// The owner node could not be reached in time (answered 503).
     Unavailable(String),
+    /// One answer per item of a `Request::PubBatch`, in item order.
+    Batch(Vec<Answer>),
 }
 
 pub enum CoreMsg {

@@ -2,29 +2,29 @@
 //! /disconnect): every core accepts on the admin port and routes each request to the core that
 //! owns its user. Runs on every core's executor.
 
+mod batch;
+mod conn;
 pub mod metrics;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::AsyncWriteExt;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use serde_json::{json, Value};
 
-use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
+use crate::http::head::{Method, RequestHead};
 use crate::http::query::query_param;
 use crate::http::response::{strip_body_for_head, write_response};
-use crate::msg::{Answer, Request};
+use crate::msg::{Answer, PubItem, Request};
 use crate::protocol::valid_id;
 use crate::router::Router;
-use crate::shard::DEFAULT_TTL;
-use crate::transport::{read_head, HeadRead};
+use crate::shard::{Shard, DEFAULT_TTL};
+use crate::stats::Counters;
 
 /// The live dashboard page (`GET /`), plain HTML and JS, no build step.
 const DASHBOARD: &str = include_str!("../../web/dashboard.html");
 
-/// An idle keep-alive admin connection is closed after this.
-const IDLE: Duration = Duration::from_secs(60);
 /// Largest accepted ttl: ten years.
 const MAX_TTL: u64 = 10 * 365 * 86_400;
 
@@ -32,7 +32,7 @@ pub async fn admin_loop(router: Rc<Router>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve(router.clone(), stream)).detach();
+                glommio::spawn_local(conn::serve(router.clone(), stream)).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept on admin port failed");
@@ -70,85 +70,19 @@ impl Response {
     }
 }
 
-async fn serve(router: Rc<Router>, mut stream: TcpStream) {
-    let shard = router.shard();
-    let mut buf = Vec::new();
-    let max_body = shard.cfg().max_message_bytes;
-    loop {
-        let first = buf.is_empty();
-        let limit = if first {
-            IDLE
-        } else {
-            Duration::from_millis(shard.cfg().head_timeout_ms)
-        };
-        let read = glommio::timer::timeout(limit, async {
-            Ok(read_head(&mut stream, &mut buf, MAX_HEAD_BYTES).await)
-        })
-        .await;
-        let (head, mut rest) = match read {
-            Ok(HeadRead::Head(h, rest)) => (h, rest),
-            Ok(HeadRead::Bad(e)) => {
-                shard.bump(&shard.stats().bad_request);
-                write_reply(
-                    &mut stream,
-                    Response::err(e.status(), e.reason()),
-                    false,
-                    false,
-                )
-                .await;
-                crate::transport::linger_close(&mut stream).await;
-                return;
-            }
-            Ok(HeadRead::Closed) | Ok(HeadRead::Io(_)) | Err(_) => return,
-        };
-        // Pipelined bytes beyond this request's body stay for the next one.
-        let len = head.content_length.unwrap_or(0);
-        if rest.len() > len {
-            buf = rest.split_off(len);
-        }
-        let body = match crate::transport::read_body(&mut stream, &head, rest, max_body).await {
-            Ok(b) => b,
-            Err((status, reason)) => {
-                shard.bump(&shard.stats().bad_request);
-                write_reply(&mut stream, Response::err(status, reason), false, false).await;
-                crate::transport::linger_close(&mut stream).await;
-                return;
-            }
-        };
-        let reply = route(&router, &head, body).await;
-        let head_only = head.method == Method::Head;
-        if !write_reply(&mut stream, reply, head.keep_alive, head_only).await || !head.keep_alive {
-            return;
-        }
-    }
-}
-
-/// Writes `r`; `head_only` (a `HEAD` request) leaves its body out but keeps its length
-/// (RFC 9110 §9.3.2).
-async fn write_reply(
-    stream: &mut TcpStream,
-    r: Response,
-    keep_alive: bool,
-    head_only: bool,
-) -> bool {
-    let mut out = Vec::with_capacity(r.body.len() + 200);
+/// Appends `r` to `out`; `head_only` (a `HEAD` request) leaves its body out but keeps its
+/// length (RFC 9110 §9.3.2).
+fn encode_reply(out: &mut Vec<u8>, r: &Response, keep_alive: bool, head_only: bool) {
+    let at = out.len();
     let allow = r.allow.as_deref().map(|a| ("Allow", a));
     let extra: &[(&str, &str)] = match &allow {
         Some(h) => std::slice::from_ref(h),
         None => &[],
     };
-    write_response(
-        &mut out,
-        r.status,
-        r.content_type,
-        extra,
-        &r.body,
-        keep_alive,
-    );
+    write_response(out, r.status, r.content_type, extra, &r.body, keep_alive);
     if head_only {
-        strip_body_for_head(&mut out, 0);
+        strip_body_for_head(out, at);
     }
-    stream.write_all(&out).await.is_ok()
 }
 
 /// A query parameter that must be a valid uid or channel id.
@@ -186,11 +120,10 @@ fn answer(a: Answer) -> Response {
     }
 }
 
-async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Response {
-    let shard = router.shard();
-    let stats = shard.stats();
-    let counter = match head.path.as_str() {
-        "/pub" => &stats.req_pub,
+/// The `/stats` request counter of `path`.
+fn request_counter<'a>(stats: &'a Counters, path: &str) -> &'a Cell<u64> {
+    match path {
+        "/pub" | "/pub/batch" => &stats.req_pub,
         "/sub" => &stats.req_sub,
         "/unsub" => &stats.req_unsub,
         "/msg" => &stats.req_msg,
@@ -201,10 +134,27 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
         "/disconnect" => &stats.req_disconnect,
         "/" => &stats.req_dashboard,
         _ => &stats.req_other,
-    };
-    shard.bump(counter);
+    }
+}
+
+/// Counts a failed answer (404s are not errors of the server or of a request's input).
+fn count_outcome(shard: &Shard, status: u16) {
+    if status >= 400 && status != 404 {
+        let stats = shard.stats();
+        shard.bump(if status >= 500 {
+            &stats.error
+        } else {
+            &stats.bad_request
+        });
+    }
+}
+
+async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Response {
+    let shard = router.shard();
+    shard.bump(request_counter(shard.stats(), &head.path));
     let res = match head.path.as_str() {
         "/pub" => publish(router, head, body).await,
+        "/pub/batch" => batch::publish_batch(router, head, &body).await,
         "/sub" | "/unsub" => subscription(router, head).await,
         "/msg" => offline(router, head).await,
         "/shard" => where_is(router, head),
@@ -224,13 +174,7 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
         _ => Err(Response::err(404, "not found")),
     };
     let reply = res.unwrap_or_else(|r| r);
-    if reply.status >= 400 && reply.status != 404 {
-        shard.bump(if reply.status >= 500 {
-            &stats.error
-        } else {
-            &stats.bad_request
-        });
-    }
+    count_outcome(shard, reply.status);
     reply
 }
 
@@ -262,11 +206,14 @@ async fn health(router: &Router) -> Response {
     }
 }
 
-async fn publish(
-    router: &Rc<Router>,
-    head: &RequestHead,
-    body: Vec<u8>,
-) -> Result<Response, Response> {
+/// A `/pub` request checked: a message for one user (batchable) or for a channel.
+enum Publish {
+    User(PubItem),
+    Channel(Request),
+}
+
+/// Checks a `/pub` request's method, parameters and body.
+fn parse_pub(head: &RequestHead, body: Vec<u8>) -> Result<Publish, Response> {
     method_is(head, &[Method::Post])?;
     let from = id_param(head, "from")?;
     let ttl = match opt_param(head, "ttl")? {
@@ -279,37 +226,60 @@ async fn publish(
     let body = String::from_utf8(body).map_err(|_| Response::err(400, "body must be UTF-8"))?;
     let to = opt_param(head, "to")?;
     let channel = opt_param(head, "channel")?;
+    target(to, channel, from, body, ttl, None)
+}
+
+/// The message for `to` or for `channel` (exactly one given, a valid id), as `/pub` and each
+/// `/pub/batch` line check it.
+fn target(
+    to: Option<String>,
+    channel: Option<String>,
+    from: String,
+    body: String,
+    ttl: u64,
+    idempotency_key: Option<String>,
+) -> Result<Publish, Response> {
     match (to, channel) {
         (Some(_), Some(_)) => Err(Response::err(400, "give either to or channel, not both")),
         (None, None) => Err(Response::err(400, "missing to or channel")),
-        (Some(to), None) => {
-            if !valid_id(&to) {
-                return Err(Response::err(400, "invalid to"));
-            }
-            let key = to.clone();
-            let req = Request::PubUser {
-                to,
-                from,
-                body,
-                ttl,
-            };
-            Ok(answer(router.call_user(&key, req).await))
-        }
-        (None, Some(channel)) => {
-            if !valid_id(&channel) {
-                return Err(Response::err(400, "invalid channel"));
-            }
-            let req = Request::PubChannel {
-                channel,
-                from,
-                body,
-                ttl,
-            };
-            // Every core of every node delivers to its own members; answer once all have
-            // stored theirs.
-            Ok(answer(router.publish_channel_cluster(req).await))
-        }
+        (Some(to), None) if valid_id(&to) => Ok(Publish::User(PubItem {
+            to,
+            from,
+            body,
+            ttl,
+            idempotency_key,
+        })),
+        (Some(_), None) => Err(Response::err(400, "invalid to")),
+        (None, Some(channel)) if valid_id(&channel) => Ok(Publish::Channel(Request::PubChannel {
+            channel,
+            from,
+            body,
+            ttl,
+        })),
+        (None, Some(_)) => Err(Response::err(400, "invalid channel")),
     }
+}
+
+async fn publish(
+    router: &Rc<Router>,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Result<Response, Response> {
+    Ok(match parse_pub(head, body)? {
+        Publish::User(item) => {
+            let key = item.to.clone();
+            let req = Request::PubUser {
+                to: item.to,
+                from: item.from,
+                body: item.body,
+                ttl: item.ttl,
+            };
+            answer(router.call_user(&key, req).await)
+        }
+        // Every core of every node delivers to its own members; answer once all have
+        // stored theirs.
+        Publish::Channel(req) => answer(router.publish_channel_cluster(req).await),
+    })
 }
 
 async fn subscription(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {

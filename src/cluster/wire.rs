@@ -7,7 +7,7 @@
 
 use super::NodeId;
 use crate::ids::ShardId;
-use crate::msg::{Answer, Request};
+use crate::msg::{Answer, PubItem, Request};
 use crate::protocol::{ClientMessage, MsgType};
 
 pub const MAGIC: &[u8; 3] = b"IPB";
@@ -156,6 +156,17 @@ fn encode_req(w: &mut W, r: &Request) {
         }
         // Stats are per node; this variant never crosses the bus.
         Request::Stats => w.u8(8),
+        Request::PubBatch(items) => {
+            w.u8(9);
+            w.0.extend_from_slice(&(items.len() as u32).to_le_bytes());
+            for i in items {
+                w.str(&i.to);
+                w.str(&i.from);
+                w.str(&i.body);
+                w.u64(i.ttl);
+                w.opt(&i.idempotency_key);
+            }
+        }
     }
 }
 
@@ -199,6 +210,13 @@ fn encode_rep(w: &mut W, r: &Answer) {
             w.u8(7);
             w.str(e);
         }
+        Answer::Batch(list) => {
+            w.u8(8);
+            w.0.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for a in list {
+                encode_rep(w, a);
+            }
+        }
     }
 }
 
@@ -237,6 +255,15 @@ impl<'a> R<'a> {
             1 => Ok(Some(self.str()?)),
             _ => Err(WireError::Malformed),
         }
+    }
+    /// A list length, refused when the rest of the frame cannot hold `n` entries of at least
+    /// `min` bytes each.
+    fn count(&mut self, min: usize) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n > (self.b.len() - self.p) / min {
+            return Err(WireError::Malformed);
+        }
+        Ok(n)
     }
     fn opt_u64(&mut self) -> Result<Option<u64>, WireError> {
         match self.u8()? {
@@ -317,21 +344,51 @@ fn decode_req(r: &mut R<'_>) -> Result<Request, WireError> {
             };
             Request::Client { uid, msg }
         }
+        9 => {
+            // to, from, body (4 bytes each at least), ttl, key flag.
+            let n = r.count(21)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                items.push(PubItem {
+                    to: r.str()?,
+                    from: r.str()?,
+                    body: r.str()?,
+                    ttl: r.u64()?,
+                    idempotency_key: r.opt()?,
+                });
+            }
+            Request::PubBatch(items)
+        }
         _ => return Err(WireError::Malformed),
     })
 }
 
 fn decode_rep(r: &mut R<'_>) -> Result<Answer, WireError> {
     Ok(match r.u8()? {
+        8 => {
+            let n = r.count(1)?;
+            let mut list = Vec::with_capacity(n);
+            for _ in 0..n {
+                list.push(decode_item_rep(r)?);
+            }
+            Answer::Batch(list)
+        }
+        _ => {
+            r.p -= 1;
+            decode_item_rep(r)?
+        }
+    })
+}
+
+/// One answer that is not a batch (batches do not nest).
+fn decode_item_rep(r: &mut R<'_>) -> Result<Answer, WireError> {
+    Ok(match r.u8()? {
         1 => Answer::Ok,
         2 => Answer::Seq(r.opt_u64()?),
         3 => Answer::Count(r.u64()?),
         4 => {
-            let n = r.u32()? as usize;
             // Each entry takes at least 4 bytes: refuse counts the frame cannot hold.
-            if n > (r.b.len() - r.p) / 4 {
-                return Err(WireError::Malformed);
-            }
+            let n = r.count(4)?;
             let mut list = Vec::with_capacity(n);
             for _ in 0..n {
                 list.push(r.str()?);
@@ -393,6 +450,31 @@ mod tests {
             Body::Answer(Answer::Seq(Some(9)))
         ));
         assert!(matches!(round(Body::Ping).body, Body::Ping));
+        let item = PubItem {
+            to: "u1".into(),
+            from: "op".into(),
+            body: "b\n".into(),
+            ttl: 0,
+            idempotency_key: Some("k-1".into()),
+        };
+        let plain = PubItem {
+            idempotency_key: None,
+            ..item.clone()
+        };
+        let f = round(Body::Request(Request::PubBatch(vec![
+            item.clone(),
+            plain.clone(),
+        ])));
+        assert!(matches!(f.body, Body::Request(Request::PubBatch(ref v)) if *v == [item, plain]));
+        let f = round(Body::Answer(Answer::Batch(vec![
+            Answer::Seq(Some(3)),
+            Answer::Unavailable("x".into()),
+        ])));
+        assert!(matches!(
+            f.body,
+            Body::Answer(Answer::Batch(ref v))
+                if matches!(v[..], [Answer::Seq(Some(3)), Answer::Unavailable(_)])
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! fan-out and stats gathering. It acts on the core's `Shard` for work that lands here. Runs on
 //! its core's executor only.
 
+mod batch;
 mod client;
 mod fanout;
 mod nodes;
@@ -271,6 +272,7 @@ impl Router {
                 let rates = (shard.id().0 == 0).then(|| shard.sampler().borrow().rates.clone());
                 Answer::Stats(Box::new((shard.id(), shard.stats().snapshot(), rates)))
             }
+            Request::PubBatch(items) => self.publish_local_batch(items).await,
             Request::Client { .. } => Answer::Err("client message routed as local work".into()),
         }
     }
