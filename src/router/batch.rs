@@ -3,7 +3,9 @@
 //! run concurrently, answered item by item in order. Part of the router; runs on the core's
 //! executor.
 
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
+use std::task::Poll;
 
 use futures_util::future::join_all;
 
@@ -60,14 +62,23 @@ impl Router {
     }
 
     /// The owner core's part: every item's publish starts in item order (each takes its seq
-    /// in its first step), then all wait for their storage writes together (one group commit).
+    /// in its first step), then all wait for their storage writes together: the store is
+    /// corked for that first poll, so the batch is one group write, not a `pwrite` per item.
     pub(super) async fn publish_local_batch(&self, items: Vec<PubItem>) -> Answer {
         let shard = &self.shard;
         let runs = items.iter().map(|i| {
             tracing::trace!(to = %i.to, key = ?i.idempotency_key, "batched publish");
             shard.publish_user(&i.to, &i.from, &i.body, i.ttl)
         });
-        let done = join_all(runs).await;
+        let mut all = std::pin::pin!(join_all(runs));
+        let cork = items.len() > 1;
+        shard.cork_store(cork);
+        let first = poll_fn(|cx| Poll::Ready(all.as_mut().poll(cx))).await;
+        shard.cork_store(false);
+        let done = match first {
+            Poll::Ready(done) => done,
+            Poll::Pending => all.await,
+        };
         Answer::Batch(
             done.into_iter()
                 .map(|r| r.map_or_else(storage_err, Answer::Seq))

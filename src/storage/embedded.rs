@@ -72,6 +72,9 @@ struct Inner {
     failed: OnceCell<String>,
     /// The committer has stopped (after `Close`).
     closed: Cell<bool>,
+    /// Set while a batch of publishes starts (in one poll): their appends queue for the
+    /// committer, one group write, instead of a `pwrite` each.
+    corked: Cell<bool>,
     waiters: RefCell<Vec<(u64, Waker)>>,
     segment: Cell<u64>,
     since_snapshot: Cell<u64>,
@@ -83,6 +86,13 @@ struct Inner {
 
 pub struct EmbeddedStore {
     inner: Rc<Inner>,
+}
+
+impl EmbeddedStore {
+    /// While `on`, appends wait for the committer's group write (see `Inner::corked`).
+    pub fn set_corked(&self, on: bool) {
+        self.inner.corked.set(on);
+    }
 }
 
 /// What recovery found, for the start-up log.
@@ -132,6 +142,7 @@ impl EmbeddedStore {
             written: Cell::new(0),
             failed: OnceCell::new(),
             closed: Cell::new(false),
+            corked: Cell::new(false),
             waiters: RefCell::default(),
             segment: Cell::new(next_segment),
             since_snapshot: Cell::new(0),
@@ -185,7 +196,11 @@ impl Inner {
     /// for each delivery). `None`:
     /// queue it for the committer (`--fsync=always` keeps the group commit for its fsync).
     fn append_inline(&self, bytes: &[u8]) -> Option<u64> {
-        if self.closed.get() || self.failed.get().is_some() || !self.ops.borrow().is_empty() {
+        if self.closed.get()
+            || self.corked.get()
+            || self.failed.get().is_some()
+            || !self.ops.borrow().is_empty()
+        {
             return None;
         }
         let mut slot = self.writer.borrow_mut();
