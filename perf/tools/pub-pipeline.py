@@ -80,7 +80,8 @@ def main():
     status_c = Marker(b'"status":')
 
     def reader():
-        while not state["done"] or state["answers"] < len(sent_msgs):
+        # Until every message sent has its answer (a batch's lines may trail its head).
+        while not state["done"] or state["ok"] + state["failed"] < sum(sent_msgs):
             data = sock.recv(1 << 20)
             if not data:
                 break
