@@ -245,6 +245,14 @@ pub struct Config {
     #[arg(long, default_value_t = 65536)]
     pub max_message_bytes: usize,
 
+    /// Most lines of one /pub/batch body (1-100000)
+    #[arg(long, default_value_t = 10_000)]
+    pub max_batch_lines: usize,
+
+    /// Most bytes of one /pub/batch body (1024-16777216; a forwarded batch must fit a bus frame)
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+
     /// Seconds of silence after which the server sends a heartbeat {"y":0} (1-3600)
     #[arg(long, default_value_t = 30)]
     pub heartbeat_interval_s: u64,
@@ -329,6 +337,8 @@ impl fmt::Debug for Config {
             .field("nodes", &self.nodes)
             .field("max_offline_msg_num", &self.max_offline_msg_num)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_batch_lines", &self.max_batch_lines)
+            .field("max_batch_bytes", &self.max_batch_bytes)
             .field("heartbeat_interval_s", &self.heartbeat_interval_s)
             .field("user_idle_s", &self.user_idle_s)
             .field("log_level", &self.log_level)
@@ -526,6 +536,13 @@ fn validate(
         "max_message_bytes",
         cfg.max_message_bytes,
         64,
+        MAX_MESSAGE_BYTES_LIMIT,
+    )?;
+    check_range("max_batch_lines", cfg.max_batch_lines, 1, 100_000)?;
+    check_range(
+        "max_batch_bytes",
+        cfg.max_batch_bytes,
+        1024,
         MAX_MESSAGE_BYTES_LIMIT,
     )?;
     check_range("heartbeat_interval_s", cfg.heartbeat_interval_s, 1, 3600)?;
@@ -751,6 +768,7 @@ mod tests {
         assert!(c.nodes.is_empty() && c.self_node().is_none());
         assert_eq!(c.max_offline_msg_num, 100);
         assert_eq!(c.max_message_bytes, 65536);
+        assert_eq!((c.max_batch_lines, c.max_batch_bytes), (10_000, 16 << 20));
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(30));
         assert_eq!(c.user_idle_s, 300);
         assert_eq!(c.log_level, LogLevel::Info);
@@ -830,6 +848,8 @@ mod tests {
         let any = parse(&["--client_port=0", "--admin_port=0", "--bus_port=0"]).unwrap();
         assert_eq!((any.client_port, any.admin_port, any.bus_port), (0, 0, 0));
         assert!(err(&["--max_offline_msg_num=0"]).contains("--max_offline_msg_num"));
+        assert!(err(&["--max_batch_lines=0"]).contains("--max_batch_lines"));
+        assert!(err(&["--max_batch_bytes=100"]).contains("--max_batch_bytes"));
         assert!(err(&["--max_offline_msg_num=100001"]).contains("--max_offline_msg_num"));
         assert!(err(&["--heartbeat_interval_s=0"]).contains("--heartbeat_interval_s"));
         assert!(err(&["--heartbeat_interval_s=3601"]).contains("--heartbeat_interval_s"));

@@ -59,6 +59,33 @@ impl Drop for Handoff {
     }
 }
 
+/// One message of a batch of unicast publishes (pipelined `/pub?to=` requests or the lines of
+/// `/pub/batch`) for one owner core or node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubItem {
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub ttl: u64,
+    /// Checked by `check_key`. An item with a key never goes into a `Request::PubBatch`: it is
+    /// published alone through `Router::publish`, to the core that decides for its key (the
+    /// bus decoder refuses a batch item that has one).
+    pub idempotency_key: Option<String>,
+}
+
+impl PubItem {
+    /// The `PubUser` request of this item, and its key.
+    pub fn into_request(self) -> (Request, Option<String>) {
+        let req = Request::PubUser {
+            to: self.to,
+            from: self.from,
+            body: self.body,
+            ttl: self.ttl,
+        };
+        (req, self.idempotency_key)
+    }
+}
+
 /// Work for the core that owns a user (or, for channels, for every core).
 #[derive(Debug, Clone)]
 pub enum Request {
@@ -94,6 +121,9 @@ pub enum Request {
     Disconnect {
         uid: String,
     },
+    /// Unicast publishes for users of one core (or node), answered item by item in order
+    /// (`Answer::Batch`); each user's messages get their seqs in item order.
+    PubBatch(Vec<PubItem>),
     /// A message a client sent with `POST /send` (one-way transports).
     Client {
         uid: String,
@@ -117,6 +147,7 @@ impl Request {
             | Request::Msg { uid }
             | Request::Disconnect { uid }
             | Request::Client { uid, .. } => Some(uid),
+            Request::PubBatch(items) => items.first().map(|i| i.to.as_str()),
             Request::Keyed { req, .. } => req.destination(),
             Request::PubChannel { .. } | Request::Stats | Request::Latency | Request::Health => {
                 None
@@ -157,6 +188,8 @@ pub enum Answer {
     Replayed(Box<Answer>),
     /// Refused with this 4xx status and reason (a bad, reused or unplaceable idempotency key).
     Refused(u16, String),
+    /// One answer per item of a `Request::PubBatch`, in item order.
+    Batch(Vec<Answer>),
 }
 
 pub enum CoreMsg {

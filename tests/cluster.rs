@@ -425,6 +425,69 @@ fn a_dead_node_gives_503_and_heals(mut c: Cluster) {
     );
 }
 
+/// `/pub/batch` on one node: the lines of other nodes' users go to each node in one bus
+/// request, each user's lines keep their order, and a dead node's lines answer 503 alone.
+#[test]
+fn a_batch_reaches_users_on_every_node_in_order() {
+    let mut c = Cluster::start(3);
+    let users: Vec<String> = (0..3)
+        .flat_map(|i| ["ba", "bb"].map(|p| (i, p)))
+        .map(|(i, p)| c.uid_on(i, p))
+        .collect();
+    let line = |u: &str, b: &str| format!("{}\n", json!({"to": u, "from": "op", "b": b}));
+    let mut body: String = (0..60)
+        .map(|k| line(&users[k % 6], &format!("n{}", k / 6)))
+        .collect();
+    body.push_str("{\"to\":\"\",\"from\":\"op\",\"b\":\"x\"}\n");
+    let answers = |v: Value| -> Vec<Value> {
+        let text = v.as_str().expect("an NDJSON body").to_string();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (st, v) = c.post(0, "/pub/batch", &body);
+    assert_eq!(st, 200);
+    let lines = answers(v);
+    assert_eq!(lines.len(), 61);
+    assert!(
+        lines[..60]
+            .iter()
+            .all(|l| *l == json!({"result":"ok","status":200})),
+        "{lines:?}"
+    );
+    assert_eq!(lines[60], json!({"error":"invalid to","status":400}));
+    for u in &users {
+        let (_, v) = c.get(1, &format!("/msg?uid={u}"));
+        let got: Vec<(u64, String)> = v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let m: Value = serde_json::from_str(m.as_str().unwrap()).unwrap();
+                (
+                    m["s"].as_u64().unwrap(),
+                    m["b"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, String)> = (0..10).map(|k| (k + 1, format!("n{k}"))).collect();
+        assert_eq!(got, want, "{u}");
+    }
+    c.kill(2);
+    let body: String = users.iter().map(|u| line(u, "after")).collect();
+    let (st, v) = c.post(0, "/pub/batch", &body);
+    assert_eq!(st, 200);
+    let lines = answers(v);
+    for (k, l) in lines.iter().enumerate() {
+        let want = if k >= 4 {
+            json!({"error":"node n3 unavailable","status":503})
+        } else {
+            json!({"result":"ok","status":200})
+        };
+        assert_eq!(*l, want, "line {k}");
+    }
+}
+
 #[test]
 fn foreign_bus_frames_are_counted_and_dropped() {
     let c = Cluster::start(2);

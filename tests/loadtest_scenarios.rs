@@ -217,6 +217,68 @@ fn scenarios_deliver_everything_once_in_order() {
     check(&r, 300, 0);
 }
 
+/// `--pipeline` (requests in flight per admin connection) and `--batch` (`/pub/batch`):
+/// every message delivered once, in order, every publish acknowledged.
+#[test]
+fn pipelined_and_batched_publishing_deliver_everything() {
+    let bin = loadtest_bin();
+    let s = Server::start(&[]);
+    let runs: [&[&str]; 3] = [
+        &[
+            "unicast",
+            "--users",
+            "200",
+            "--messages",
+            "2000",
+            "--pub-conns",
+            "1",
+            "--pipeline",
+            "32",
+            "--window",
+            "512",
+        ],
+        &[
+            "unicast",
+            "--users",
+            "200",
+            "--messages",
+            "3000",
+            "--pub-conns",
+            "2",
+            "--batch",
+            "100",
+            "--pipeline",
+            "2",
+            "--window",
+            "1000",
+        ],
+        &[
+            "fanout",
+            "--subscribers",
+            "100",
+            "--messages",
+            "300",
+            "--pub-conns",
+            "1",
+            "--batch",
+            "20",
+            "--window",
+            "64",
+        ],
+    ];
+    for args in runs {
+        let r = run(&bin, &s, args);
+        let (streams, msgs): (u64, u64) = (args[2].parse().unwrap(), args[4].parse().unwrap());
+        let expected = if args[0] == "fanout" {
+            streams * msgs
+        } else {
+            msgs
+        };
+        check(&r, streams, expected);
+        assert_eq!(r["publish"]["published"], msgs, "{args:?}: {r}");
+    }
+}
+
 /// `--auth_secret` makes every stream's password an HS256 JWT for its uid, which a server
 /// with `--auth=jwt` and the same secret accepts (scenarios, `hold` in-process and through a
 /// worker process); with a wrong secret, or none, every stream is refused (401) and the run

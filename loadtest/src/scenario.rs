@@ -12,8 +12,8 @@ use crate::http::{self, query_escape};
 use crate::latency::ScenarioReport;
 use crate::net::{open_socket, resolve};
 use crate::scenario_wire::{
-    client_frame, is_uid, make_body, parse_body, parse_response, scan_msg, Decoder, Framing, Rng,
-    UrlTemplate,
+    client_frame, is_uid, make_body, parse_body, parse_response, scan_msg, Decoder, Framing,
+    Response, Rng, UrlTemplate,
 };
 use crate::sys;
 use crate::transport::{self, Transport};
@@ -75,6 +75,10 @@ pub struct Opts {
     pub progress: bool,
     /// Admin request (subscribe, publish) deadline.
     pub request_timeout: Duration,
+    /// Requests in flight on one admin connection (HTTP/1.1 pipelining); 1 = one at a time.
+    pub pipeline: usize,
+    /// Messages per `POST /pub/batch` request (ipush only); 1 = one `/pub` each.
+    pub batch: usize,
 }
 
 const FD_MARGIN: u64 = 64;
@@ -128,13 +132,24 @@ enum AState {
     Busy,
 }
 
+/// One request written and not answered yet: its jobs (several for a `/pub/batch`).
+struct Flight {
+    jobs: Vec<Job>,
+    batch: bool,
+    sent_at: Instant,
+}
+
 struct Admin {
     sock: Option<TcpStream>,
+    /// Idle: connected with room for another request (`--pipeline`); Busy: full.
     state: AState,
+    /// Requests not yet fully written, from `off`.
     req: Vec<u8>,
     off: usize,
     resp: Vec<u8>,
-    job: Option<Job>,
+    /// Requests in flight, oldest first (answers come in this order).
+    inflight: VecDeque<Flight>,
+    /// When the connect started (Connecting).
     sent_at: Instant,
 }
 
@@ -300,7 +315,7 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
             req: Vec::new(),
             off: 0,
             resp: Vec::new(),
-            job: None,
+            inflight: VecDeque::new(),
             sent_at: Instant::now(),
         });
     }
@@ -1011,6 +1026,33 @@ impl Runner {
         }
     }
 
+    /// A `/pub/batch` request: one NDJSON line per message.
+    fn batch_request(&self, jobs: &[Job]) -> Vec<u8> {
+        let mut body = String::new();
+        for job in jobs {
+            let Job::Pub(n) = *job else { continue };
+            let b = make_body(n as u64, now_nanos(), self.o.body_bytes);
+            match self.o.kind {
+                Kind::Fanout => body.push_str(&format!(
+                    "{{\"channel\":{},\"from\":\"lt\",\"b\":\"{b}\"}}\n",
+                    serde_json::Value::from(self.o.channel.as_str())
+                )),
+                _ => body.push_str(&format!(
+                    "{{\"to\":{},\"from\":\"lt\",\"b\":\"{b}\"}}\n",
+                    serde_json::Value::from(self.uid(self.dest[n as usize] as usize))
+                )),
+            }
+        }
+        let host = &self.admin_host;
+        let mut v = format!(
+            "POST /pub/batch HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        v.extend_from_slice(body.as_bytes());
+        v
+    }
+
     fn admin_request(&self, job: Job) -> Vec<u8> {
         let host = &self.admin_host;
         match job {
@@ -1060,26 +1102,52 @@ impl Runner {
             match self.admins[j].state {
                 AState::Down => self.admin_connect(j),
                 AState::Idle => {
-                    let job = self.jobs.pop_front().expect("job");
-                    let req = self.admin_request(job);
-                    if let Job::Pub(n) = job {
-                        self.ev += 1;
-                        self.send_ev[n as usize] = self.ev;
-                        if self.first_pub.is_none() {
-                            self.first_pub = Some(now);
-                        }
+                    while !self.jobs.is_empty() && self.admins[j].inflight.len() < self.o.pipeline {
+                        self.send_next(j, now);
                     }
-                    let a = &mut self.admins[j];
-                    a.req = req;
-                    a.off = 0;
-                    a.job = Some(job);
-                    a.sent_at = Instant::now();
-                    a.state = AState::Busy;
+                    if self.admins[j].inflight.len() >= self.o.pipeline {
+                        self.admins[j].state = AState::Busy;
+                    }
                     self.admin_write(j);
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Queues the next request on admin connection `j`: one job, or with `--batch` up to
+    /// that many publishes in one `/pub/batch`.
+    fn send_next(&mut self, j: usize, now: Instant) {
+        let mut jobs = vec![self.jobs.pop_front().expect("job")];
+        let batch = self.o.batch > 1 && matches!(jobs[0], Job::Pub(_)) && !self.is_generic();
+        while batch && jobs.len() < self.o.batch && matches!(self.jobs.front(), Some(Job::Pub(_))) {
+            jobs.extend(self.jobs.pop_front());
+        }
+        let req = if batch {
+            self.batch_request(&jobs)
+        } else {
+            self.admin_request(jobs[0])
+        };
+        for job in &jobs {
+            if let Job::Pub(n) = *job {
+                self.ev += 1;
+                self.send_ev[n as usize] = self.ev;
+                if self.first_pub.is_none() {
+                    self.first_pub = Some(now);
+                }
+            }
+        }
+        let a = &mut self.admins[j];
+        if a.off == a.req.len() {
+            a.req.clear();
+            a.off = 0;
+        }
+        a.req.extend_from_slice(&req);
+        a.inflight.push_back(Flight {
+            jobs,
+            batch,
+            sent_at: Instant::now(),
+        });
     }
 
     fn admin_token(&self, j: usize) -> Token {
@@ -1121,7 +1189,10 @@ impl Runner {
         }
         a.state = AState::Down;
         a.resp.clear();
-        if let Some(job) = a.job.take() {
+        a.req.clear();
+        a.off = 0;
+        let lost: Vec<Job> = a.inflight.drain(..).flat_map(|f| f.jobs).collect();
+        for job in lost {
             self.job_failed(job, why);
         }
     }
@@ -1179,7 +1250,7 @@ impl Runner {
                 Err(_) => return self.admin_down(j, "connect"),
             }
         }
-        if self.admins[j].state == AState::Busy {
+        if !self.admins[j].inflight.is_empty() {
             self.admin_write(j);
         }
         loop {
@@ -1197,56 +1268,93 @@ impl Runner {
                 break; // drained (see read_stream)
             }
         }
+        while self.admin_answer(j) {}
+    }
+
+    /// Acts on the answer at the front of connection `j`'s input, if complete; false when
+    /// there is none (yet) or the connection went down.
+    fn admin_answer(&mut self, j: usize) -> bool {
         let a = &mut self.admins[j];
         if a.resp.is_empty() {
-            return;
+            return false;
         }
-        match parse_response(&a.resp) {
-            Ok(None) => {}
-            Err(e) => self.admin_down(j, &e),
-            Ok(Some(resp)) => {
-                a.resp.drain(..resp.len);
-                let job = a.job.take();
-                let rtt = a.sent_at.elapsed();
-                a.state = AState::Idle;
-                if resp.close {
-                    self.admin_down(j, "close");
+        let resp = match parse_response(&a.resp) {
+            Ok(None) => return false,
+            Err(e) => {
+                self.admin_down(j, &e);
+                return false;
+            }
+            Ok(Some(resp)) => resp,
+        };
+        a.resp.drain(..resp.len);
+        let flight = a.inflight.pop_front();
+        if a.state == AState::Busy {
+            a.state = AState::Idle;
+        }
+        if resp.close {
+            self.admin_down(j, "close");
+        }
+        let Some(flight) = flight else {
+            return !resp.close;
+        };
+        let rtt = flight.sent_at.elapsed();
+        if flight.batch {
+            self.batch_answered(&flight.jobs, &resp, rtt);
+        } else {
+            let ok = (200..300).contains(&resp.status);
+            self.job_answered(flight.jobs[0], resp.status, ok, &resp.body, rtt);
+        }
+        !resp.close
+    }
+
+    /// A `/pub/batch` answer: one NDJSON line per job, each with its own status.
+    fn batch_answered(&mut self, jobs: &[Job], resp: &Response, rtt: Duration) {
+        let lines: Vec<&[u8]> = resp
+            .body
+            .split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        for (k, job) in jobs.iter().enumerate() {
+            let (status, line) = match lines.get(k) {
+                Some(l) if resp.status == 200 => (line_status(l), *l),
+                _ => (resp.status, &resp.body[..]),
+            };
+            self.job_answered(*job, status, status == 200, line, rtt);
+        }
+    }
+
+    fn job_answered(&mut self, job: Job, status: u16, ok: bool, body: &[u8], rtt: Duration) {
+        match job {
+            Job::Sub(_) => {
+                self.sub_done += 1;
+                if ok {
+                    self.r.subscribed += 1;
+                } else {
+                    self.r.subscribe_failed += 1;
                 }
-                let Some(job) = job else { return };
-                let ok = (200..300).contains(&resp.status);
-                match job {
-                    Job::Sub(_) => {
-                        self.sub_done += 1;
-                        if ok {
-                            self.r.subscribed += 1;
-                        } else {
-                            self.r.subscribe_failed += 1;
-                        }
-                    }
-                    Job::Pub(n) => {
-                        self.pub_done += 1;
-                        *self.r.publish_statuses.entry(resp.status).or_insert(0) += 1;
-                        let _ = self
-                            .r
-                            .publish_latency_us
-                            .record((rtt.as_micros() as u64).clamp(1, 3_600_000_000));
-                        if ok {
-                            self.last_ack = Some(Instant::now());
-                            self.r.published += 1;
-                            self.ev += 1;
-                            self.ack_ev[n as usize] = self.ev;
-                            self.acked[n as usize] = true;
-                        } else {
-                            self.r.publish_failed += 1;
-                            let body = String::from_utf8_lossy(&resp.body);
-                            let body: String = body.chars().take(80).collect();
-                            *self
-                                .r
-                                .stream_errors
-                                .entry(format!("publish {}: {body}", resp.status))
-                                .or_insert(0) += 1;
-                        }
-                    }
+            }
+            Job::Pub(n) => {
+                self.pub_done += 1;
+                *self.r.publish_statuses.entry(status).or_insert(0) += 1;
+                let _ = self
+                    .r
+                    .publish_latency_us
+                    .record((rtt.as_micros() as u64).clamp(1, 3_600_000_000));
+                if ok {
+                    self.last_ack = Some(Instant::now());
+                    self.r.published += 1;
+                    self.ev += 1;
+                    self.ack_ev[n as usize] = self.ev;
+                    self.acked[n as usize] = true;
+                } else {
+                    self.r.publish_failed += 1;
+                    let body = String::from_utf8_lossy(body);
+                    let body: String = body.chars().take(80).collect();
+                    *self
+                        .r
+                        .stream_errors
+                        .entry(format!("publish {status}: {body}"))
+                        .or_insert(0) += 1;
                 }
             }
         }
@@ -1268,11 +1376,29 @@ impl Runner {
         }
         for j in 0..self.admins.len() {
             let a = &self.admins[j];
-            if matches!(a.state, AState::Busy | AState::Connecting)
-                && now.duration_since(a.sent_at) >= self.o.request_timeout
-            {
+            let since = match a.inflight.front() {
+                Some(f) => Some(f.sent_at),
+                None => (a.state == AState::Connecting).then_some(a.sent_at),
+            };
+            if since.is_some_and(|t| now.duration_since(t) >= self.o.request_timeout) {
                 self.admin_down(j, "timeout");
             }
         }
     }
+}
+
+/// The `"status":N` of one `/pub/batch` answer line (0 if it has none).
+fn line_status(line: &[u8]) -> u16 {
+    let key = b"\"status\":";
+    line.windows(key.len())
+        .position(|w| w == key)
+        .and_then(|i| {
+            let digits = &line[i + key.len()..];
+            let end = digits
+                .iter()
+                .position(|c| !c.is_ascii_digit())
+                .unwrap_or(digits.len());
+            std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+        })
+        .unwrap_or(0)
 }

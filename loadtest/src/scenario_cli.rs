@@ -32,6 +32,14 @@ pub struct CommonArgs {
     /// Keep-alive admin connections publishing (and subscribing) in parallel.
     #[arg(long, default_value_t = 4)]
     pub pub_conns: usize,
+    /// Requests in flight on each admin connection (HTTP/1.1 pipelining; 1 = wait for each
+    /// answer). The --window still bounds the messages in flight.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Messages per request through `POST /pub/batch` (NDJSON, ipush only; 1 = one `/pub`
+    /// request per message).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Uids are PREFIX0..PREFIX{N-1} [default: `lt<random>-`, fresh every run].
     #[arg(long)]
     pub uid_prefix: Option<String>,
@@ -140,6 +148,12 @@ fn run(
         ensure!(r.is_finite() && r > 0.0, "--rate must be > 0");
     }
     ensure!(a.window > 0, "--window must be > 0");
+    ensure!(a.pipeline > 0, "--pipeline must be > 0");
+    ensure!(a.batch > 0, "--batch must be > 0");
+    ensure!(
+        a.batch == 1 || a.pub_url_template.is_none(),
+        "--batch needs ipush's /pub/batch: not with --pub-url-template"
+    );
     ensure!(a.connect_rate > 0, "--connect-rate must be > 0");
     ensure!(
         a.hold_secs.is_finite() && a.hold_secs >= 0.0,
@@ -208,6 +222,8 @@ fn run(
         pids,
         progress: !a.quiet,
         request_timeout: Duration::from_secs_f64(a.request_timeout_secs),
+        pipeline: a.pipeline,
+        batch: a.batch,
     };
     let report = scenario::run(opts)?;
     if let Some(path) = &a.hist_out {

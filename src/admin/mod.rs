@@ -2,30 +2,30 @@
 //! /disconnect): every core accepts on the admin port and routes each request to the core that
 //! owns its user. Runs on every core's executor.
 
+mod batch;
+mod conn;
 pub mod metrics;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::AsyncWriteExt;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use serde_json::{json, Value};
 
-use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
+use crate::http::head::{Method, RequestHead};
 use crate::http::query::query_param;
 use crate::http::response::{strip_body_for_head, write_response};
-use crate::msg::{Answer, Request};
+use crate::msg::{Answer, PubItem, Request};
 use crate::protocol::valid_id;
 use crate::router::Router;
 use crate::shard::idem::check_key;
-use crate::shard::DEFAULT_TTL;
-use crate::transport::{read_head, HeadRead};
+use crate::shard::{Shard, DEFAULT_TTL};
+use crate::stats::Counters;
 
 /// The live dashboard page (`GET /`), plain HTML and JS, no build step.
 const DASHBOARD: &str = include_str!("../../web/dashboard.html");
 
-/// An idle keep-alive admin connection is closed after this.
-const IDLE: Duration = Duration::from_secs(60);
 /// Largest accepted ttl: ten years.
 const MAX_TTL: u64 = 10 * 365 * 86_400;
 
@@ -33,7 +33,7 @@ pub async fn admin_loop(router: Rc<Router>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve(router.clone(), stream)).detach();
+                glommio::spawn_local(conn::serve(router.clone(), stream)).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept on admin port failed");
@@ -72,81 +72,15 @@ impl Response {
     }
 }
 
-async fn serve(router: Rc<Router>, mut stream: TcpStream) {
-    let shard = router.shard();
-    let mut buf = Vec::new();
-    let max_body = shard.cfg().max_message_bytes;
-    loop {
-        let first = buf.is_empty();
-        let limit = if first {
-            IDLE
-        } else {
-            Duration::from_millis(shard.cfg().head_timeout_ms)
-        };
-        let read = glommio::timer::timeout(limit, async {
-            Ok(read_head(&mut stream, &mut buf, MAX_HEAD_BYTES).await)
-        })
-        .await;
-        let (head, mut rest) = match read {
-            Ok(HeadRead::Head(h, rest)) => (h, rest),
-            Ok(HeadRead::Bad(e)) => {
-                shard.bump(&shard.stats().bad_request);
-                write_reply(
-                    &mut stream,
-                    Response::err(e.status(), e.reason()),
-                    false,
-                    false,
-                )
-                .await;
-                crate::transport::linger_close(&mut stream).await;
-                return;
-            }
-            Ok(HeadRead::Closed) | Ok(HeadRead::Io(_)) | Err(_) => return,
-        };
-        // Pipelined bytes beyond this request's body stay for the next one.
-        let len = head.content_length.unwrap_or(0);
-        if rest.len() > len {
-            buf = rest.split_off(len);
-        }
-        let body = match crate::transport::read_body(&mut stream, &head, rest, max_body).await {
-            Ok(b) => b,
-            Err((status, reason)) => {
-                shard.bump(&shard.stats().bad_request);
-                write_reply(&mut stream, Response::err(status, reason), false, false).await;
-                crate::transport::linger_close(&mut stream).await;
-                return;
-            }
-        };
-        let reply = route(&router, &head, body).await;
-        let head_only = head.method == Method::Head;
-        if !write_reply(&mut stream, reply, head.keep_alive, head_only).await || !head.keep_alive {
-            return;
-        }
-    }
-}
-
-/// Writes `r`; `head_only` (a `HEAD` request) leaves its body out but keeps its length
-/// (RFC 9110 §9.3.2).
-async fn write_reply(
-    stream: &mut TcpStream,
-    r: Response,
-    keep_alive: bool,
-    head_only: bool,
-) -> bool {
-    let mut out = Vec::with_capacity(r.body.len() + 200);
+/// Appends `r` to `out`; `head_only` (a `HEAD` request) leaves its body out but keeps its
+/// length (RFC 9110 §9.3.2).
+fn encode_reply(out: &mut Vec<u8>, r: &Response, keep_alive: bool, head_only: bool) {
+    let at = out.len();
     let extra: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    write_response(
-        &mut out,
-        r.status,
-        r.content_type,
-        &extra,
-        &r.body,
-        keep_alive,
-    );
+    write_response(out, r.status, r.content_type, &extra, &r.body, keep_alive);
     if head_only {
-        strip_body_for_head(&mut out, 0);
+        strip_body_for_head(out, at);
     }
-    stream.write_all(&out).await.is_ok()
 }
 
 /// A query parameter that must be a valid uid or channel id.
@@ -207,11 +141,10 @@ fn publish_answer(a: Answer) -> Response {
     r
 }
 
-async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Response {
-    let shard = router.shard();
-    let stats = shard.stats();
-    let counter = match head.path.as_str() {
-        "/pub" => &stats.req_pub,
+/// The `/stats` request counter of `path`.
+fn request_counter<'a>(stats: &'a Counters, path: &str) -> &'a Cell<u64> {
+    match path {
+        "/pub" | "/pub/batch" => &stats.req_pub,
         "/sub" => &stats.req_sub,
         "/unsub" => &stats.req_unsub,
         "/msg" => &stats.req_msg,
@@ -222,10 +155,27 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
         "/disconnect" => &stats.req_disconnect,
         "/" => &stats.req_dashboard,
         _ => &stats.req_other,
-    };
-    shard.bump(counter);
+    }
+}
+
+/// Counts a failed answer (404s are not errors of the server or of a request's input).
+fn count_outcome(shard: &Shard, status: u16) {
+    if status >= 400 && status != 404 {
+        let stats = shard.stats();
+        shard.bump(if status >= 500 {
+            &stats.error
+        } else {
+            &stats.bad_request
+        });
+    }
+}
+
+async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Response {
+    let shard = router.shard();
+    shard.bump(request_counter(shard.stats(), &head.path));
     let res = match head.path.as_str() {
         "/pub" => publish(router, head, body).await,
+        "/pub/batch" => batch::publish_batch(router, head, &body).await,
         "/sub" | "/unsub" => subscription(router, head).await,
         "/msg" => offline(router, head).await,
         "/shard" => where_is(router, head),
@@ -245,13 +195,7 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
         _ => Err(Response::err(404, "not found")),
     };
     let reply = res.unwrap_or_else(|r| r);
-    if reply.status >= 400 && reply.status != 404 {
-        shard.bump(if reply.status >= 500 {
-            &stats.error
-        } else {
-            &stats.bad_request
-        });
-    }
+    count_outcome(shard, reply.status);
     reply
 }
 
@@ -284,11 +228,15 @@ async fn health(router: &Rc<Router>) -> Response {
     }
 }
 
-async fn publish(
-    router: &Rc<Router>,
-    head: &RequestHead,
-    body: Vec<u8>,
-) -> Result<Response, Response> {
+/// A `/pub` request checked: a message for one user (batchable unless it carries an
+/// idempotency key) or for a channel (with its key, if any).
+enum Publish {
+    User(PubItem),
+    Channel(Request, Option<String>),
+}
+
+/// Checks a `/pub` request's method, parameters and body.
+fn parse_pub(head: &RequestHead, body: Vec<u8>) -> Result<Publish, Response> {
     method_is(head, &[Method::Post])?;
     let from = id_param(head, "from")?;
     let ttl = match opt_param(head, "ttl")? {
@@ -302,28 +250,54 @@ async fn publish(
     let to = opt_param(head, "to")?;
     let channel = opt_param(head, "channel")?;
     let key = opt_param(head, "idempotency_key")?;
-    if let Some(Err(why)) = key.as_deref().map(check_key) {
+    target(to, channel, from, body, ttl, key)
+}
+
+/// The message for `to` or for `channel` (exactly one given, a valid id), as `/pub` and each
+/// `/pub/batch` line check it.
+fn target(
+    to: Option<String>,
+    channel: Option<String>,
+    from: String,
+    body: String,
+    ttl: u64,
+    idempotency_key: Option<String>,
+) -> Result<Publish, Response> {
+    if let Some(Err(why)) = idempotency_key.as_deref().map(check_key) {
         return Err(Response::err(400, why));
     }
-    let req = match (to, channel) {
-        (Some(_), Some(_)) => {
-            return Err(Response::err(400, "give either to or channel, not both"))
-        }
-        (None, None) => return Err(Response::err(400, "missing to or channel")),
-        (Some(to), None) if !valid_id(&to) => return Err(Response::err(400, "invalid to")),
-        (None, Some(c)) if !valid_id(&c) => return Err(Response::err(400, "invalid channel")),
-        (Some(to), None) => Request::PubUser {
+    match (to, channel) {
+        (Some(_), Some(_)) => Err(Response::err(400, "give either to or channel, not both")),
+        (None, None) => Err(Response::err(400, "missing to or channel")),
+        (Some(to), None) if valid_id(&to) => Ok(Publish::User(PubItem {
             to,
             from,
             body,
             ttl,
-        },
-        (None, Some(channel)) => Request::PubChannel {
-            channel,
-            from,
-            body,
-            ttl,
-        },
+            idempotency_key,
+        })),
+        (Some(_), None) => Err(Response::err(400, "invalid to")),
+        (None, Some(channel)) if valid_id(&channel) => Ok(Publish::Channel(
+            Request::PubChannel {
+                channel,
+                from,
+                body,
+                ttl,
+            },
+            idempotency_key,
+        )),
+        (None, Some(_)) => Err(Response::err(400, "invalid channel")),
+    }
+}
+
+async fn publish(
+    router: &Rc<Router>,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Result<Response, Response> {
+    let (req, key) = match parse_pub(head, body)? {
+        Publish::User(item) => item.into_request(),
+        Publish::Channel(req, key) => (req, key),
     };
     // A channel message: every core of every node delivers to its own members, answered once
     // all have stored theirs.

@@ -7,7 +7,7 @@
 
 use super::NodeId;
 use crate::ids::ShardId;
-use crate::msg::{Answer, Request};
+use crate::msg::{Answer, PubItem, Request};
 use crate::protocol::{ClientMessage, MsgType};
 
 pub const MAGIC: &[u8; 3] = b"IPB";
@@ -160,8 +160,18 @@ fn encode_req(w: &mut W, r: &Request) {
             }
         }
         // Stats, latencies and health are per node; these variants never cross the bus.
-        Request::Stats | Request::Latency => w.u8(8),
-        Request::Health => w.u8(9),
+        Request::Stats | Request::Latency | Request::Health => w.u8(8),
+        Request::PubBatch(items) => {
+            w.u8(10);
+            w.0.extend_from_slice(&(items.len() as u32).to_le_bytes());
+            for i in items {
+                w.str(&i.to);
+                w.str(&i.from);
+                w.str(&i.body);
+                w.u64(i.ttl);
+                w.opt(&i.idempotency_key);
+            }
+        }
     }
 }
 
@@ -214,6 +224,13 @@ fn encode_rep(w: &mut W, r: &Answer) {
             w.u16(*status);
             w.str(e);
         }
+        Answer::Batch(list) => {
+            w.u8(10);
+            w.0.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for a in list {
+                encode_rep(w, a);
+            }
+        }
     }
 }
 
@@ -252,6 +269,15 @@ impl<'a> R<'a> {
             1 => Ok(Some(self.str()?)),
             _ => Err(WireError::Malformed),
         }
+    }
+    /// A list length, refused when the rest of the frame cannot hold `n` entries of at least
+    /// `min` bytes each.
+    fn count(&mut self, min: usize) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n > (self.b.len() - self.p) / min {
+            return Err(WireError::Malformed);
+        }
+        Ok(n)
     }
     fn opt_u64(&mut self) -> Result<Option<u64>, WireError> {
         match self.u8()? {
@@ -348,21 +374,56 @@ fn decode_req(r: &mut R<'_>) -> Result<Request, WireError> {
                 req: Box::new(req),
             }
         }
+        10 => {
+            // to, from, body (4 bytes each at least), ttl, key flag.
+            let n = r.count(21)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let item = PubItem {
+                    to: r.str()?,
+                    from: r.str()?,
+                    body: r.str()?,
+                    ttl: r.u64()?,
+                    idempotency_key: r.opt()?,
+                };
+                // A keyed publish is never batched (see `PubItem`).
+                if item.idempotency_key.is_some() {
+                    return Err(WireError::Malformed);
+                }
+                items.push(item);
+            }
+            Request::PubBatch(items)
+        }
         _ => return Err(WireError::Malformed),
     })
 }
 
 fn decode_rep(r: &mut R<'_>) -> Result<Answer, WireError> {
     Ok(match r.u8()? {
+        10 => {
+            let n = r.count(1)?;
+            let mut list = Vec::with_capacity(n);
+            for _ in 0..n {
+                list.push(decode_item_rep(r)?);
+            }
+            Answer::Batch(list)
+        }
+        _ => {
+            r.p -= 1;
+            decode_item_rep(r)?
+        }
+    })
+}
+
+/// One answer that is not a batch (batches do not nest).
+fn decode_item_rep(r: &mut R<'_>) -> Result<Answer, WireError> {
+    Ok(match r.u8()? {
         1 => Answer::Ok,
         2 => Answer::Seq(r.opt_u64()?),
         3 => Answer::Count(r.u64()?),
         4 => {
-            let n = r.u32()? as usize;
             // Each entry takes at least 4 bytes: refuse counts the frame cannot hold.
-            if n > (r.b.len() - r.p) / 4 {
-                return Err(WireError::Malformed);
-            }
+            let n = r.count(4)?;
             let mut list = Vec::with_capacity(n);
             for _ in 0..n {
                 list.push(r.str()?);
@@ -437,6 +498,43 @@ mod tests {
             Body::Answer(Answer::Seq(Some(9)))
         ));
         assert!(matches!(round(Body::Ping).body, Body::Ping));
+        let item = PubItem {
+            to: "u1".into(),
+            from: "op".into(),
+            body: "b\n".into(),
+            ttl: 0,
+            idempotency_key: Some("k-1".into()),
+        };
+        let plain = PubItem {
+            idempotency_key: None,
+            ..item.clone()
+        };
+        let f = round(Body::Request(Request::PubBatch(vec![
+            plain.clone(),
+            plain.clone(),
+        ])));
+        assert!(
+            matches!(f.body, Body::Request(Request::PubBatch(ref v)) if *v == [plain.clone(), plain])
+        );
+        let keyed = encode(&Frame {
+            from: NodeId(2),
+            core: ShardId(1),
+            id: 78,
+            body: Body::Request(Request::PubBatch(vec![item])),
+        });
+        assert!(
+            decode(&keyed).is_err(),
+            "a keyed item in a batch is refused"
+        );
+        let f = round(Body::Answer(Answer::Batch(vec![
+            Answer::Seq(Some(3)),
+            Answer::Unavailable("x".into()),
+        ])));
+        assert!(matches!(
+            f.body,
+            Body::Answer(Answer::Batch(ref v))
+                if matches!(v[..], [Answer::Seq(Some(3)), Answer::Unavailable(_)])
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! fan-out and stats gathering. It acts on the core's `Shard` for work that lands here. Runs on
 //! its core's executor only.
 
+mod batch;
 mod client;
 mod fanout;
 mod keyed;
@@ -294,6 +295,7 @@ impl Router {
                 .check_store()
                 .await
                 .map_or_else(|e| Answer::Unavailable(e.to_string()), |_| Answer::Ok),
+            Request::PubBatch(items) => self.publish_local_batch(items).await,
             Request::Client { .. } | Request::Keyed { .. } => {
                 Answer::Err("routed request served as local work".into())
             }

@@ -93,6 +93,7 @@ impl Router {
     async fn serve_remote(self: &Rc<Self>, req: Request) -> Answer {
         match req {
             Request::PubChannel { .. } => self.publish_channel_node(req).await,
+            Request::PubBatch(items) => self.publish_remote_batch(items).await,
             Request::Stats | Request::Latency => Answer::Err("stats are per node".into()),
             Request::Health => Answer::Err("health is per node".into()),
             req => self.serve(req).await,

@@ -152,6 +152,11 @@ impl Shard {
         &self.lat
     }
 
+    /// See `Store::set_corked`: set around the start of a batch of publishes.
+    pub fn cork_store(&self, on: bool) {
+        self.store.set_corked(on);
+    }
+
     pub fn bump(&self, c: &Cell<u64>) {
         c.set(c.get() + 1);
     }

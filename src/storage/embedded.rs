@@ -80,6 +80,9 @@ struct Inner {
     probing: Cell<bool>,
     /// The committer has stopped (after `Close`).
     closed: Cell<bool>,
+    /// Set while a batch of publishes starts (in one poll): their appends queue for the
+    /// committer, one group write, instead of a `pwrite` each.
+    corked: Cell<bool>,
     segment: Cell<u64>,
     since_snapshot: Cell<u64>,
     last_snapshot: Cell<u64>,
@@ -92,6 +95,13 @@ struct Inner {
 
 pub struct EmbeddedStore {
     inner: Rc<Inner>,
+}
+
+impl EmbeddedStore {
+    /// While `on`, appends wait for the committer's group write (see `Inner::corked`).
+    pub fn set_corked(&self, on: bool) {
+        self.inner.corked.set(on);
+    }
 }
 
 /// What recovery found, for the start-up log.
@@ -141,6 +151,7 @@ impl EmbeddedStore {
             failing: RefCell::default(),
             probing: Cell::new(false),
             closed: Cell::new(false),
+            corked: Cell::new(false),
             segment: Cell::new(next_segment),
             since_snapshot: Cell::new(0),
             last_snapshot: Cell::new(snap_bytes),
@@ -205,7 +216,7 @@ impl Inner {
     /// delivery). `None`: queue it for the committer (`--fsync=always` keeps the group commit
     /// for its fsync).
     fn append_inline(&self, bytes: &[u8]) -> Option<Result<(), StorageError>> {
-        if !self.ops.borrow().is_empty() {
+        if self.corked.get() || !self.ops.borrow().is_empty() {
             return None;
         }
         let mut slot = self.writer.borrow_mut();

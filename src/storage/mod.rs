@@ -134,6 +134,16 @@ macro_rules! delegate {
     };
 }
 
+impl Store {
+    /// While `on`, the embedded store queues appends for its committer instead of writing
+    /// each at once: the publishes of a batch, started in one poll, share one write.
+    pub fn set_corked(&self, on: bool) {
+        if let Store::Embedded(s) = self {
+            s.set_corked(on);
+        }
+    }
+}
+
 impl Storage for Store {
     async fn load_user(&self, uid: &str) -> Result<UserMeta, StorageError> {
         delegate!(self, s => s.load_user(uid).await)
