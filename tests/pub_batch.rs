@@ -90,7 +90,11 @@ fn answers_follow_the_lines_and_a_bad_line_answers_alone() {
         .unwrap()
         .starts_with("invalid line: "));
     assert_eq!(lines[8], err(400, "give either to or channel, not both"));
-    assert_eq!(lines[9], err(400, "invalid idempotency_key"));
+    assert!(lines[9]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid idempotency_key"));
+    assert_eq!(lines[9]["status"], 400);
     assert_eq!(stored(&s, "ba"), ["one", "three", "four"]);
     assert_eq!(stored(&s, "bb"), ["two"]);
     assert_eq!(stored(&s, "bm"), ["to all"]);
@@ -107,6 +111,12 @@ fn answers_follow_the_lines_and_a_bad_line_answers_alone() {
         6,
         "each refused line counts"
     );
+    // A keyed line sent again (a retried batch) answers the first answer, publishes nothing.
+    let again = "{\"to\":\"ba\",\"from\":\"op\",\"b\":\"four\",\"idempotency_key\":\"k:1\"}\n";
+    let (st, lines) = batch(&s, &format!("{again}{}", line("ba", "five")));
+    assert_eq!((st, lines.len()), (200, 2), "{lines:?}");
+    assert_eq!(lines[0], ok());
+    assert_eq!(stored(&s, "ba"), ["one", "three", "four", "five"]);
 }
 
 #[test]
