@@ -128,6 +128,13 @@ test('publishBatch splits a long list into requests of maxBatchLines, in order',
     for (const c of clients) c.close();
   }
   assert.deepEqual(await small.publishBatch([]), []);
+  assert.equal(requests.length, 3, 'an empty list makes no request');
+  // A byte limit splits as well: each line is about 40 bytes, so 2 + 2 + 1 lines.
+  requests.length = 0;
+  const bytes = new AdminClient(server.admin, { fetch: counting, maxBatchBytes: 100 });
+  const five = Array.from({ length: 5 }, (_, i) => ({ to: uniq('bb'), from: 'op', body: `b${i}` }));
+  assert.ok((await bytes.publishBatch(five)).every((r) => r.ok));
+  assert.deepEqual(requests, [2, 2, 1]);
 });
 
 test('publishBatch passes idempotency_key and checks items before sending', async () => {
