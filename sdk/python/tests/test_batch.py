@@ -4,7 +4,7 @@ split into several requests, idempotency_key passed, client-side checks."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List
+from typing import Any, Callable, List
 
 import pytest
 from conftest import Recorder, Server, free_ports, wait_until
@@ -116,3 +116,19 @@ def test_sync_publish_batch(server: Server) -> None:
     rs = s.publish_batch([BatchItem("op", "sync", to="bsy"), BatchItem("op", "x", to="")])
     assert [r.ok for r in rs] == [True, False]
     assert [m.body for m in s.msg("bsy")] == ["sync"]
+
+
+async def test_limits_must_match_a_server_with_lower_ones(
+    make_server: Callable[..., Server],
+) -> None:
+    s = make_server(extra=["--max_batch_lines=2"])
+    items = [BatchItem("op", f"l{i}", to="blim") for i in range(3)]
+    # The default limit sends all 3 in one request: the server refuses it whole (413).
+    rs = await AdminClient(s.admin_url).publish_batch(items)
+    errs = [r.error for r in rs]
+    assert all(isinstance(e, AdminError) and e.status == 413 for e in errs), errs
+    assert errs[0] is errs[2]
+    admin = AdminClient(s.admin_url, max_batch_lines=2)
+    assert await admin.msg("blim") == []
+    assert [r.result for r in await admin.publish_batch(items)] == ["ok"] * 3
+    assert [m.body for m in await admin.msg("blim")] == ["l0", "l1", "l2"]
