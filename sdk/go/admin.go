@@ -1,7 +1,8 @@
 package ipush
 
 // admin.go owns the admin API client (the admin port): publish, channel
-// membership, offline messages, shard lookup, stats and health.
+// membership, offline messages, shard lookup, stats and health (batch
+// publishing is in batch.go).
 
 import (
 	"bytes"
@@ -24,6 +25,11 @@ import (
 type Admin struct {
 	base *url.URL
 	hc   *http.Client
+	// MaxBatchLines and MaxBatchBytes bound one POST /pub/batch request of
+	// PublishBatch (0: the server's defaults, 10000 lines and 16 MiB). Set
+	// them before use, to the server's --max_batch_lines/--max_batch_bytes
+	// if it runs with lower ones.
+	MaxBatchLines, MaxBatchBytes int
 }
 
 // NewAdmin makes an admin client for baseURL ("http://127.0.0.1:9001").
@@ -89,6 +95,15 @@ func (a *Admin) PublishChannel(ctx context.Context, channel, from, body string, 
 }
 
 func (a *Admin) publish(ctx context.Context, q url.Values, body string, opts []PublishOption) error {
+	if err := checkPublish(q, body, opts); err != nil {
+		return err
+	}
+	var res string
+	return a.do(ctx, http.MethodPost, "/pub", q, strings.NewReader(body), &res)
+}
+
+// checkPublish checks body and applies opts to q, as every publish does.
+func checkPublish(q url.Values, body string, opts []PublishOption) error {
 	if !utf8.ValidString(body) {
 		return errors.New("ipush: body is not valid UTF-8")
 	}
@@ -98,8 +113,7 @@ func (a *Admin) publish(ctx context.Context, q url.Values, body string, opts []P
 			return err
 		}
 	}
-	var res string
-	return a.do(ctx, http.MethodPost, "/pub", q, strings.NewReader(body), &res)
+	return nil
 }
 
 // Sub subscribes uid to channel cid.
@@ -239,21 +253,12 @@ func (a *Admin) do(ctx context.Context, method, path string, q url.Values, body 
 	if err != nil {
 		return err
 	}
-	req.Header.Set("User-Agent", userAgent)
 	if body != nil {
 		req.Header.Set("Content-Type", "text/plain; charset=utf-8")
 	}
-	resp, err := a.hc.Do(req)
+	status, data, err := a.roundTrip(req)
 	if err != nil {
 		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return &APIError{Status: resp.StatusCode, Reason: reasonOf(data, resp.Status)}
 	}
 	var env struct {
 		Result json.RawMessage `json:"result"`
@@ -263,7 +268,7 @@ func (a *Admin) do(ctx context.Context, method, path string, q url.Values, body 
 		return fmt.Errorf("ipush: %s %s: bad answer: %w", method, path, err)
 	}
 	if env.Error != nil {
-		return &APIError{Status: resp.StatusCode, Reason: *env.Error}
+		return &APIError{Status: status, Reason: *env.Error}
 	}
 	if env.Result == nil {
 		return fmt.Errorf("ipush: %s %s: answer without result: %s", method, path, bytes.TrimSpace(data))
@@ -272,4 +277,23 @@ func (a *Admin) do(ctx context.Context, method, path string, q url.Values, body 
 		return fmt.Errorf("ipush: %s %s: unexpected result %s: %w", method, path, env.Result, err)
 	}
 	return nil
+}
+
+// roundTrip sends req and reads the answer (at most 64 MiB); a status of 300
+// or more is an *APIError.
+func (a *Admin) roundTrip(req *http.Request) (int, []byte, error) {
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return 0, nil, err
+	}
+	if resp.StatusCode >= 300 {
+		return 0, nil, &APIError{Status: resp.StatusCode, Reason: reasonOf(data, resp.Status)}
+	}
+	return resp.StatusCode, data, nil
 }

@@ -29,6 +29,39 @@ export interface AdminOptions {
   fetch?: typeof fetch;
   /** Per-request timeout in ms (default 10000). */
   timeoutMs?: number;
+  /** Most messages per `/pub/batch` request (default 10000, the server's `--max_batch_lines`). */
+  maxBatchLines?: number;
+  /** Most body bytes per `/pub/batch` request (default 16777216, `--max_batch_bytes`). */
+  maxBatchBytes?: number;
+}
+
+/** One message of `publishBatch`: exactly one of `to` (a user) and `channel`. */
+export type BatchItem = (
+  { to: string; channel?: undefined } | { channel: string; to?: undefined }
+) &
+  PublishOptions & { from: string; body: string };
+
+/** The outcome of one batch item, in item order: the server's result ("ok") or its error. */
+export type BatchResult = { ok: true; result: unknown } | { ok: false; error: IpushError };
+
+/** Fetches with a timeout; network failures and timeouts are IpushError status 0. */
+async function fetchText(
+  doFetch: typeof fetch,
+  url: string,
+  init: RequestInit,
+  timeoutMs: number,
+): Promise<[Response, string]> {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), timeoutMs);
+  try {
+    const res = await doFetch(url, { ...init, signal: ctl.signal });
+    return [res, await res.text()];
+  } catch (e) {
+    if (ctl.signal.aborted) throw new IpushError(0, `timed out after ${timeoutMs} ms: ${url}`);
+    throw new IpushError(0, `request failed: ${(e as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Calls JSON endpoints and unwraps `{"result": ...}`; throws IpushError otherwise. */
@@ -38,19 +71,7 @@ export async function callJson(
   init: RequestInit,
   timeoutMs: number,
 ): Promise<unknown> {
-  const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(), timeoutMs);
-  let res: Response;
-  let text: string;
-  try {
-    res = await doFetch(url, { ...init, signal: ctl.signal });
-    text = await res.text();
-  } catch (e) {
-    if (ctl.signal.aborted) throw new IpushError(0, `timed out after ${timeoutMs} ms: ${url}`);
-    throw new IpushError(0, `request failed: ${(e as Error).message}`);
-  } finally {
-    clearTimeout(timer);
-  }
+  const [res, text] = await fetchText(doFetch, url, init, timeoutMs);
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -71,6 +92,8 @@ export class AdminClient {
   private readonly base: string;
   private readonly doFetch: typeof fetch;
   private readonly timeoutMs: number;
+  private readonly maxLines: number;
+  private readonly maxBytes: number;
 
   constructor(baseUrl: string, options: AdminOptions = {}) {
     let u: URL;
@@ -87,6 +110,8 @@ export class AdminClient {
     if (typeof f !== 'function') throw new TypeError('AdminClient: no fetch available');
     this.doFetch = f.bind(globalThis);
     this.timeoutMs = options.timeoutMs ?? 10000;
+    this.maxLines = positiveInt('maxBatchLines', options.maxBatchLines ?? 10000);
+    this.maxBytes = positiveInt('maxBatchBytes', options.maxBatchBytes ?? 16 << 20);
   }
 
   private url(path: string, params: Record<string, string | number | undefined>): string {
@@ -138,6 +163,61 @@ export class AdminClient {
     );
   }
 
+  /**
+   * Publishes many messages with `POST /pub/batch`, in requests of at most `maxBatchLines`
+   * messages and `maxBatchBytes` bytes, one after the other. Resolves to one result per item,
+   * in item order. Items are checked as `publish` checks its arguments (a TypeError before
+   * anything is sent). A request that fails as a whole (network, timeout, a non-200 answer)
+   * gives its error to each of its items and to every later item, which is not sent (so the
+   * order is kept).
+   */
+  async publishBatch(items: readonly BatchItem[]): Promise<BatchResult[]> {
+    const lines = items.map(batchLine);
+    const out: BatchResult[] = [];
+    for (const chunk of chunks(lines, this.maxLines, this.maxBytes)) {
+      try {
+        out.push(...(await this.postBatch(chunk)));
+      } catch (e) {
+        const error = e as IpushError;
+        while (out.length < lines.length) out.push({ ok: false, error });
+        break;
+      }
+    }
+    return out;
+  }
+
+  private async postBatch(lines: string[]): Promise<BatchResult[]> {
+    const init = {
+      method: 'POST',
+      body: lines.join(''),
+      headers: { 'content-type': 'application/x-ndjson' },
+    };
+    const [res, text] = await fetchText(
+      this.doFetch,
+      this.url('/pub/batch', {}),
+      init,
+      this.timeoutMs,
+    );
+    if (!res.ok) {
+      let reason = text.trim() || res.statusText;
+      try {
+        const o = JSON.parse(text) as { error?: unknown };
+        if (typeof o.error === 'string') reason = o.error;
+      } catch {
+        // not JSON: the text is the reason
+      }
+      throw new IpushError(res.status, reason);
+    }
+    const answers = text.split('\n').filter((l) => l.trim() !== '');
+    if (answers.length !== lines.length) {
+      throw new IpushError(
+        res.status,
+        `/pub/batch: ${answers.length} answers to ${lines.length} lines`,
+      );
+    }
+    return answers.map(batchAnswer);
+  }
+
   async sub(uid: string, cid: string): Promise<unknown> {
     return this.get('/sub', { uid, cid });
   }
@@ -177,6 +257,56 @@ export class AdminClient {
   async disconnect(uid: string): Promise<unknown> {
     return this.post('/disconnect', { uid });
   }
+}
+
+/** An item as its NDJSON line (with the newline), after `publish`'s checks. */
+function batchLine(item: BatchItem, i: number): string {
+  const { to, channel, from, body, ttl, idempotencyKey } = item;
+  if ((to === undefined) === (channel === undefined)) {
+    throw new TypeError(`publishBatch: item ${i} needs exactly one of to and channel`);
+  }
+  checkTtl(ttl);
+  const line = { to, channel, from, ttl, b: String(body), idempotency_key: idempotencyKey };
+  return JSON.stringify(line) + '\n';
+}
+
+/** Consecutive runs of lines, each at most `maxLines` long and `maxBytes` big (a bigger line
+ * goes alone: the server answers it). */
+function* chunks(lines: string[], maxLines: number, maxBytes: number): Generator<string[]> {
+  let run: string[] = [];
+  let bytes = 0;
+  for (const line of lines) {
+    const n = new TextEncoder().encode(line).length;
+    if (run.length > 0 && (run.length === maxLines || bytes + n > maxBytes)) {
+      yield run;
+      run = [];
+      bytes = 0;
+    }
+    run.push(line);
+    bytes += n;
+  }
+  if (run.length > 0) yield run;
+}
+
+/** One `/pub/batch` answer line: `{"result":…,"status":200}` or `{"error":…,"status":N}`. */
+function batchAnswer(line: string): BatchResult {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return { ok: false, error: new IpushError(200, `/pub/batch: answer is not JSON: ${line}`) };
+  }
+  const status = typeof o.status === 'number' ? o.status : 200;
+  if (typeof o.error === 'string') return { ok: false, error: new IpushError(status, o.error) };
+  if (!('result' in o)) {
+    return { ok: false, error: new IpushError(status, `/pub/batch: no "result" in ${line}`) };
+  }
+  return { ok: true, result: o.result };
+}
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new TypeError(`${name} must be a positive integer`);
+  return v;
 }
 
 function checkTtl(ttl: number | undefined): void {

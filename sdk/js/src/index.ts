@@ -8,7 +8,14 @@ export {
   type Credentials,
   type PushMessage,
 } from './client.js';
-export { AdminClient, IpushError, type AdminOptions, type PublishOptions } from './admin.js';
+export {
+  AdminClient,
+  IpushError,
+  type AdminOptions,
+  type BatchItem,
+  type BatchResult,
+  type PublishOptions,
+} from './admin.js';
 export {
   backoffDelay,
   ChunkDecoder,

@@ -23,3 +23,12 @@ off();
 const admin = new AdminClient('http://127.0.0.1:9001');
 void admin.publish('u', 'op', 'b', { ttl: 0, idempotencyKey: 'k' }).then((r: unknown) => r);
 void admin.msg('u').then((ms) => ms.map((m) => m.s));
+const batch = new AdminClient('http://127.0.0.1:9001', { maxBatchLines: 100 });
+void batch
+  .publishBatch([
+    { to: 'u', from: 'op', body: 'b', ttl: 60 },
+    { channel: 'c', from: 'op', body: 'b', idempotencyKey: 'k' },
+  ])
+  .then((rs) => rs.map((r) => (r.ok ? r.result : r.error.status)));
+// @ts-expect-error: an item names either a user or a channel
+void batch.publishBatch([{ to: 'u', channel: 'c', from: 'op', body: 'b' }]);

@@ -1,6 +1,6 @@
 """ipush client SDK for Python (asyncio): a push client and an admin API client."""
 
-from .admin import AdminClient, SyncAdminClient
+from .admin import AdminClient, BatchItem, BatchResult, SyncAdminClient
 from .client import EVENTS, Client, backoff_delay
 from .errors import (
     AdminError,
@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AdminClient",
     "AdminError",
+    "BatchItem",
+    "BatchResult",
     "Client",
     "ConnectError",
     "EVENTS",

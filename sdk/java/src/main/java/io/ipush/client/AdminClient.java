@@ -17,9 +17,17 @@ import javax.net.ssl.SSLSocketFactory;
  * reason.
  */
 public final class AdminClient {
+  /** The server's default {@code --max_batch_lines}. */
+  public static final int DEFAULT_MAX_BATCH_LINES = 10_000;
+
+  /** The server's default {@code --max_batch_bytes}. */
+  public static final int DEFAULT_MAX_BATCH_BYTES = 16 << 20;
+
   private final String base;
   private final SSLSocketFactory ssl;
   private final int timeoutMs;
+  private final int maxBatchLines;
+  private final int maxBatchBytes;
 
   public AdminClient(String baseUrl) {
     this(baseUrl, null, 10_000);
@@ -27,6 +35,16 @@ public final class AdminClient {
 
   /** {@code ssl}: the socket factory for an https admin URL (null: the JDK's). */
   public AdminClient(String baseUrl, SSLSocketFactory ssl, int timeoutMs) {
+    this(baseUrl, ssl, timeoutMs, DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_BATCH_BYTES);
+  }
+
+  /**
+   * {@code maxBatchLines}/{@code maxBatchBytes}: the most messages and body bytes of one {@code
+   * POST /pub/batch} request of {@link #publishBatch} (the server's {@code --max_batch_lines} and
+   * {@code --max_batch_bytes}, if it runs with lower ones than the defaults).
+   */
+  public AdminClient(
+      String baseUrl, SSLSocketFactory ssl, int timeoutMs, int maxBatchLines, int maxBatchBytes) {
     try {
       URI u = new URI(baseUrl);
       if (u.getHost() == null
@@ -42,6 +60,11 @@ public final class AdminClient {
     this.base = baseUrl.endsWith("/") ? baseUrl.substring(0, baseUrl.length() - 1) : baseUrl;
     this.ssl = ssl;
     this.timeoutMs = timeoutMs;
+    if (maxBatchLines < 1 || maxBatchBytes < 1) {
+      throw new IllegalArgumentException("batch limits must be >= 1");
+    }
+    this.maxBatchLines = maxBatchLines;
+    this.maxBatchBytes = maxBatchBytes;
   }
 
   /**
@@ -79,15 +102,132 @@ public final class AdminClient {
   }
 
   private void pub(Map<String, String> q, String body, Long ttl, String key) throws IOException {
+    checkPub(body, ttl);
+    q.put("ttl", ttl == null ? null : Long.toString(ttl));
+    q.put("idempotency_key", key);
+    call("POST", "/pub", q, body.getBytes(StandardCharsets.UTF_8));
+  }
+
+  private static void checkPub(String body, Long ttl) {
     if (body == null) {
       throw new IllegalArgumentException("body must not be null");
     }
     if (ttl != null && ttl < 0) {
       throw new IllegalArgumentException("ttl must be >= 0");
     }
-    q.put("ttl", ttl == null ? null : Long.toString(ttl));
-    q.put("idempotency_key", key);
-    call("POST", "/pub", q, body.getBytes(StandardCharsets.UTF_8));
+  }
+
+  /**
+   * {@code POST /pub/batch}: many messages, one {@link BatchResult} per item, in item order. Items
+   * are checked as {@link #publish} checks its arguments ({@link IllegalArgumentException} before
+   * anything is sent). A list over {@code maxBatchLines} items or {@code maxBatchBytes} bytes goes
+   * as several requests, one after the other. A request that fails as a whole (I/O, timeout, a
+   * 4xx/5xx) gives its exception to each of its items and to every later item, which is not sent
+   * (so no later message overtakes a failed one).
+   */
+  public List<BatchResult> publishBatch(List<BatchItem> items) {
+    List<byte[]> lines = new ArrayList<>(items.size());
+    for (BatchItem item : items) {
+      lines.add(batchLine(item));
+    }
+    List<BatchResult> out = new ArrayList<>(items.size());
+    int at = 0;
+    while (at < lines.size()) {
+      int end = runEnd(lines, at);
+      try {
+        out.addAll(postBatch(lines.subList(at, end)));
+      } catch (IOException e) {
+        BatchResult failed = BatchResult.failed(e);
+        while (out.size() < lines.size()) {
+          out.add(failed);
+        }
+        break;
+      }
+      at = end;
+    }
+    return Collections.unmodifiableList(out);
+  }
+
+  /** The item's NDJSON line (with the newline), after {@link #publish}'s checks. */
+  private static byte[] batchLine(BatchItem item) {
+    Map<String, Object> line = new LinkedHashMap<>();
+    if (item.to != null) {
+      line.put("to", req(item.to, "to"));
+    } else {
+      line.put("channel", req(item.channel, "channel"));
+    }
+    line.put("from", req(item.from, "from"));
+    checkPub(item.body, item.ttl);
+    if (item.ttl != null) {
+      line.put("ttl", item.ttl);
+    }
+    line.put("b", item.body);
+    if (item.idempotencyKey != null) {
+      line.put("idempotency_key", item.idempotencyKey);
+    }
+    return (Json.write(line) + "\n").getBytes(StandardCharsets.UTF_8);
+  }
+
+  /** The end of the run from {@code at}: at most maxBatchLines lines and maxBatchBytes bytes. */
+  private int runEnd(List<byte[]> lines, int at) {
+    int end = at;
+    long size = 0;
+    while (end < lines.size() && end - at < maxBatchLines) {
+      int n = lines.get(end).length;
+      if (end > at && size + n > maxBatchBytes) {
+        break;
+      }
+      size += n;
+      end++;
+    }
+    return end;
+  }
+
+  private List<BatchResult> postBatch(List<byte[]> lines) throws IOException {
+    java.io.ByteArrayOutputStream body = new java.io.ByteArrayOutputStream();
+    for (byte[] l : lines) {
+      body.write(l);
+    }
+    SimpleHttp.Response r =
+        SimpleHttp.request(
+            "POST",
+            base + "/pub/batch",
+            body.toByteArray(),
+            "application/x-ndjson",
+            ssl,
+            timeoutMs);
+    if (r.status >= 300) {
+      throw new AdminException(r.status, SimpleHttp.errorReason(r));
+    }
+    List<BatchResult> out = new ArrayList<>(lines.size());
+    for (String a : r.text().split("\n")) {
+      if (!a.isBlank()) {
+        out.add(batchAnswer(a));
+      }
+    }
+    if (out.size() != lines.size()) {
+      throw new IOException("/pub/batch: " + out.size() + " answers to " + lines.size() + " lines");
+    }
+    return out;
+  }
+
+  /** {@code {"result":…,"status":200}} or {@code {"error":…,"status":N}}. */
+  private static BatchResult batchAnswer(String line) {
+    Map<String, Object> m;
+    try {
+      m = Json.parseObject(line);
+    } catch (ProtocolException e) {
+      return BatchResult.failed(new IOException("/pub/batch: answer is not JSON: " + line, e));
+    }
+    Object status = m.get("status");
+    int code = status instanceof Number ? ((Number) status).intValue() : 200;
+    if (m.containsKey("error")) {
+      return BatchResult.failed(new AdminException(code, String.valueOf(m.get("error"))));
+    }
+    if (!m.containsKey("result")) {
+      return BatchResult.failed(new IOException("/pub/batch: no result in " + line));
+    }
+    return BatchResult.stored();
   }
 
   /** {@code GET /sub?uid=U&cid=C}. */
