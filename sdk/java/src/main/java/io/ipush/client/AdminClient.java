@@ -72,8 +72,8 @@ public final class AdminClient {
    *
    * @param ttl seconds to keep it (null: the server's default, 7 days; 0: no seq, not stored,
    *     delivered only if online)
-   * @param idempotencyKey sent as {@code &idempotency_key=K}: a repeat within the server's
-   *     window answers the first result and publishes nothing (another body: 422)
+   * @param idempotencyKey sent as {@code &idempotency_key=K}: a repeat within the server's window
+   *     answers the first result and publishes nothing (another body: 422)
    */
   public void publish(String to, String from, String body, Long ttl, String idempotencyKey)
       throws IOException {

@@ -37,7 +37,7 @@ public final class BatchItem {
     return new BatchItem(to, channel, from, body, seconds, idempotencyKey);
   }
 
-  /** This item with an idempotency key (honoured by a later server release). */
+  /** This item with an idempotency key: a repeat within the server's window publishes nothing. */
   public BatchItem idempotencyKey(String key) {
     return new BatchItem(to, channel, from, body, ttl, key);
   }
