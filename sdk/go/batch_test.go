@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -120,7 +121,10 @@ func TestPublishBatchIdempotencyKeyAndChecks(t *testing.T) {
 	if err != nil || len(res) != 2 || res[0].Err != nil {
 		t.Fatalf("PublishBatch: %v %v", res, err)
 	}
-	wantAPIError(t, res[1].Err, 400, "invalid idempotency_key")
+	var ae *APIError
+	if !errors.As(res[1].Err, &ae) || ae.Status != 400 || !strings.HasPrefix(ae.Reason, "invalid idempotency_key") {
+		t.Fatalf("error %v, want 400 invalid idempotency_key…", res[1].Err)
+	}
 	for _, bad := range [][]BatchItem{
 		{{To: "bik", From: "op", Body: "never sent"}, {To: "bik", From: "op", Body: "x", Opts: []PublishOption{WithTTL(-time.Second)}}},
 		{{From: "op", Body: "x"}},

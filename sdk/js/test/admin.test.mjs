@@ -146,10 +146,8 @@ test('publishBatch passes idempotency_key and checks items before sending', asyn
   ]);
   assert.deepEqual(results[0], { ok: true, result: 'ok' });
   assert.equal(results[1].ok, false);
-  assert.deepEqual(
-    [results[1].error.status, results[1].error.reason],
-    [400, 'invalid idempotency_key'],
-  );
+  assert.equal(results[1].error.status, 400);
+  assert.match(results[1].error.reason, /^invalid idempotency_key/);
   await assert.rejects(
     admin.publishBatch([
       { to: uid, from: 'op', body: 'never sent' },

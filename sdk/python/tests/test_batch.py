@@ -85,10 +85,8 @@ async def test_idempotency_key_is_passed_and_items_checked(server: Server) -> No
     )
     assert results[0].result == "ok"
     err = results[1].error
-    assert isinstance(err, AdminError) and (err.status, err.reason) == (
-        400,
-        "invalid idempotency_key",
-    )
+    assert isinstance(err, AdminError) and err.status == 400
+    assert err.reason.startswith("invalid idempotency_key")
     bad: List[Any] = [
         [BatchItem("op", "never sent", to="bik"), BatchItem("op", "x", to="bik", ttl=-1)],
         [BatchItem("op", "x")],
