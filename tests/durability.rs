@@ -12,45 +12,6 @@ use std::time::{Duration, Instant};
 
 const EMBEDDED: &str = "--storage=embedded";
 
-/// Sends `{"y":0}` and reads until its answer, returning whatever non-heartbeat messages came
-/// first. The stream handles a client's messages in order and awaits each storage write, so the
-/// answer means every earlier subscribe/ack of this client is durable.
-fn barrier(c: &mut Client) -> Vec<Value> {
-    c.send(r#"{"y":0}"#);
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < end, "no heartbeat answer within 10 s");
-        let m = c.recv();
-        if m == json!({"y":0}) {
-            return got;
-        }
-        got.push(m);
-    }
-}
-
-fn ok(s: &Server, path: &str, body: &str) {
-    let (st, v) = if path.starts_with("/pub") {
-        s.post(path, body)
-    } else {
-        s.get(path)
-    };
-    assert_eq!((st, v), (200, json!({"result":"ok"})), "{path}");
-}
-
-/// (seq, body) of each offline message of `uid`.
-fn listed(s: &Server, uid: &str) -> Vec<(u64, String)> {
-    s.offline(uid)
-        .iter()
-        .map(|m| {
-            (
-                m["s"].as_u64().unwrap(),
-                m["b"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 struct Scenario {
     /// uid → the full `/msg` listing before the stop.
     before: BTreeMap<String, Vec<Value>>,

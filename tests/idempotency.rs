@@ -50,14 +50,6 @@ fn replay(seq: Option<u64>) -> Published {
     }
 }
 
-/// (seq, body) of every offline message of `uid`.
-fn listed(s: &Server, uid: &str) -> Vec<(u64, String)> {
-    s.offline(uid)
-        .iter()
-        .map(|m| (m["s"].as_u64().unwrap(), m["b"].as_str().unwrap().into()))
-        .collect()
-}
-
 fn msgs(v: &[(u64, &str)]) -> Vec<(u64, String)> {
     v.iter().map(|(s, b)| (*s, b.to_string())).collect()
 }

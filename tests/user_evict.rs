@@ -11,44 +11,6 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 250;
 const THREADS: usize = 4;
 
-fn ok(s: &Server, path: &str, body: &str) {
-    let (st, v) = if path.starts_with("/pub") {
-        s.post(path, body)
-    } else {
-        s.get(path)
-    };
-    assert_eq!((st, v), (200, json!({"result":"ok"})), "{path}");
-}
-
-/// (seq, body) of each offline message of `uid`.
-fn listed(s: &Server, uid: &str) -> Vec<(u64, String)> {
-    s.offline(uid)
-        .iter()
-        .map(|m| {
-            (
-                m["s"].as_u64().unwrap(),
-                m["b"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Sends `{"y":0}` and returns the messages read before its answer (the stream handles a
-/// client's messages in order, so an ack sent before it is stored when it comes back).
-fn barrier(c: &mut Client) -> Vec<Value> {
-    c.send(r#"{"y":0}"#);
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        let m = c.recv();
-        if m == json!({"y":0}) {
-            return got;
-        }
-        got.push(m);
-    }
-    panic!("no heartbeat answer within 10 s");
-}
-
 fn resident(s: &Server) -> f64 {
     metric_sum(s, "ipush_users_resident")
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A name no other call in this test process gets (for temp dirs).
 pub fn unique(tag: &str) -> String {
@@ -837,4 +837,45 @@ impl Drop for TestKeyspace {
 /// `&[String]` as `Vec<&str>` for `Server::start`.
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+// ---- Checks shared by the durability, eviction and idempotency tests ----
+
+/// Sends `{"y":0}` and reads until its answer, returning whatever non-heartbeat messages came
+/// first. The stream handles a client's messages in order and awaits each storage write, so the
+/// answer means every earlier subscribe/ack of this client is durable.
+pub fn barrier(c: &mut Client) -> Vec<Value> {
+    c.send(r#"{"y":0}"#);
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < end, "no heartbeat answer within 10 s");
+        let m = c.recv();
+        if m == json!({"y":0}) {
+            return got;
+        }
+        got.push(m);
+    }
+}
+
+pub fn ok(s: &Server, path: &str, body: &str) {
+    let (st, v) = if path.starts_with("/pub") {
+        s.post(path, body)
+    } else {
+        s.get(path)
+    };
+    assert_eq!((st, v), (200, json!({"result":"ok"})), "{path}");
+}
+
+/// (seq, body) of each offline message of `uid`.
+pub fn listed(s: &Server, uid: &str) -> Vec<(u64, String)> {
+    s.offline(uid)
+        .iter()
+        .map(|m| {
+            (
+                m["s"].as_u64().unwrap(),
+                m["b"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
