@@ -35,6 +35,28 @@ impl Frozen {
             0,
             "SIGSTOP {pid}"
         );
+        // kill() returns before every thread has stopped (one busy in a syscall finishes it
+        // first): wait, bounded, until all of them are stopped.
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| {
+                    d.flatten().all(|t| {
+                        let stat =
+                            std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+                        state.starts_with('T') || state.starts_with('t')
+                    })
+                })
+                .unwrap_or(false)
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        while !stopped() {
+            assert!(
+                Instant::now() < end,
+                "{pid} did not stop within 5 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Frozen(pid)
     }
 }
