@@ -89,12 +89,30 @@ pub struct LeaseClock {
     until_ms: AtomicU64,
 }
 
+impl Default for LeaseClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LeaseClock {
-    fn new() -> Self {
+    /// A clock with no lease yet (the control loop extends it with each heartbeat).
+    pub fn new() -> Self {
         LeaseClock {
             base: Instant::now(),
             until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The lease runs for `d` from now (zero: it has ended). For a member driven by hand
+    /// (tests, tools); the control loop sets it from its heartbeats.
+    pub fn hold_for(&self, d: Duration) {
+        let until = if d.is_zero() {
+            0
+        } else {
+            self.now_ms() + d.as_millis() as u64
+        };
+        self.until_ms.store(until, Ordering::Release);
     }
 
     fn now_ms(&self) -> u64 {

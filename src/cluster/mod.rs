@@ -5,6 +5,8 @@
 pub mod bus;
 #[cfg(feature = "scylla")]
 pub mod control;
+#[cfg(feature = "scylla")]
+pub mod fences;
 pub mod ownership;
 pub mod wire;
 

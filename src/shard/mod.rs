@@ -209,6 +209,9 @@ impl Shard {
             match existing {
                 Some(u) if u.loaded.get() => {
                     u.touched.set(true);
+                    if u.unsynced.get() && u.durable.get() == u.meta.get().max_seq {
+                        return self.reload_user(u).await;
+                    }
                     return Ok(u);
                 }
                 Some(u) => self.wait_loaded(&u).await,
@@ -265,6 +268,28 @@ impl Shard {
             }
         }
         let waiters = self.loading.borrow_mut().remove(&uid);
+        for w in waiters.into_iter().flatten() {
+            w.wake();
+        }
+        res.map(|_| user)
+    }
+
+    /// Reads back a user whose write failed, once none of its writes is in flight: memory may
+    /// be ahead of the store (seqs given but never stored), and a store that fences (scylla)
+    /// writes nothing more of the user until it is loaded again. Every seq shown was stored,
+    /// so the stored highest seq is at or above each; concurrent callers wait for the load.
+    async fn reload_user(&self, user: Rc<User>) -> Result<Rc<User>, StorageError> {
+        user.loaded.set(false);
+        let res = self.store.load_user(&user.uid).await;
+        if let Ok(meta) = &res {
+            user.meta.set(*meta);
+            user.durable.set(meta.max_seq);
+            user.unsynced.set(false);
+        } else {
+            self.bump(&self.stats.storage_error);
+        }
+        user.loaded.set(true);
+        let waiters = self.loading.borrow_mut().remove(&user.uid);
         for w in waiters.into_iter().flatten() {
             w.wake();
         }

@@ -59,6 +59,7 @@ mod bridge;
 mod ops;
 mod queries;
 mod schema;
+mod users;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -74,7 +75,9 @@ use self::ops::{Answer, BodyData, Read, Reply, Write};
 pub use self::schema::{
     check_blocking, execute_blocking, schema_problems, schema_statements, CREATE_SCHEMA,
 };
+use self::users::Fencing;
 use super::{IdemRecord, MsgBody, Storage, StorageError, StoredMsg, UserMeta};
+use crate::cluster::fences::Fences;
 use crate::config::ScyllaConsistency;
 
 /// Statements in flight per core (the bridge's pipeline depth).
@@ -199,13 +202,29 @@ impl ScyllaStore {
     /// (all under `params.timeout`). Awaits without blocking the executor. Must run on a
     /// glommio executor (it spawns the task that delivers the bridge's answers).
     pub async fn open(params: ScyllaParams) -> Result<Self, StorageError> {
+        Self::open_with(params, Fencing::Static).await
+    }
+
+    /// `open` for a member of the dynamic cluster: every write of a user is fenced at the
+    /// epoch at which `fences` says this member serves the user's slot, a load shadows, and
+    /// an answer is an `ok` only within the lease while the slot is still held at that epoch
+    /// (rules 4–7 of `cluster::ownership`). A user whose slot is not served gets
+    /// `StorageError::Unavailable`.
+    pub async fn open_fenced(
+        params: ScyllaParams,
+        fences: std::sync::Arc<Fences>,
+    ) -> Result<Self, StorageError> {
+        Self::open_with(params, Fencing::Dynamic(fences)).await
+    }
+
+    async fn open_with(params: ScyllaParams, fencing: Fencing) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
         let name = format!("ipush-scylla{}", params.core);
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || bridge_thread(params, rx, answers_tx, ready_tx))
+            .spawn(move || bridge_thread(params, fencing, rx, answers_tx, ready_tx))
             .map_err(|e| unavailable(format!("cannot start the bridge thread: {e}")))?;
         match ready_rx.await {
             Ok(Ok(())) => {

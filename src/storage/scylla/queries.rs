@@ -9,16 +9,16 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::PagingState;
-use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::MaybeUnset;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
+use super::users::Fencing;
 use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
-use crate::storage::{IdemRecord, UserMeta};
+use crate::storage::IdemRecord;
 
 /// The `users` key a health check reads: not a valid uid (it has a space), so never a user's.
 const HEALTH_KEY: &str = "ipush health";
@@ -26,7 +26,7 @@ const HEALTH_KEY: &str = "ipush health";
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs `st` once under the timeout and decodes its first row, if any, as `R`.
-async fn first_row<R>(
+pub(super) async fn first_row<R>(
     ctx: &Ctx,
     what: &str,
     st: &PreparedStatement,
@@ -48,23 +48,27 @@ fn unset_if_none<T>(v: Option<T>) -> MaybeUnset<T> {
     v.map_or(MaybeUnset::Unset, MaybeUnset::Set)
 }
 
-fn to_i64(v: u64, what: &str) -> Result<i64, String> {
+pub(super) fn to_i64(v: u64, what: &str) -> Result<i64, String> {
     i64::try_from(v).map_err(|_| format!("scylla: {what} {v} is out of range"))
 }
 
-/// Every statement, prepared once per session.
-struct Statements {
-    user: PreparedStatement,
-    /// `[message row with the body inline, raise max_seq]`, one partition key.
-    append_inline: Batch,
-    /// `[message row referring to a body, raise max_seq]`.
-    append_ref: Batch,
-    /// `[message row with the body inline, raise max_seq, idempotency row]`, LOGGED: the
-    /// rows are in two partitions and a restart must find all or none.
-    append_keyed: Batch,
-    insert_idem: PreparedStatement,
+/// Every statement, prepared once per session. A user's write is a batch of the row
+/// statements and `raise_max` (`users::write`).
+pub(super) struct Statements {
+    /// `max_seq, last_ack` of `users` (`max_seq` only as written before the static cell).
+    pub(super) user: PreparedStatement,
+    /// The highest row seq, the static highest seq and its write time.
+    pub(super) top: PreparedStatement,
+    /// A message row with its body inline / referring to a shared body, at a fenced timestamp.
+    pub(super) insert_inline: PreparedStatement,
+    pub(super) insert_ref: PreparedStatement,
+    /// The same, every column written (nulls included): over an old owner's invisible row.
+    pub(super) over_inline: PreparedStatement,
+    pub(super) over_ref: PreparedStatement,
+    pub(super) insert_idem: PreparedStatement,
     idem: PreparedStatement,
-    raise_max: PreparedStatement,
+    /// The static highest seq, at a fenced timestamp, no TTL.
+    pub(super) raise_max: PreparedStatement,
     insert_body: PreparedStatement,
     body: PreparedStatement,
     ack: PreparedStatement,
@@ -75,12 +79,12 @@ struct Statements {
 }
 
 pub(super) struct Ctx {
-    session: Session,
-    st: Statements,
-    timeout: Duration,
+    pub(super) session: Session,
+    pub(super) st: Statements,
+    pub(super) timeout: Duration,
     shard: String,
     /// Bounds the statements in flight (a bridge-local semaphore; the core never touches it).
-    permits: Arc<Semaphore>,
+    pub(super) permits: Arc<Semaphore>,
 }
 
 pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
@@ -110,37 +114,11 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
             .await
         }
     };
-    let insert_inline = prepare(format!(
-        "INSERT INTO {ks}.messages (uid, seq, expires_at, kind, sender, channel, body) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
-    ))
-    .await?;
-    let insert_ref = prepare(format!(
-        "INSERT INTO {ks}.messages (uid, seq, expires_at, body_id) VALUES (?, ?, ?, ?) USING TTL ?"
-    ))
-    .await?;
-    let raise_max = prepare(format!(
-        "UPDATE {ks}.users USING TIMESTAMP ? SET max_seq = ? WHERE uid = ?"
-    ))
-    .await?;
-    let batch = |row: &PreparedStatement| {
-        let mut b = Batch::new(BatchType::Unlogged);
-        b.append_statement(row.clone());
-        b.append_statement(raise_max.clone());
-        b.set_request_timeout(Some(p.timeout));
-        b
-    };
-    let (append_inline, append_ref) = (batch(&insert_inline), batch(&insert_ref));
     let insert_idem = prepare(format!(
         "INSERT INTO {ks}.idempotency (id, fingerprint, answer, expires_at) VALUES (?, ?, ?, ?) \
          USING TTL ?"
     ))
     .await?;
-    let mut append_keyed = Batch::new(BatchType::Logged);
-    for st in [&insert_inline, &raise_max, &insert_idem] {
-        append_keyed.append_statement(st.clone());
-    }
-    append_keyed.set_request_timeout(Some(p.timeout));
     let mut members = prepare(format!(
         "SELECT uid FROM {ks}.channel_members WHERE cid = ? AND shard = ?"
     ))
@@ -151,9 +129,34 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
             "SELECT max_seq, last_ack FROM {ks}.users WHERE uid = ?"
         ))
         .await?,
-        append_inline,
-        append_ref,
-        append_keyed,
+        top: prepare(format!(
+            "SELECT seq, max_seq, WRITETIME(max_seq) FROM {ks}.messages WHERE uid = ? LIMIT 1"
+        ))
+        .await?,
+        insert_inline: prepare(format!(
+            "INSERT INTO {ks}.messages (uid, seq, expires_at, kind, sender, channel, body) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
+        ))
+        .await?,
+        insert_ref: prepare(format!(
+            "INSERT INTO {ks}.messages (uid, seq, expires_at, body_id) VALUES (?, ?, ?, ?) \
+             USING TTL ? AND TIMESTAMP ?"
+        ))
+        .await?,
+        over_inline: prepare(format!(
+            "INSERT INTO {ks}.messages (uid, seq, expires_at, kind, sender, channel, body, \
+             body_id) VALUES (?, ?, ?, ?, ?, ?, ?, null) USING TTL ? AND TIMESTAMP ?"
+        ))
+        .await?,
+        over_ref: prepare(format!(
+            "INSERT INTO {ks}.messages (uid, seq, expires_at, kind, sender, channel, body, \
+             body_id) VALUES (?, ?, ?, null, null, null, null, ?) USING TTL ? AND TIMESTAMP ?"
+        ))
+        .await?,
+        raise_max: prepare(format!(
+            "UPDATE {ks}.messages USING TIMESTAMP ? SET max_seq = ? WHERE uid = ?"
+        ))
+        .await?,
         idem: prepare(format!(
             "SELECT fingerprint, answer, expires_at FROM {ks}.idempotency WHERE id = ?"
         ))
@@ -175,7 +178,7 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
         // Newest first (the clustering order); the filter on expires_at stays inside one
         // partition's slice, so ALLOW FILTERING costs at most that slice.
         list: prepare(format!(
-            "SELECT seq, expires_at, kind, sender, channel, body, body_id FROM {ks}.messages \
+            "SELECT seq, expires_at, kind, sender, channel, body, body_id, max_seq FROM {ks}.messages \
              WHERE uid = ? AND seq > ? AND seq <= ? AND expires_at > ? LIMIT ? ALLOW FILTERING"
         ))
         .await?,
@@ -188,7 +191,6 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
         ))
         .await?,
         members,
-        raise_max,
     };
     Ok(Ctx {
         session,
@@ -199,26 +201,23 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
     })
 }
 
-pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64, out: Answers) {
+/// A write that is not a user's message rows: an idempotency key, an ack, a membership.
+/// `stamp`: the fencing, the epoch and the timestamp of an ack or a membership change (rule
+/// 4); its answer is an `ok` only if it came back within the lease at that epoch (rule 6).
+pub(super) async fn write(ctx: Arc<Ctx>, w: Write, stamp: Option<Stamp>, out: Answers) {
+    let valid = |uid: &str, res: Result<(), String>| match (&stamp, res) {
+        (Some(s), Ok(())) if !s.fencing.valid(uid, s.epoch) => Err(format!(
+            "scylla: the write of {uid} answered after the slot moved or the lease lapsed"
+        )),
+        (_, res) => res,
+    };
+    let ts = stamp.as_ref().map_or(0, |s| s.ts);
     match w {
-        Write::Append {
-            body,
-            expires_at,
-            entries,
-            reply,
-        } => {
-            let res = append(&ctx, Arc::new(body), expires_at, entries).await;
-            out.send(reply, res);
-        }
-        Write::AppendKeyed {
-            body,
-            expires_at,
-            entries,
-            idem,
-            reply,
-        } => {
-            let res = append_keyed(&ctx, body, expires_at, entries, &idem).await;
-            let _ = reply.send(res);
+        Write::Append { reply, .. } | Write::AppendKeyed { reply, .. } => {
+            out.send(
+                reply,
+                Err("scylla: appends go through the user's queue".into()),
+            );
         }
         Write::Idem { idem, reply } => {
             let _ = reply.send(put_idem(&ctx, &idem).await);
@@ -234,13 +233,13 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64, out: Answers) {
                 timed(
                     ctx.timeout,
                     "set_ack",
-                    ctx.session.execute_unpaged(&ctx.st.ack, (v, v, &uid)),
+                    ctx.session.execute_unpaged(&ctx.st.ack, (ts, v, &uid)),
                 )
                 .await
                 .map(drop)
             }
             .await;
-            out.send(reply, res);
+            out.send(reply, valid(&uid, res));
         }
         Write::Member {
             cid,
@@ -266,115 +265,53 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, ts: i64, out: Answers) {
                 )
                 .await
             };
-            out.send(reply, res.map(drop));
+            out.send(reply, valid(&uid, res.map(drop)));
         }
     }
 }
 
-/// One body for many `(uid, seq)`: inline when there is one recipient; otherwise the body is
-/// written once to `bodies` first (so no row ever refers to a missing body) and every member's
-/// row refers to it. Each entry is one single-partition batch (message row + max_seq), run
-/// concurrently up to the permit limit.
-async fn append(
-    ctx: &Arc<Ctx>,
+/// How a write other than a message row is fenced.
+pub(super) struct Stamp {
+    pub(super) fencing: Fencing,
+    pub(super) epoch: u32,
+    pub(super) ts: i64,
+}
+
+/// Writes a channel message's body once to `bodies` (before any row refers to it), then
+/// opens `gate` for the rows that wait on it.
+pub(super) async fn store_body(
+    ctx: Arc<Ctx>,
+    id: Uuid,
     body: Arc<BodyData>,
-    expires_at: u64,
-    entries: Vec<(String, u64)>,
-) -> Result<(), String> {
-    let ttl = ttl_for(expires_at, crate::stats::unix_now());
-    let exp = to_i64(expires_at, "expires_at")?;
-    let shared = match ttl {
-        Some(ttl) if entries.len() > 1 => {
-            let id = Uuid::new_v4();
-            let _permit = ctx.permits.acquire().await;
-            timed(
-                ctx.timeout,
-                "store a channel body",
-                ctx.session.execute_unpaged(
-                    &ctx.st.insert_body,
-                    (
-                        id,
-                        body.kind,
-                        &body.sender,
-                        unset_if_none(body.channel.as_deref()),
-                        &body.body,
-                        ttl,
-                    ),
-                ),
-            )
-            .await?;
-            Some(id)
-        }
-        _ => None,
-    };
-    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
-    let mut first_err = None;
-    for (uid, seq) in entries {
-        let permit = ctx
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| "scylla: the bridge is closing".to_string())?;
-        let (ctx, body) = (ctx.clone(), body.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            let s = to_i64(seq, "seq")?;
-            let t = ctx.timeout;
-            match (ttl, shared) {
-                (None, _) => timed(
-                    t,
-                    "append (max_seq)",
-                    ctx.session.execute_unpaged(&ctx.st.raise_max, (s, s, &uid)),
-                )
-                .await
-                .map(drop),
-                (Some(ttl), Some(id)) => timed(
-                    t,
-                    "append",
-                    ctx.session
-                        .batch(&ctx.st.append_ref, ((&uid, s, exp, id, ttl), (s, s, &uid))),
-                )
-                .await
-                .map(drop),
-                (Some(ttl), None) => {
-                    let channel = unset_if_none(body.channel.as_deref());
-                    let row = (
-                        &uid,
-                        s,
-                        exp,
-                        body.kind,
-                        &body.sender,
-                        channel,
-                        &body.body,
-                        ttl,
-                    );
-                    timed(
-                        t,
-                        "append",
-                        ctx.session
-                            .batch(&ctx.st.append_inline, (row, (s, s, &uid))),
-                    )
-                    .await
-                    .map(drop)
-                }
-            }
-        });
-        while let Some(done) = tasks.try_join_next() {
-            note(&mut first_err, done);
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        note(&mut first_err, done);
-    }
-    first_err.map_or(Ok(()), Err)
+    ttl: i32,
+    gate: watch::Sender<Option<Result<(), String>>>,
+) {
+    let _permit = ctx.permits.acquire().await;
+    let res = timed(
+        ctx.timeout,
+        "store a channel body",
+        ctx.session.execute_unpaged(
+            &ctx.st.insert_body,
+            (
+                id,
+                body.kind,
+                &body.sender,
+                unset_if_none(body.channel.as_deref()),
+                &body.body,
+                ttl,
+            ),
+        ),
+    )
+    .await
+    .map(drop);
+    let _ = gate.send(Some(res));
 }
 
 /// The values of an idempotency row (the fingerprint stored as its bit pattern), or `None`
 /// when the record has expired already.
-type IdemValues<'a> = (&'a str, i64, i64, i64, i32);
+pub(super) type IdemValues<'a> = (&'a str, i64, i64, i64, i32);
 
-fn idem_values(r: &IdemRecord, now: u64) -> Result<Option<IdemValues<'_>>, String> {
+pub(super) fn idem_values(r: &IdemRecord, now: u64) -> Result<Option<IdemValues<'_>>, String> {
     let Some(ttl) = ttl_for(r.expires_at, now) else {
         return Ok(None);
     };
@@ -383,51 +320,6 @@ fn idem_values(r: &IdemRecord, now: u64) -> Result<Option<IdemValues<'_>>, Strin
         to_i64(r.expires_at, "expires_at")?,
     );
     Ok(Some((&r.id, r.fingerprint as i64, answer, exp, ttl)))
-}
-
-/// A one-recipient message and its key in one logged batch; anything else (a fan-out, an
-/// expired message) as the plain append followed by the key's row.
-async fn append_keyed(
-    ctx: &Arc<Ctx>,
-    body: BodyData,
-    expires_at: u64,
-    entries: Vec<(String, u64)>,
-    idem: &IdemRecord,
-) -> Result<(), String> {
-    let now = crate::stats::unix_now();
-    let key = idem_values(idem, now)?;
-    let (entry, ttl, key) = match (entries.as_slice(), ttl_for(expires_at, now), key) {
-        ([e], Some(ttl), Some(key)) => (e.clone(), ttl, key),
-        _ => {
-            append(ctx, Arc::new(body), expires_at, entries).await?;
-            return put_idem(ctx, idem).await;
-        }
-    };
-    let (uid, s, exp) = (
-        &entry.0,
-        to_i64(entry.1, "seq")?,
-        to_i64(expires_at, "expires_at")?,
-    );
-    let channel = unset_if_none(body.channel.as_deref());
-    let row = (
-        uid,
-        s,
-        exp,
-        body.kind,
-        &body.sender,
-        channel,
-        &body.body,
-        ttl,
-    );
-    let _permit = ctx.permits.acquire().await;
-    timed(
-        ctx.timeout,
-        "append (with idempotency key)",
-        ctx.session
-            .batch(&ctx.st.append_keyed, (row, (s, s, uid), key)),
-    )
-    .await
-    .map(drop)
 }
 
 async fn put_idem(ctx: &Ctx, idem: &IdemRecord) -> Result<(), String> {
@@ -459,15 +351,6 @@ async fn get_idem(ctx: &Ctx, id: &str, now: u64) -> Result<Option<IdemRecord>, S
     }))
 }
 
-fn note(first: &mut Option<String>, done: Result<Result<(), String>, tokio::task::JoinError>) {
-    let err = match done {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e,
-        Err(e) => format!("scylla: append task failed: {e}"),
-    };
-    first.get_or_insert(err);
-}
-
 /// A single-partition read of `users` at the configured consistency, under a short timeout
 /// (at most `CHECK_TIMEOUT`): answers whether the keyspace is readable now.
 pub(super) async fn check(ctx: Arc<Ctx>, reply: Reply<()>, out: Answers) {
@@ -483,9 +366,11 @@ pub(super) async fn check(ctx: Arc<Ctx>, reply: Reply<()>, out: Answers) {
 
 pub(super) async fn read(ctx: Arc<Ctx>, r: Read, out: Answers) {
     match r {
-        Read::User { uid, reply } => {
-            let _permit = ctx.permits.acquire().await;
-            out.send(reply, load_user(&ctx, &uid).await);
+        Read::User { reply, .. } => {
+            out.send(
+                reply,
+                Err("scylla: loads go through the bridge's users".into()),
+            );
         }
         Read::Offline {
             uid,
@@ -506,21 +391,6 @@ pub(super) async fn read(ctx: Arc<Ctx>, r: Read, out: Answers) {
     }
 }
 
-/// A user's counters (the caller holds a permit).
-async fn load_user(ctx: &Ctx, uid: &str) -> Result<UserMeta, String> {
-    let row: Option<(Option<i64>, Option<i64>)> =
-        first_row(ctx, "load_user", &ctx.st.user, (uid,)).await?;
-    let (max_seq, last_ack) = row.unwrap_or_default();
-    let (max_seq, last_ack) = (
-        max_seq.unwrap_or(0).max(0) as u64,
-        last_ack.unwrap_or(0).max(0) as u64,
-    );
-    Ok(UserMeta {
-        max_seq: max_seq.max(last_ack),
-        last_ack,
-    })
-}
-
 type ListRow = (
     i64,
     i64,
@@ -529,6 +399,7 @@ type ListRow = (
     Option<String>,
     Option<String>,
     Option<Uuid>,
+    Option<i64>,
 );
 
 async fn offline(
@@ -554,9 +425,13 @@ async fn offline(
     // The ack is read alongside: acked rows are hidden, not deleted. One permit covers both
     // (and is released before the bodies are read, which take their own).
     let permit = ctx.permits.acquire().await;
-    let (res, meta) = tokio::join!(list, load_user(ctx, uid));
+    let (res, user) = tokio::join!(
+        list,
+        first_row::<(Option<i64>, Option<i64>)>(ctx, "offline", &ctx.st.user, (uid,))
+    );
     drop(permit);
-    let (res, last_ack) = (res?, meta?.last_ack);
+    let (legacy_max, last_ack) = user?.unwrap_or_default();
+    let (res, last_ack) = (res?, last_ack.unwrap_or(0).max(0) as u64);
     let rows = res
         .into_rows_result()
         .map_err(|e| format!("scylla: offline: {e}"))?;
@@ -567,9 +442,13 @@ async fn offline(
         .rows::<ListRow>()
         .map_err(|e| format!("scylla: offline: {e}"))?
     {
-        let (seq, exp, kind, sender, channel, body, body_id) =
+        let (seq, exp, kind, sender, channel, body, body_id, max_seq) =
             row.map_err(|e| format!("scylla: offline: {e}"))?;
         let seq = seq.max(0) as u64;
+        // Rows above the highest seq are an old owner's, fenced out (rule 5): invisible.
+        if seq > max_seq.max(legacy_max).unwrap_or(0).max(0) as u64 {
+            continue;
+        }
         // The LIMIT took the newest rows; those at or below the ack are the oldest of them, so
         // dropping them leaves exactly the newest `limit` of (max(after, last_ack), upto].
         if seq <= last_ack {

@@ -91,6 +91,7 @@ pub const CREATE_SCHEMA: &str = include_str!("../../../cql/create_schema.cql");
 const COLUMNS: &[(&str, &str, &str, &str)] = &[
     ("messages", "uid", "partition_key", "text"),
     ("messages", "seq", "clustering", "bigint"),
+    ("messages", "max_seq", "static", "bigint"),
     ("messages", "expires_at", "regular", "bigint"),
     ("messages", "kind", "regular", "tinyint"),
     ("messages", "sender", "regular", "text"),
@@ -113,6 +114,10 @@ const COLUMNS: &[(&str, &str, &str, &str)] = &[
     ("idempotency", "answer", "regular", "bigint"),
     ("idempotency", "expires_at", "regular", "bigint"),
 ];
+
+/// What `schema_problems` says of a keyspace made before the static highest seq: the one
+/// difference `--scylla_init_schema=true` repairs in place (adding a column loses nothing).
+const NO_STATIC_MAX: &str = "table messages has no column max_seq";
 
 /// The tables of the schema.
 pub fn tables() -> BTreeSet<&'static str> {
@@ -171,6 +176,28 @@ pub fn check_blocking(
         let problems = schema_problems(&found);
         if problems.is_empty() {
             return Ok(false);
+        }
+        if problems == [NO_STATIC_MAX] {
+            let alter = format!("ALTER TABLE {keyspace}.messages ADD max_seq bigint static");
+            if !init {
+                return Err(StorageError::Unavailable(format!(
+                    "scylla: keyspace {keyspace} was made before the static highest seq \
+                     (messages.max_seq, which fences a moved user's rows): start once with \
+                     --scylla_init_schema=true, or run `{alter}` (users.max_seq still counts)"
+                )));
+            }
+            tracing::warn!(%keyspace, "adding messages.max_seq (static): {alter}");
+            timed(timeout, &alter, session.query_unpaged(alter.as_str(), &[]))
+                .await
+                .map_err(StorageError::Unavailable)?;
+            let problems = schema_problems(&columns(&session, keyspace, timeout).await?);
+            if !problems.is_empty() {
+                return Err(StorageError::Corrupt(format!(
+                    "scylla: keyspace {keyspace} after adding messages.max_seq: {}",
+                    problems.join("; ")
+                )));
+            }
+            return Ok(true);
         }
         let all_missing = found.is_empty();
         let only_tables_missing = problems.len() == 1 && problems[0].starts_with("missing table");
@@ -345,6 +372,9 @@ mod tests {
             old,
             ["column channel_members.shard is clustering text, expected partition_key text"]
         );
+        let mut no_max = cols("", None);
+        no_max.retain(|c| !(c.0 == "messages" && c.1 == "max_seq"));
+        assert_eq!(schema_problems(&no_max), [NO_STATIC_MAX]);
         let mut no_col = cols("", None);
         no_col.retain(|c| c.1 != "body_id");
         assert_eq!(
