@@ -348,7 +348,7 @@ impl Bridge {
             if let Some(u) = self.users.get_mut(&uid) {
                 u.stale = true;
             }
-            return self.settle(&item, Err(not_served(&uid)));
+            return self.settle(&item, Err(format!("scylla: append: {}", not_served(&uid))));
         };
         if self.fencing.is_static() && !self.users.contains_key(&uid) {
             // Nobody else writes a static cluster's users: one written before any load is as
@@ -356,17 +356,19 @@ impl Bridge {
             self.users.insert(uid.clone(), UserState::new(0, 0));
         }
         let refusal = match self.users.get_mut(&uid) {
-            None => Some(format!("scylla: {uid} is written before it was loaded")),
+            None => Some(format!(
+                "scylla: append: {uid} is written before it was loaded"
+            )),
             Some(u) if u.stuck => Some(format!(
-                "scylla: an earlier write of {uid} has no known outcome yet"
+                "scylla: append: an earlier write of {uid} has no known outcome yet"
             )),
             Some(u) if u.stale => Some(format!(
-                "scylla: {uid} must be loaded again (an earlier write failed)"
+                "scylla: append: {uid} must be loaded again (an earlier write failed)"
             )),
             Some(u) if u.epoch != epoch => {
                 u.stale = true;
                 Some(format!(
-                    "scylla: {uid} was loaded at epoch {}, its slot is at epoch {epoch} now",
+                    "scylla: append: {uid} was loaded at epoch {}, its slot is at epoch {epoch} now",
                     u.epoch
                 ))
             }
@@ -514,7 +516,7 @@ impl Bridge {
 
     /// Items queued behind a write that failed: not sent (their seqs would leave a gap).
     fn fail_waiting(&mut self, uid: &str, waiting: Option<Vec<Item>>) {
-        let e = format!("scylla: an earlier write of {uid} failed");
+        let e = format!("scylla: append: an earlier write of {uid} failed");
         for it in waiting.into_iter().flatten() {
             self.settle(&it, Err(e.clone()));
         }

@@ -23,17 +23,33 @@
 //!
 //! # Ordering (the `Storage` contract: a read sees every write issued before it)
 //! The bridge takes requests in issue order. Writes are pipelined (started at once, many in
-//! flight, at most `MAX_STATEMENTS` statements per core): that is safe because every write
-//! commutes with every other one issued by this core: message rows and bodies have distinct
-//! keys, `max_seq` and `last_ack` are written `USING TIMESTAMP <value>` (so the highest wins
-//! whatever the arrival order), and membership changes carry `USING TIMESTAMP` from a clock
-//! that increases in issue order (so subscribe-then-unsubscribe ends unsubscribed even if the
-//! two arrive reversed). A read first waits until every write issued before it has completed,
-//! then runs (reads run concurrently with one another and with later writes). `flush` waits for
-//! every earlier write, `close` for everything, and then stops the thread.
+//! flight, at most `MAX_STATEMENTS` statements per core), except that each user has one write
+//! of its messages in flight: what arrives meanwhile waits and goes out as the next batch
+//! (`users.rs`). Pipelining is safe because every write commutes with every other one issued
+//! by this core: message rows and bodies have distinct keys, and every cell of a user is
+//! written `USING TIMESTAMP fence(epoch, value)` — a row by its seq, the static `max_seq` and
+//! `last_ack` by their value (so the highest wins whatever the arrival order), a membership
+//! change by a millisecond clock that increases in issue order (so subscribe-then-unsubscribe
+//! ends unsubscribed even if the two arrive reversed). A read first waits until every write
+//! issued before it has completed, then runs (reads run concurrently with one another and with
+//! later writes); a write being sent again because its outcome is unknown is not waited for
+//! (its user's reads and writes are refused meanwhile). `flush` waits for every earlier write,
+//! `close` for everything but such retries, and then stops the thread.
+//!
+//! # Fencing (rules 4–7 of `cluster::ownership`; `users.rs`)
+//! `open_fenced` takes the dynamic cluster's `Fences`: a user is written at the epoch its slot
+//! is held at, and only if that is the epoch it was loaded at; a load of a user last written at
+//! an older epoch writes its highest seq back at `shadow(epoch)` first; an answer is an `ok`
+//! only if it came back within the lease while the slot is still held at that epoch. `open`
+//! (the static cluster) is the same at a fixed epoch 0, always held and within the lease, with
+//! no shadow (no other member ever writes its users). It writes fenced timestamps too: one set
+//! of statements, and a keyspace that later serves a dynamic cluster orders its old cells below
+//! every epoch's. After a write that failed, or whose answer was not an `ok`, a user must be
+//! loaded again before anything more of it is written (the core's memory may be ahead of the
+//! store; the shard reloads it), so its stored seqs stay `1..=max_seq`.
 //!
 //! # Acks
-//! `set_ack` is one `UPDATE users USING TIMESTAMP <last_ack> SET last_ack = <last_ack>`:
+//! `set_ack` is one `UPDATE users USING TIMESTAMP fence(epoch, last_ack) SET last_ack = ?`:
 //! last-write-wins by timestamp keeps the maximum, so acks are monotonic without a
 //! read-modify-write or a lightweight transaction (the owning core is the only writer anyway).
 //! Acked messages are not deleted (no range tombstones); `offline` reads `last_ack` alongside
@@ -50,7 +66,7 @@
 //!
 //! # Files
 //! `mod.rs` the core's handle, `bridge.rs` the bridge thread, its loop and its forwarder,
-//! `ops.rs` what crosses between them,
+//! `ops.rs` what crosses between them, `users.rs` a user's fenced writes and loads,
 //! `queries.rs` the statements and their handlers, `schema.rs` the schema and start-up check.
 //!
 //! Schema and the reasons for its layout: `cql/create_schema.cql`.

@@ -282,7 +282,7 @@ async fn send(ctx: &Ctx, uid: &str, epoch: u32, top: u64, items: &[Item]) -> Out
     for it in items {
         let s = match to_i64(it.seq) {
             Ok(s) => s,
-            Err(e) => return Outcome::Refused(e),
+            Err(e) => return Outcome::Refused(e.replacen("scylla: ", "scylla: append: ", 1)),
         };
         highest = highest.max(it.seq);
         let ts = fence(epoch, it.seq);
