@@ -1,7 +1,8 @@
 //! What a user of `--storage=scylla` meets when the database is not ready: nothing listening
 //! at start (bounded retry, then an exit naming the address), a keyspace without the schema
-//! (an exit naming both remedies, or `--scylla_init_schema=true` creating it), and a schema of
-//! another layout (refused, left as it is). The database: `IPUSH_TEST_SCYLLA` (see
+//! (an exit naming both remedies, or `--scylla_init_schema=true` creating it), a schema of
+//! another layout (refused, left as it is), and one from before the static highest seq (both
+//! remedies named; `--scylla_init_schema=true` adds the column). The database: `IPUSH_TEST_SCYLLA` (see
 //! `cql/cassandra/start.sh`); the first test needs none.
 mod common;
 use common::*;
@@ -130,5 +131,44 @@ fn init_schema_creates_the_keyspace_then_a_plain_start_uses_it() {
     let got = s.offline("newcomer");
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["b"], "first");
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_keyspace_from_before_the_static_highest_seq_is_refused_or_given_the_column() {
+    let Some(ks) = TestKeyspace::new("a_keyspace_from_before_the_static_highest_seq") else {
+        return;
+    };
+    ks.create();
+    // As an ipush before fencing left it: no static max_seq, the user's highest seq in users.
+    let k = &ks.name;
+    ks.run(&[
+        format!("ALTER TABLE {k}.messages DROP max_seq"),
+        format!("INSERT INTO {k}.users (uid, max_seq, last_ack) VALUES ('old', 5, 0)"),
+    ]);
+    let (ok, err) = start_fails(&ks.flags(), Duration::from_secs(90));
+    assert!(!ok, "{err}");
+    assert!(err.contains("before the static highest seq"), "{err}");
+    assert!(err.contains("--scylla_init_schema=true"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "ALTER TABLE {k}.messages ADD max_seq bigint static"
+        )),
+        "{err}"
+    );
+    // --scylla_init_schema=true adds the column; the old highest seq still counts.
+    let mut flags = ks.flags();
+    flags.push("--scylla_init_schema=true".into());
+    let mut s = Server::start(&strs(&flags));
+    assert_eq!(
+        s.post("/pub?to=old&from=op", "sixth"),
+        (200, json!({"result":"ok"}))
+    );
+    let got = s.offline("old");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["s"].as_u64(), &got[0]["b"]),
+        (Some(6), &json!("sixth"))
+    );
     assert!(s.stop().success());
 }
