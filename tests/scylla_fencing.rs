@@ -81,12 +81,13 @@ fn seqs(v: &[(u64, &str)]) -> Vec<(u64, String)> {
     v.iter().map(|(s, b)| (*s, b.to_string())).collect()
 }
 
-#[test]
-fn an_old_owners_late_writes_never_show_and_never_overwrite() {
-    let Some(addr) = scylla_addr("an_old_owners_late_writes_never_show_and_never_overwrite") else {
-        return;
-    };
-    let keyspace = format!("ipush_test_{}fence", std::process::id());
+/// Runs `f` on a glommio executor with the store parameters of a fresh keyspace (made from
+/// cql/create_schema.cql), dropped at the end, pass or fail.
+fn on_keyspace<Fut>(addr: String, tag: &str, f: impl FnOnce(ScyllaParams) -> Fut + Send + 'static)
+where
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let keyspace = format!("ipush_test_{}{tag}", std::process::id());
     let nodes = vec![addr];
     let t = Duration::from_secs(30);
     let schema = scylla::schema_statements(include_str!("../cql/create_schema.cql"), &keyspace);
@@ -102,7 +103,7 @@ fn an_old_owners_late_writes_never_show_and_never_overwrite() {
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         glommio::LocalExecutorBuilder::default()
-            .spawn(move || scenario(params))
+            .spawn(move || f(params))
             .unwrap()
             .join()
             .unwrap()
@@ -113,6 +114,14 @@ fn an_old_owners_late_writes_never_show_and_never_overwrite() {
         std::panic::resume_unwind(panic);
     }
     dropped.expect("dropping the test keyspace");
+}
+
+#[test]
+fn an_old_owners_late_writes_never_show_and_never_overwrite() {
+    let Some(addr) = scylla_addr("an_old_owners_late_writes_never_show_and_never_overwrite") else {
+        return;
+    };
+    on_keyspace(addr, "fence", scenario);
 }
 
 async fn scenario(params: ScyllaParams) {
@@ -231,44 +240,18 @@ fn the_static_cluster_keeps_contiguous_seqs_across_a_failed_write() {
     else {
         return;
     };
-    let keyspace = format!("ipush_test_{}fstatic", std::process::id());
-    let nodes = vec![addr];
-    let t = Duration::from_secs(30);
-    let schema = scylla::schema_statements(include_str!("../cql/create_schema.cql"), &keyspace);
-    scylla::execute_blocking(&nodes, &schema, t).expect("creating the test keyspace");
-    let params = ScyllaParams {
-        nodes: nodes.clone(),
-        keyspace: keyspace.clone(),
-        node: "self".into(),
-        consistency: ScyllaConsistency::One,
-        timeout: Duration::from_secs(10),
-        core: 0,
-        cores: 1,
-    };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let s = ScyllaStore::open(params).await.unwrap();
-                append(&s, "w", 1, "one").await.unwrap();
-                // A write refused before it is sent (a seq beyond what a fenced timestamp
-                // orders): known not to be stored, and later seqs must not leave a gap.
-                let e = unavailable(append(&s, "w", 1 << 50, "bad").await, "out of range");
-                assert!(e.contains("out of range"), "{e}");
-                let e = unavailable(append(&s, "w", 2, "two").await, "after a failure");
-                assert!(e.contains("loaded again"), "{e}");
-                assert_eq!(s.load_user("w").await.unwrap().max_seq, 1);
-                append(&s, "w", 2, "two").await.unwrap();
-                assert_eq!(listed(&s, "w").await, seqs(&[(1, "one"), (2, "two")]));
-                s.close().await.unwrap();
-            })
-            .unwrap()
-            .join()
-            .unwrap()
-    }));
-    let dropped =
-        scylla::execute_blocking(&nodes, &[format!("DROP KEYSPACE IF EXISTS {keyspace}")], t);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-    dropped.expect("dropping the test keyspace");
+    on_keyspace(addr, "fstatic", |params| async move {
+        let s = ScyllaStore::open(params).await.unwrap();
+        append(&s, "w", 1, "one").await.unwrap();
+        // A write refused before it is sent (a seq beyond what a fenced timestamp
+        // orders): known not to be stored, and later seqs must not leave a gap.
+        let e = unavailable(append(&s, "w", 1 << 50, "bad").await, "out of range");
+        assert!(e.contains("out of range"), "{e}");
+        let e = unavailable(append(&s, "w", 2, "two").await, "after a failure");
+        assert!(e.contains("loaded again"), "{e}");
+        assert_eq!(s.load_user("w").await.unwrap().max_seq, 1);
+        append(&s, "w", 2, "two").await.unwrap();
+        assert_eq!(listed(&s, "w").await, seqs(&[(1, "one"), (2, "two")]));
+        s.close().await.unwrap();
+    });
 }
