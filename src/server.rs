@@ -16,7 +16,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::Authenticator;
 use crate::cluster::bus::{self, CoreLink};
-use crate::cluster::Membership;
+use crate::cluster::{Membership, ViewCell};
 use crate::config::{Config, FsyncMode, StorageKind};
 use crate::ids::ShardId;
 use crate::lockfile::{LockError, LockFile};
@@ -62,11 +62,24 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     let mut dir_lock = check_storage(&cfg, cores)?;
     let (listeners, bound) = bind(&mut cfg, cores)?;
     let cfg = Arc::new(cfg);
-    let members = Arc::new(Membership::from_config(&cfg, cores));
+    // The dynamic cluster joins before the cores start: they route by its first view.
+    let dynamic = start_dynamic(&cfg, cores)?;
+    let cell = match &dynamic {
+        Some(d) => d.cell(),
+        None => Arc::new(ViewCell::new(
+            Arc::new(Membership::from_config(&cfg, cores)),
+            cores,
+        )),
+    };
+    let members = cell.current();
     let mesh = Mesh::new(cores);
     // The cluster bus (NNG) runs on threads of its own; each core gets its end of it.
     let (bus, links) = if members.is_cluster() {
         let (b, l) = bus::start(members.clone(), stop.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        #[cfg(feature = "scylla")]
+        if let (Some(d), Some(link)) = (&dynamic, l.first()) {
+            d.attach_bus(link.out.clone());
+        }
         (Some(b), l.into_iter().map(Some).collect())
     } else {
         (None, (0..cores).map(|_| None).collect::<Vec<_>>())
@@ -85,7 +98,7 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
             id: ShardId(i),
             cores,
             cfg: cfg.clone(),
-            members: members.clone(),
+            cell: cell.clone(),
             started_us,
             stop: stop.clone(),
             go: go.clone(),
@@ -114,6 +127,10 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         Err(_) => stop.fire(),
     }
     let core_error = join(handles);
+    #[cfg(feature = "scylla")]
+    if let Some(d) = dynamic {
+        d.stop();
+    }
     if let Some(b) = bus {
         // Every core has stopped: the bus threads end within a poll.
         stop.fire();
@@ -128,6 +145,36 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         (Ok(()), Some(_)) => bail!("a core stopped abnormally"),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// Joins the dynamic cluster when `cfg` asks for it (`--storage=scylla --node`, no `--nodes`).
+#[cfg(feature = "scylla")]
+fn start_dynamic(
+    cfg: &Config,
+    cores: usize,
+) -> anyhow::Result<Option<crate::cluster::dynamic::Dynamic>> {
+    if !cfg.is_dynamic() {
+        return Ok(None);
+    }
+    let d = crate::cluster::dynamic::Dynamic::start(cfg, cores).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(node = %cfg.node, slots = cfg.cluster_slots, "joined the dynamic cluster");
+    Ok(Some(d))
+}
+
+/// Without the scylla backend there is no dynamic cluster (config validation says so).
+#[cfg(not(feature = "scylla"))]
+enum NoDynamic {}
+
+#[cfg(not(feature = "scylla"))]
+impl NoDynamic {
+    fn cell(&self) -> Arc<ViewCell> {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "scylla"))]
+fn start_dynamic(_cfg: &Config, _cores: usize) -> anyhow::Result<Option<NoDynamic>> {
+    Ok(None)
 }
 
 /// Before anything binds: the embedded store's directory is locked (the lock is held until
@@ -185,7 +232,7 @@ fn bind(cfg: &mut Config, cores: usize) -> anyhow::Result<(Vec<Listeners>, Bound
     let bound = Bound {
         client: client_addr,
         admin: admin_addr,
-        bus: (!cfg.nodes.is_empty()).then_some(cfg.bus_port),
+        bus: (!cfg.nodes.is_empty() || cfg.is_dynamic()).then_some(cfg.bus_port),
     };
     Ok((out, bound))
 }
@@ -390,7 +437,7 @@ struct Core {
     id: ShardId,
     cores: usize,
     cfg: Arc<Config>,
-    members: Arc<Membership>,
+    cell: Arc<ViewCell>,
     started_us: u64,
     stop: Arc<Signal>,
     /// Fired by the main thread once every core is ready.
@@ -462,7 +509,7 @@ async fn core_main(
         store,
         core.started_us,
     ));
-    let router = Rc::new(Router::new(shard.clone(), core.members.clone(), peers));
+    let router = Rc::new(Router::new(shard.clone(), core.cell.clone(), peers));
     let served = serve(&core, &router, client, admin, receivers, bus);
     core.stop.wait(core.id.0).await;
     shut_down(&shard, served).await;
@@ -539,6 +586,16 @@ fn serve(
         glommio::spawn_local(crate::admin::admin_loop(router.clone(), admin)),
     ];
     background.push(glommio::spawn_local(housekeeping(router.clone())));
+    if router.view().is_dynamic() {
+        // Views change without traffic too: install each within a few ms of its publishing.
+        let r = router.clone();
+        background.push(glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                r.refresh();
+            }
+        }));
+    }
     let flusher = crate::transport::stream::flusher(router.shard().clone());
     background.push(glommio::spawn_local(flusher));
     Served {
@@ -602,7 +659,7 @@ async fn open_scylla(core: &Core) -> Result<Store, String> {
             .map(str::to_string)
             .collect(),
         keyspace: cfg.scylla_keyspace.clone(),
-        node: core.members.me_name().to_string(),
+        node: core.cell.current().me_name().to_string(),
         consistency: cfg.scylla_consistency,
         timeout: Duration::from_millis(cfg.scylla_timeout_ms),
         core: core.id.0 as u32,

@@ -55,11 +55,18 @@ pub struct Response {
 
 impl Response {
     fn json(status: u16, v: Value) -> Self {
+        // A 503 is always temporary here (a node, the database or a slot in motion): say when
+        // to try again.
+        let headers = if status == 503 {
+            vec![("Retry-After", "1".to_string())]
+        } else {
+            Vec::new()
+        };
         Response {
             status,
             content_type: "text/json; charset=utf-8",
             body: serde_json::to_vec(&v).expect("json values serialize"),
-            headers: Vec::new(),
+            headers,
         }
     }
 
@@ -219,6 +226,21 @@ async fn health(router: &Rc<Router>) -> Response {
         "node": view.me_name(),
         "peers": peers,
     });
+    if let Some(slots) = view.slots() {
+        let members: Vec<Value> = view
+            .members()
+            .map(|(_, spec, state)| {
+                json!({
+                    "name": spec.name,
+                    "state": state.as_str(),
+                    "client": spec.client_addr(),
+                })
+            })
+            .collect();
+        v["members"] = json!(members);
+        v["slots"] = json!(slots);
+        v["slots_served"] = json!(view.served_slots());
+    }
     match storage {
         Ok(()) => Response::ok(v),
         Err(e) => {

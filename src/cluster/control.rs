@@ -41,6 +41,8 @@ pub struct Settings {
 /// A member's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The member's number for the keyspace's life (`member_ids`): its `NodeId` on the bus.
+    pub id: u16,
     pub name: String,
     pub incarnation: u64,
     pub beat: u64,
@@ -54,6 +56,8 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     pub me: Holder,
+    /// This member's id (its `NodeId` on the bus).
+    pub id: u16,
     pub members: Vec<Member>,
     /// Indexed by slot.
     pub slots: Vec<SlotRow>,
@@ -143,6 +147,11 @@ impl Control {
         })
     }
 
+    /// Whether the loop still runs (it ends by itself only on an error it cannot retry).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     pub fn lease(&self) -> Arc<LeaseClock> {
         self.lease.clone()
     }
@@ -190,6 +199,20 @@ async fn run(
 ) -> Result<(), String> {
     let db = Arc::new(Db::connect(&s).await?);
     db.check_slot_count(s.slots).await?;
+    let my_id = loop {
+        match db.claim_id(&s.name).await {
+            Ok(id) => break id,
+            Err(e) if e.starts_with(NO_ID) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming this member's id failed: retrying");
+                if stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(s.timing.beat_every_ms.max(1))).await;
+            }
+        }
+    };
+    tracing::info!(name = %s.name, id = my_id, "member id");
     let every = Duration::from_millis(s.timing.beat_every_ms.max(1));
     let mut last_view: Option<Arc<View>> = None;
     'incarnation: while !stop.load(Ordering::Acquire) {
@@ -238,6 +261,7 @@ async fn run(
             }
             let view = View {
                 me: me.clone(),
+                id: my_id,
                 members,
                 slots: rows.clone(),
                 releasing: releasing.clone(),
@@ -336,7 +360,13 @@ struct Db {
     move_slot: PreparedStatement,
     slot_count: PreparedStatement,
     set_slot_count: PreparedStatement,
+    ids: PreparedStatement,
+    claim_id: PreparedStatement,
 }
+
+/// Member ids are `NodeId`s on the bus: at most this many names per keyspace.
+pub const MAX_MEMBERS: u16 = 1024;
+const NO_ID: &str = "no free member id";
 
 const MEMBER_COLUMNS: &str = "name, incarnation, beat, alive, client, admin, bus";
 
@@ -387,6 +417,8 @@ impl Db {
             ),
             format!("SELECT slots FROM {ks}.cluster WHERE id = 0"),
             format!("INSERT INTO {ks}.cluster (id, slots) VALUES (0, ?) IF NOT EXISTS"),
+            format!("SELECT id, name FROM {ks}.member_ids"),
+            format!("INSERT INTO {ks}.member_ids (id, name) VALUES (?, ?) IF NOT EXISTS"),
         ];
         let mut prepared = Vec::with_capacity(cql.len());
         for c in &cql {
@@ -411,6 +443,8 @@ impl Db {
             move_slot: next(),
             slot_count: next(),
             set_slot_count: next(),
+            ids: next(),
+            claim_id: next(),
             session,
         })
     }
@@ -467,14 +501,51 @@ impl Db {
 
     async fn member(&self, name: &str) -> Result<Option<Member>, String> {
         let rows = self.rows("read this member", &self.member, (name,)).await?;
-        Ok(rows.iter().find_map(member_of))
+        Ok(rows.iter().find_map(|r| member_of(r, &[])))
     }
 
+    /// Every member that has an id (a name registers only after claiming one), by name.
     async fn members(&self) -> Result<Vec<Member>, String> {
+        let ids = self.ids().await?;
         let rows = self.rows("read the members", &self.members, ()).await?;
-        let mut m: Vec<Member> = rows.iter().filter_map(member_of).collect();
+        let mut m: Vec<Member> = rows.iter().filter_map(|r| member_of(r, &ids)).collect();
         m.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(m)
+    }
+
+    async fn ids(&self) -> Result<Vec<(u16, String)>, String> {
+        let rows = self.rows("read the member ids", &self.ids, ()).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| match (r.columns.first(), r.columns.get(1)) {
+                (Some(Some(CqlValue::Int(id))), Some(Some(CqlValue::Text(name)))) => {
+                    Some((u16::try_from(*id).ok()?, name.clone()))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// This name's id: the one it already has, else the lowest free one, claimed.
+    async fn claim_id(&self, name: &str) -> Result<u16, String> {
+        loop {
+            let ids = self.ids().await?;
+            if let Some((id, _)) = ids.iter().find(|(_, n)| n == name) {
+                return Ok(*id);
+            }
+            let Some(free) = (0..MAX_MEMBERS).find(|i| ids.iter().all(|(id, _)| id != i)) else {
+                return Err(format!(
+                    "{NO_ID}: the keyspace has given out all {MAX_MEMBERS} member ids"
+                ));
+            };
+            // Refused: another name took it first; read again.
+            if let Outcome::Unknown = self
+                .lwt("claim a member id", &self.claim_id, (free as i32, name))
+                .await
+            {
+                return Err("claiming a member id has no known outcome".into());
+            }
+        }
     }
 
     /// `expect`: None for no row, else the row's incarnation and, when it looks alive, its beat.
@@ -600,7 +671,8 @@ impl Db {
     }
 }
 
-fn member_of(r: &Row) -> Option<Member> {
+/// A member row with its id from `ids` (an empty `ids`: id 0, for reading one's own row).
+fn member_of(r: &Row, ids: &[(u16, String)]) -> Option<Member> {
     let text = |i: usize| match r.columns.get(i) {
         Some(Some(CqlValue::Text(t))) => t.clone(),
         _ => String::new(),
@@ -610,8 +682,15 @@ fn member_of(r: &Row) -> Option<Member> {
     else {
         return None;
     };
+    let name = text(0);
+    let id = match ids.iter().find(|(_, n)| *n == name) {
+        Some((id, _)) => *id,
+        None if ids.is_empty() => 0,
+        None => return None,
+    };
     Some(Member {
-        name: text(0),
+        id,
+        name,
         incarnation: *inc as u64,
         beat: *beat as u64,
         alive: matches!(r.columns.get(3), Some(Some(CqlValue::Boolean(true)))),

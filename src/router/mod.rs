@@ -20,7 +20,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use glommio::{GlommioError, ResourceType};
 
 use crate::cluster::bus::CoreLink;
-use crate::cluster::{Membership, NodeId, Owner};
+use crate::cluster::{Membership, NodeId, Owner, ViewCell};
 use crate::ids::ShardId;
 use crate::msg::{Answer, CoreMsg, Request};
 use crate::shard::Shard;
@@ -31,13 +31,20 @@ use crate::storage::StorageError;
 pub enum Route {
     Core(ShardId),
     Node(NodeId),
+    /// The dynamic cluster: its slot is held by nobody, or is being handed over to or from
+    /// this node; it is served again within about a second.
+    Moving,
 }
+
+/// How long a request waits for a slot in motion before it fails with 503.
+const MOVING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Router {
     shard: Rc<Shard>,
-    /// The cluster view this core routes by; replaced whole when it changes (no lock: only
-    /// this core reads it).
+    /// The cluster view this core routes by: a copy of `cell`'s, replaced whole when the
+    /// cell's generation moves (one atomic load per look; the cell's lock only on a change).
     view: RefCell<Arc<Membership>>,
+    cell: Arc<ViewCell>,
     peers: Vec<Option<ConnectedSender<CoreMsg>>>,
     pending: RefCell<HashMap<u64, local_channel::LocalSender<Answer>, ahash::RandomState>>,
     next_req: Cell<u64>,
@@ -48,12 +55,15 @@ pub struct Router {
 impl Router {
     pub fn new(
         shard: Rc<Shard>,
-        view: Arc<Membership>,
+        cell: Arc<ViewCell>,
         peers: Vec<Option<ConnectedSender<CoreMsg>>>,
     ) -> Self {
+        let view = cell.current();
+        cell.installed(shard.id(), view.generation());
         Router {
             shard,
             view: RefCell::new(view),
+            cell,
             peers,
             pending: RefCell::default(),
             next_req: Cell::new(1),
@@ -75,27 +85,55 @@ impl Router {
 
     /// The cluster view in force now.
     pub fn view(&self) -> Arc<Membership> {
+        self.refresh();
         self.view.borrow().clone()
     }
 
-    /// Replaces the cluster view (a control task does this when membership changes).
-    pub fn set_view(&self, view: Arc<Membership>) {
-        *self.view.borrow_mut() = view;
+    /// Installs the cell's newer view, if there is one: users of slots this node stopped
+    /// serving leave this core (their streams told to move), then the cell learns that this
+    /// core is on the new generation. Cheap when nothing changed.
+    pub fn refresh(&self) {
+        let g = self.cell.generation();
+        if g == self.view.borrow().generation() {
+            return;
+        }
+        let next = self.cell.current();
+        let released = self.shard.release_users(|uid| next.serves(uid).is_none());
+        if released > 0 {
+            tracing::info!(core = %self.id(), released, generation = next.generation(), "users moved away");
+        }
+        let g = next.generation();
+        *self.view.borrow_mut() = next;
+        self.cell.installed(self.id(), g);
     }
 
     /// Where `uid` lives: node and core.
     pub fn owner(&self, uid: &str) -> Owner {
-        self.view.borrow().locate(uid)
+        self.view().locate(uid)
     }
 
-    /// Where `uid`'s work runs: a core here, or another node.
+    /// Where `uid`'s work runs: a core here, another node, or nowhere for a moment.
     pub fn route(&self, uid: &str) -> Route {
-        let view = self.view.borrow();
+        let view = self.view();
         let o = view.locate(uid);
-        if o.node == view.me() {
+        if o.node != view.me() {
+            Route::Node(o.node)
+        } else if view.serves(uid).is_some() {
             Route::Core(o.core)
         } else {
-            Route::Node(o.node)
+            Route::Moving
+        }
+    }
+
+    /// Waits (at most `MOVING_WAIT`) while `uid`'s slot is in motion; the route then.
+    pub async fn settled_route(&self, uid: &str) -> Route {
+        let t0 = std::time::Instant::now();
+        loop {
+            let r = self.route(uid);
+            if r != Route::Moving || t0.elapsed() >= MOVING_WAIT {
+                return r;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -302,21 +340,43 @@ impl Router {
         }
     }
 
+    /// Waits (at most `MOVING_WAIT`) until this node serves `uid`: a node that sent a request
+    /// here saw the slot's new holder before this node did. False if it still does not.
+    pub async fn wait_served(&self, uid: &str) -> bool {
+        let t0 = std::time::Instant::now();
+        loop {
+            if matches!(self.route(uid), Route::Core(_)) {
+                return true;
+            }
+            if t0.elapsed() >= MOVING_WAIT {
+                return false;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs `req` wherever `uid` lives and returns the answer.
     pub async fn call_user(self: &Rc<Self>, uid: &str, req: Request) -> Answer {
-        match self.route(uid) {
+        match self.settled_route(uid).await {
             Route::Core(c) => self.call(c, req).await,
             Route::Node(n) => self.call_node(n, req).await,
+            Route::Moving => moving(),
         }
     }
 
     /// Runs `req` wherever `uid` lives, without an answer.
     pub async fn cast_user(self: &Rc<Self>, uid: &str, req: Request) {
-        match self.route(uid) {
+        match self.settled_route(uid).await {
             Route::Core(c) => self.cast(c, req).await,
             Route::Node(n) => self.send_node(Some(n), 0, req),
+            Route::Moving => tracing::warn!(uid, "client message dropped: its slot is moving"),
         }
     }
+}
+
+/// A 503 for a user whose slot is in motion (the client retries after `Retry-After`).
+pub(crate) fn moving() -> Answer {
+    Answer::Unavailable("the user's slot is moving between nodes: retry".into())
 }
 
 /// The database not answering is a 503 (retry later); anything else a 500.

@@ -96,7 +96,12 @@ impl Router {
             Request::PubBatch(items) => self.publish_remote_batch(items).await,
             Request::Stats | Request::Latency => Answer::Err("stats are per node".into()),
             Request::Health => Answer::Err("health is per node".into()),
-            req => self.serve(req).await,
+            // Sent by a node whose view says the user is here: served only if this node's
+            // view agrees (after a bounded wait for a slot in motion), never forwarded again.
+            req => match req.uid().map(str::to_string) {
+                Some(uid) if !self.wait_served(&uid).await => super::moving(),
+                _ => self.serve(req).await,
+            },
         }
     }
 

@@ -238,6 +238,14 @@ async fn connect(
 
 /// Starts the stream here, or hands the socket to the uid's owner core.
 async fn start(router: Rc<Router>, stream: TcpStream, opening: Opening) {
+    if router.settled_route(&opening.uid).await == crate::router::Route::Moving {
+        return respond(
+            stream,
+            503,
+            "the user's slot is moving between nodes: retry",
+        )
+        .await;
+    }
     let owner = router.owner(&opening.uid).core;
     if owner == router.id() {
         let new = Box::new(NewStream { stream, opening });

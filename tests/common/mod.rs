@@ -332,7 +332,7 @@ impl Client {
         false
     }
 
-    fn recv_chunk_or_timeout(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, ()> {
+    pub fn recv_chunk_or_timeout(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, ()> {
         self.sock.set_read_timeout(Some(limit)).unwrap();
         let mut tmp = [0u8; 65536];
         loop {
@@ -878,4 +878,20 @@ pub fn listed(s: &Server, uid: &str) -> Vec<(u64, String)> {
             )
         })
         .collect()
+}
+
+/// One admin request to `127.0.0.1:port` on a fresh connection: its status, or None when
+/// it got no answer (refused, reset, timed out after 10 s).
+pub fn admin_raw_port(port: u16, method: &str, path: &str, body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    (!out.is_empty()).then(|| parse_response(&out).0)
 }
