@@ -72,6 +72,14 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         )),
     };
     let members = cell.current();
+    // A member of the dynamic cluster hands its slots over before its cores stop: they stop
+    // on a signal of their own, fired once it has left.
+    let outer_stop = stop;
+    let stop = if dynamic.is_some() {
+        Arc::new(Signal::new(cores + 1))
+    } else {
+        outer_stop.clone()
+    };
     let mesh = Mesh::new(cores);
     // The cluster bus (NNG) runs on threads of its own; each core gets its end of it.
     let (bus, links) = if members.is_cluster() {
@@ -108,6 +116,17 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     }
     drop(ready_tx);
     let startup = wait_ready(&ready_rx, cores, &cfg);
+    #[cfg(feature = "scylla")]
+    let leaver = dynamic.map(|d| {
+        let (outer, stop, cell) = (outer_stop.clone(), stop.clone(), cell.clone());
+        let limit = leave_limit(&cfg);
+        std::thread::Builder::new()
+            .name("ipush-leave".into())
+            .spawn(move || leave_on_stop(d, &outer, &stop, &cell, limit))
+            .expect("spawn the leave thread")
+    });
+    #[cfg(not(feature = "scylla"))]
+    let _ = (&outer_stop, dynamic);
     match &startup {
         Ok(()) => {
             if let Some(lock) = &mut dir_lock {
@@ -128,8 +147,8 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     }
     let core_error = join(handles);
     #[cfg(feature = "scylla")]
-    if let Some(d) = dynamic {
-        d.stop();
+    if let Some(t) = leaver {
+        let _ = t.join();
     }
     if let Some(b) = bus {
         // Every core has stopped: the bus threads end within a poll.
@@ -145,6 +164,43 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         (Ok(()), Some(_)) => bail!("a core stopped abnormally"),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// How long a leaving member may take to hand its slots over before it stops anyway (the
+/// others then claim what is left after the member timeout).
+#[cfg(feature = "scylla")]
+fn leave_limit(cfg: &Config) -> Duration {
+    Duration::from_millis(3 * cfg.member_timeout_ms + 2 * cfg.scylla_timeout_ms)
+}
+
+/// The dynamic cluster's way out: on SIGTERM (`outer`), `POST /drain` (the cell's request)
+/// or a core's failure (`stop` itself), hand every slot over (bounded by `limit`) while the
+/// cores serve on, then stop the cores.
+#[cfg(feature = "scylla")]
+fn leave_on_stop(
+    d: crate::cluster::dynamic::Dynamic,
+    outer: &Signal,
+    stop: &Signal,
+    cell: &ViewCell,
+    limit: Duration,
+) {
+    while !outer.is_set() && !stop.is_set() && !cell.leave_requested() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !stop.is_set() {
+        tracing::info!("leaving the cluster: handing every slot over");
+        let t0 = Instant::now();
+        if d.leave(limit) {
+            tracing::info!(
+                ms = t0.elapsed().as_millis() as u64,
+                "every slot handed over"
+            );
+        } else {
+            tracing::warn!(?limit, "slots still held after the limit: stopping anyway");
+        }
+    }
+    d.stop();
+    stop.fire();
 }
 
 /// Joins the dynamic cluster when `cfg` asks for it (`--storage=scylla --node`, no `--nodes`).

@@ -193,6 +193,7 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
             Ok(()) => Ok(health(router).await),
         },
         "/disconnect" => disconnect(router, head).await,
+        "/drain" => drain(router, head),
         "/" => method_is(head, &[Method::Get, Method::Head]).map(|_| Response {
             status: 200,
             content_type: "text/html; charset=utf-8",
@@ -204,6 +205,18 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
     let reply = res.unwrap_or_else(|r| r);
     count_outcome(shard, reply.status);
     reply
+}
+
+/// `/drain`: a member of the dynamic cluster leaves it (as on SIGTERM), answered at once.
+fn drain(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
+    method_is(head, &[Method::Post])?;
+    if !router.request_leave() {
+        return Err(Response::err(
+            409,
+            "drain needs the dynamic cluster (--storage=scylla --node=NAME, no --nodes)",
+        ));
+    }
+    Ok(Response::json(202, json!({ "result": "leaving" })))
 }
 
 /// `/health`: this node and the state of every peer on the bus; 200 with `status: ok` while

@@ -50,6 +50,8 @@ pub struct Member {
     pub client: String,
     pub admin: String,
     pub bus: String,
+    /// Draining: still alive and holding slots, but they go to the others.
+    pub leaving: bool,
 }
 
 /// The cluster as this member last read it; the cores route by it, swapped whole.
@@ -66,10 +68,20 @@ pub struct View {
 }
 
 impl View {
+    /// The alive members that slots may go to (not leaving).
     pub fn live(&self) -> Vec<Holder> {
+        self.holders(|m| m.alive && !m.leaving)
+    }
+
+    /// Every member whose row says alive, leaving ones included (they still hold slots).
+    pub fn alive(&self) -> Vec<Holder> {
+        self.holders(|m| m.alive)
+    }
+
+    fn holders(&self, which: impl Fn(&Member) -> bool) -> Vec<Holder> {
         self.members
             .iter()
-            .filter(|m| m.alive)
+            .filter(|m| which(m))
             .map(|m| Holder {
                 name: m.name.clone(),
                 incarnation: m.incarnation,
@@ -114,6 +126,8 @@ impl LeaseClock {
 /// others this member falls silent, as after a crash.
 pub struct Control {
     stop: Arc<AtomicBool>,
+    /// Set by `leave`: hand every slot over, then end.
+    leave: Arc<AtomicBool>,
     lease: Arc<LeaseClock>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
@@ -128,8 +142,9 @@ impl Control {
         drained: impl FnMut(u32) -> bool + Send + 'static,
     ) -> Result<Control, String> {
         let stop = Arc::new(AtomicBool::new(false));
+        let leave = Arc::new(AtomicBool::new(false));
         let lease = Arc::new(LeaseClock::new());
-        let (stop2, lease2) = (stop.clone(), lease.clone());
+        let (stop2, leave2, lease2) = (stop.clone(), leave.clone(), lease.clone());
         let thread = std::thread::Builder::new()
             .name("ipush-control".into())
             .spawn(move || {
@@ -137,17 +152,26 @@ impl Control {
                     .enable_all()
                     .build()
                     .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
-                rt.block_on(run(s, stop2, lease2, on_view, drained))
+                rt.block_on(run(s, stop2, leave2, lease2, on_view, drained))
             })
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
         Ok(Control {
             stop,
+            leave,
             lease,
             thread: Some(thread),
         })
     }
 
-    /// Whether the loop still runs (it ends by itself only on an error it cannot retry).
+    /// Starts leaving the cluster: this member is marked leaving (slots stop coming to it),
+    /// hands each slot over once `drained` says so, marks itself down and the loop ends
+    /// (`is_running` turns false; `stop` then says whether all went well).
+    pub fn leave(&self) {
+        self.leave.store(true, Ordering::Release);
+    }
+
+    /// Whether the loop still runs (it ends by itself only on an error it cannot retry, or
+    /// once it has left).
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
@@ -193,6 +217,7 @@ impl Drop for Control {
 async fn run(
     s: Settings,
     stop: Arc<AtomicBool>,
+    leave: Arc<AtomicBool>,
     clock: Arc<LeaseClock>,
     mut on_view: impl FnMut(Arc<View>),
     mut drained: impl FnMut(u32) -> bool,
@@ -226,7 +251,11 @@ async fn run(
         let mut lease = Lease::new(&s.timing, me.incarnation);
         let mut watch = Watch::default();
         let mut releasing: Vec<u32> = Vec::new();
+        let mut marked_leaving = false;
         while !stop.load(Ordering::Acquire) {
+            if leave.load(Ordering::Acquire) && !marked_leaving {
+                marked_leaving = db.set_leaving(&me).await == Outcome::Applied;
+            }
             let started = Instant::now();
             if let Some(w) = lease.beat(clock.now_ms()) {
                 lease.on_beat(&w, db.beat(&me.name, &w).await);
@@ -266,8 +295,8 @@ async fn run(
                 slots: rows.clone(),
                 releasing: releasing.clone(),
             };
-            let live = view.live();
-            if lease.valid_at(clock.now_ms()) && live.contains(&me) {
+            let (live, alive) = (view.live(), view.alive());
+            if lease.valid_at(clock.now_ms()) && alive.contains(&me) {
                 for slot in to_release(&me, &rows, &live) {
                     if !releasing.contains(&slot) {
                         releasing.push(slot);
@@ -275,7 +304,7 @@ async fn run(
                 }
                 releasing.retain(|slot| rows[*slot as usize].holder.as_ref() == Some(&me));
                 let ready: Vec<u32> = releasing.iter().copied().filter(|s| drained(*s)).collect();
-                let writes = slot_writes(&me, &rows, &live, &ready);
+                let writes = slot_writes(&me, &rows, &alive, &live, &ready);
                 if !writes.is_empty() && db.change_slots(writes).await > 0 {
                     rows = db.slots(s.slots).await.unwrap_or(rows);
                 }
@@ -287,7 +316,17 @@ async fn run(
             });
             if last_view.as_deref() != Some(&view) {
                 on_view(view.clone());
-                last_view = Some(view);
+                last_view = Some(view.clone());
+            }
+            // Left once nothing is held (or nobody is there to take it): down, not silent, so
+            // the others need not wait out the timeout.
+            let holds = view.slots.iter().any(|r| r.holder.as_ref() == Some(&me));
+            if marked_leaving && (!holds || live.is_empty()) {
+                if db.retire(&me).await == Outcome::Applied {
+                    tracing::info!(name = %me.name, "left the cluster");
+                }
+                clock.until_ms.store(0, Ordering::Release);
+                return Ok(());
             }
             tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
         }
@@ -360,6 +399,8 @@ struct Db {
     move_slot: PreparedStatement,
     slot_count: PreparedStatement,
     set_slot_count: PreparedStatement,
+    set_leaving: PreparedStatement,
+    retire: PreparedStatement,
     ids: PreparedStatement,
     claim_id: PreparedStatement,
 }
@@ -368,7 +409,7 @@ struct Db {
 pub const MAX_MEMBERS: u16 = 1024;
 const NO_ID: &str = "no free member id";
 
-const MEMBER_COLUMNS: &str = "name, incarnation, beat, alive, client, admin, bus";
+const MEMBER_COLUMNS: &str = "name, incarnation, beat, alive, client, admin, bus, leaving";
 
 impl Db {
     async fn connect(s: &Settings) -> Result<Db, String> {
@@ -386,17 +427,18 @@ impl Db {
             format!("SELECT {MEMBER_COLUMNS} FROM {ks}.members WHERE name = ?"),
             format!("SELECT {MEMBER_COLUMNS} FROM {ks}.members"),
             format!(
-                "INSERT INTO {ks}.members ({MEMBER_COLUMNS}) VALUES (?, ?, 0, true, ?, ?, ?) \
+                "INSERT INTO {ks}.members ({MEMBER_COLUMNS}) VALUES (?, ?, 0, true, ?, ?, ?, false) \
                  IF NOT EXISTS"
             ),
             format!(
                 "UPDATE {ks}.members SET incarnation = ?, beat = 0, alive = true, client = ?, \
-                 admin = ?, bus = ? WHERE name = ? IF alive = false AND incarnation = ?"
+                 admin = ?, bus = ?, leaving = false WHERE name = ? \
+                 IF alive = false AND incarnation = ?"
             ),
             format!(
                 "UPDATE {ks}.members SET incarnation = ?, beat = 0, alive = true, client = ?, \
-                 admin = ?, bus = ? WHERE name = ? IF alive = true AND incarnation = ? \
-                 AND beat = ?"
+                 admin = ?, bus = ?, leaving = false WHERE name = ? \
+                 IF alive = true AND incarnation = ? AND beat = ?"
             ),
             format!(
                 "UPDATE {ks}.members SET beat = ? WHERE name = ? \
@@ -417,6 +459,14 @@ impl Db {
             ),
             format!("SELECT slots FROM {ks}.cluster WHERE id = 0"),
             format!("INSERT INTO {ks}.cluster (id, slots) VALUES (0, ?) IF NOT EXISTS"),
+            format!(
+                "UPDATE {ks}.members SET leaving = true WHERE name = ? \
+                 IF alive = true AND incarnation = ?"
+            ),
+            format!(
+                "UPDATE {ks}.members SET alive = false WHERE name = ? \
+                 IF alive = true AND incarnation = ?"
+            ),
             format!("SELECT id, name FROM {ks}.member_ids"),
             format!("INSERT INTO {ks}.member_ids (id, name) VALUES (?, ?) IF NOT EXISTS"),
         ];
@@ -443,6 +493,8 @@ impl Db {
             move_slot: next(),
             slot_count: next(),
             set_slot_count: next(),
+            set_leaving: next(),
+            retire: next(),
             ids: next(),
             claim_id: next(),
             session,
@@ -593,6 +645,18 @@ impl Db {
         self.lwt("heartbeat", &self.beat, v).await
     }
 
+    async fn set_leaving(&self, me: &Holder) -> Outcome {
+        let v = (me.name.as_str(), me.incarnation as i64);
+        self.lwt("mark this member leaving", &self.set_leaving, v)
+            .await
+    }
+
+    /// This incarnation ends: marked down by itself.
+    async fn retire(&self, me: &Holder) -> Outcome {
+        let v = (me.name.as_str(), me.incarnation as i64);
+        self.lwt("mark this member down", &self.retire, v).await
+    }
+
     async fn kill(&self, name: &str, b: Beat) -> Outcome {
         let v = (name, b.incarnation as i64, b.count as i64);
         self.lwt("declare a member down", &self.kill, v).await
@@ -697,5 +761,6 @@ fn member_of(r: &Row, ids: &[(u16, String)]) -> Option<Member> {
         client: text(4),
         admin: text(5),
         bus: text(6),
+        leaving: matches!(r.columns.get(7), Some(Some(CqlValue::Boolean(true)))),
     })
 }

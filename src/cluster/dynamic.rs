@@ -63,6 +63,7 @@ impl Shared {
 /// A running member of the dynamic cluster.
 pub struct Dynamic {
     shared: Arc<Mutex<Shared>>,
+    beat_every_ms: u64,
     cell: Arc<ViewCell>,
     control: Control,
 }
@@ -139,6 +140,7 @@ impl Dynamic {
         };
         Ok(Dynamic {
             shared,
+            beat_every_ms: beat_every_ms(cfg.member_timeout_ms),
             cell,
             control,
         })
@@ -152,6 +154,24 @@ impl Dynamic {
     pub fn attach_bus(&self, out: crossbeam_channel::Sender<Outbound>) {
         let _ = out.send(Outbound::Peers(peer_urls(&self.cell.current())));
         lock(&self.shared).bus = Some(out);
+    }
+
+    /// Leaves the cluster: every slot handed over as the cores stop serving it, then this
+    /// member marks itself down. False if that did not finish within `limit`.
+    pub fn leave(&self, limit: Duration) -> bool {
+        self.control.leave();
+        let t0 = Instant::now();
+        while self.control.is_running() {
+            if t0.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The others learn of the new holders at their next read of the slots: until then they
+        // still send requests here, which the cores answer "moving" (not served, so the
+        // sender follows the slot) instead of leaving them to time out.
+        std::thread::sleep(Duration::from_millis(3 * self.beat_every_ms));
+        true
     }
 
     /// Stops taking part (the others see this member fall silent and claim its slots).

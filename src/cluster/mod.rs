@@ -12,7 +12,7 @@ pub mod dynamic;
 pub mod ownership;
 pub mod wire;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ipush_placement::{core_of, slot_of, Rendezvous};
@@ -138,14 +138,11 @@ impl Membership {
         for m in &view.members {
             let i = m.id as usize;
             nodes[i] = member_spec(m);
-            state[i] = if m.alive {
-                MemberState::Up
-            } else {
-                MemberState::Down
+            state[i] = match (m.alive, m.leaving) {
+                (false, _) => MemberState::Down,
+                (true, true) => MemberState::Leaving,
+                (true, false) => MemberState::Up,
             };
-        }
-        if !view.releasing.is_empty() {
-            state[view.id as usize] = MemberState::Leaving;
         }
         let live = |h: &ownership::Holder| {
             view.members
@@ -297,6 +294,8 @@ fn member_spec(m: &control::Member) -> NodeSpec {
 /// generation changed). Each core also says which generation it has installed, so the control
 /// loop knows when every core stopped serving a slot it hands over.
 pub struct ViewCell {
+    /// `POST /drain` asked this member to leave the cluster.
+    leave: AtomicBool,
     generation: AtomicU64,
     current: Mutex<Arc<Membership>>,
     installed: Vec<AtomicU64>,
@@ -305,6 +304,7 @@ pub struct ViewCell {
 impl ViewCell {
     pub fn new(first: Arc<Membership>, cores: usize) -> Self {
         ViewCell {
+            leave: AtomicBool::new(false),
             generation: AtomicU64::new(first.generation),
             current: Mutex::new(first),
             installed: (0..cores.max(1)).map(|_| AtomicU64::new(0)).collect(),
@@ -320,6 +320,15 @@ impl ViewCell {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Asks this member to leave the cluster (the start-up thread acts on it).
+    pub fn request_leave(&self) {
+        self.leave.store(true, Ordering::Release);
+    }
+
+    pub fn leave_requested(&self) -> bool {
+        self.leave.load(Ordering::Acquire)
     }
 
     /// Publishes `next` (its generation must be above the current one).

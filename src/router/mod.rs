@@ -107,6 +107,15 @@ impl Router {
         self.cell.installed(self.id(), g);
     }
 
+    /// Asks this member to leave the dynamic cluster; false when it is not one.
+    pub fn request_leave(&self) -> bool {
+        let dynamic = self.view().is_dynamic();
+        if dynamic {
+            self.cell.request_leave();
+        }
+        dynamic
+    }
+
     /// Where `uid` lives: node and core.
     pub fn owner(&self, uid: &str) -> Owner {
         self.view().locate(uid)
@@ -341,26 +350,42 @@ impl Router {
     }
 
     /// Waits (at most `MOVING_WAIT`) until this node serves `uid`: a node that sent a request
-    /// here saw the slot's new holder before this node did. False if it still does not.
+    /// here saw the slot's new holder before this node did. False if it still does not, or
+    /// if the slot has gone on to another node.
     pub async fn wait_served(&self, uid: &str) -> bool {
         let t0 = std::time::Instant::now();
         loop {
-            if matches!(self.route(uid), Route::Core(_)) {
-                return true;
-            }
-            if t0.elapsed() >= MOVING_WAIT {
-                return false;
+            match self.route(uid) {
+                Route::Core(_) => return true,
+                // It went on to another node: the sender follows it there.
+                Route::Node(_) => return false,
+                Route::Moving if t0.elapsed() >= MOVING_WAIT => return false,
+                Route::Moving => {}
             }
             glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
-    /// Runs `req` wherever `uid` lives and returns the answer.
+    /// Runs `req` wherever `uid` lives and returns the answer. In the dynamic cluster a
+    /// request that was certainly not served — its node is down, or it answered that the slot
+    /// is moving — follows the slot for up to `MOVING_WAIT`.
     pub async fn call_user(self: &Rc<Self>, uid: &str, req: Request) -> Answer {
-        match self.settled_route(uid).await {
-            Route::Core(c) => self.call(c, req).await,
-            Route::Node(n) => self.call_node(n, req).await,
-            Route::Moving => moving(),
+        let t0 = std::time::Instant::now();
+        loop {
+            let route = self.settled_route(uid).await;
+            let retry = self.view().is_dynamic() && t0.elapsed() < MOVING_WAIT;
+            let answer = match route {
+                Route::Core(c) => return self.call(c, req).await,
+                Route::Moving => return moving(),
+                Route::Node(n) if !retry => return self.call_node(n, req).await,
+                Route::Node(n) if !self.node_up(n) => None,
+                // A copy only where it may be needed again (the dynamic cluster).
+                Route::Node(n) => Some(self.call_node(n, req.clone()).await),
+            };
+            match answer {
+                Some(a) if !is_moving(&a) => return a,
+                _ => glommio::timer::sleep(std::time::Duration::from_millis(20)).await,
+            }
         }
     }
 
@@ -374,9 +399,16 @@ impl Router {
     }
 }
 
-/// A 503 for a user whose slot is in motion (the client retries after `Retry-After`).
+const MOVING: &str = "the user's slot is moving between nodes: retry";
+
+/// A 503 for a user whose slot is in motion (the client retries after `Retry-After`); the
+/// request was not served.
 pub(crate) fn moving() -> Answer {
-    Answer::Unavailable("the user's slot is moving between nodes: retry".into())
+    Answer::Unavailable(MOVING.into())
+}
+
+fn is_moving(a: &Answer) -> bool {
+    matches!(a, Answer::Unavailable(e) if e == MOVING)
 }
 
 /// The database not answering is a 503 (retry later); anything else a 500.

@@ -35,6 +35,11 @@ impl Router {
         });
     }
 
+    /// Whether the bus has heard from `node` lately (a request to it would be sent).
+    pub(super) fn node_up(&self, node: NodeId) -> bool {
+        self.bus.get().is_some_and(|b| b.state.is_up(node))
+    }
+
     /// Runs `req` on another node and waits (at most `--cluster_timeout_ms`) for its answer.
     pub async fn call_node(self: &Rc<Self>, node: NodeId, req: Request) -> Answer {
         let Some(bus) = self.bus.get() else {

@@ -883,6 +883,16 @@ pub fn listed(s: &Server, uid: &str) -> Vec<(u64, String)> {
 /// One admin request to `127.0.0.1:port` on a fresh connection: its status, or None when
 /// it got no answer (refused, reset, timed out after 10 s).
 pub fn admin_raw_port(port: u16, method: &str, path: &str, body: &[u8]) -> Option<u16> {
+    admin_port_exchange(port, method, path, body).map(|(st, _)| st)
+}
+
+/// [`admin_raw_port`] with the answer's body.
+pub fn admin_port_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let head = format!(
@@ -893,5 +903,5 @@ pub fn admin_raw_port(port: u16, method: &str, path: &str, body: &[u8]) -> Optio
     s.write_all(body).ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
-    (!out.is_empty()).then(|| parse_response(&out).0)
+    (!out.is_empty()).then(|| parse_response(&out))
 }
