@@ -62,18 +62,21 @@ fn settled(nodes: &[&Server], names: &[&str]) -> bool {
     served == u64::from(SLOTS)
 }
 
-/// What the publisher saw: per user, the bodies answered `ok` and those with no known outcome.
+/// What the publisher saw: per user, the bodies answered `ok` and those with no known outcome
+/// (no answer, or a 503: counted in `failed` too).
 #[derive(Default)]
 struct Log {
     ok: HashMap<String, Vec<String>>,
     unknown: HashMap<String, Vec<String>>,
     failed: usize,
-    /// Why, for the first few.
+    /// Why the first few 503s.
     reasons: Vec<String>,
 }
 
-/// Publishes to every user in turn through whichever node in `targets` is first, until `stop`.
+/// Publishes to every user in turn through whichever node in `targets` is first, until `stop`
+/// (bodies `TAG:uid-k`, unique per publisher).
 fn publisher(
+    tag: &'static str,
     targets: Arc<Mutex<Vec<u16>>>,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Log>>,
@@ -82,7 +85,7 @@ fn publisher(
         let mut k = 0usize;
         while !stop.load(Ordering::Acquire) {
             let uid = format!("u{}", k % USERS);
-            let body = format!("{uid}-{k}");
+            let body = format!("{tag}:{uid}-{k}");
             k += 1;
             let port = { targets.lock().unwrap().first().copied() };
             let Some(port) = port else { break };
@@ -95,12 +98,14 @@ fn publisher(
             let mut l = log.lock().unwrap();
             match r {
                 Some((200, _)) => l.ok.entry(uid).or_default().push(body),
-                // Refused before anything was written (the slot is moving, a node is down).
+                // Not acknowledged, but a node that timed out waiting for another's answer
+                // cannot know whether the write landed: in doubt, like no answer at all.
                 Some((503, why)) => {
                     l.failed += 1;
                     if l.reasons.len() < 10 {
                         l.reasons.push(format!("{uid}: {why}"));
                     }
+                    l.unknown.entry(uid).or_default().push(body);
                 }
                 _ => l.unknown.entry(uid).or_default().push(body),
             }
@@ -245,7 +250,7 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     let targets = Arc::new(Mutex::new(vec![n1.admin_port]));
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Log::default()));
-    let pubs = publisher(targets.clone(), stop.clone(), log.clone());
+    let pubs = publisher("a", targets.clone(), stop.clone(), log.clone());
     let oks = || log.lock().unwrap().ok.values().map(Vec::len).sum::<usize>();
     wait_until(Duration::from_secs(30), "publishing under way", || {
         oks() >= 300

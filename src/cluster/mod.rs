@@ -32,6 +32,8 @@ pub struct Owner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberState {
     Up,
+    /// Alive, and some slot that belongs with it is still held by another member.
+    Joining,
     /// Alive, and still handing slots over (it has stopped serving them).
     Leaving,
     Down,
@@ -41,6 +43,7 @@ impl MemberState {
     pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Up => "up",
+            MemberState::Joining => "joining",
             MemberState::Leaving => "leaving",
             MemberState::Down => "down",
         }
@@ -56,6 +59,8 @@ enum Place {
     Slots {
         holder: Vec<Option<NodeId>>,
         serving: Vec<Option<u32>>,
+        /// Where each slot this node is handing over goes next.
+        next: Vec<Option<NodeId>>,
     },
 }
 
@@ -116,6 +121,7 @@ impl Membership {
             place: Place::Slots {
                 holder: vec![None; slots as usize],
                 serving: vec![None; slots as usize],
+                next: vec![None; slots as usize],
             },
             me: NodeId(id),
             cores: cores.max(1),
@@ -158,10 +164,40 @@ impl Membership {
         let serving = (0..view.slots.len() as u32)
             .map(|s| view.serving(s))
             .collect();
+        let placement = view.live();
+        let id_of = |h: &ownership::Holder| {
+            view.members
+                .iter()
+                .find(|m| m.name == h.name)
+                .map(|m| NodeId(m.id))
+        };
+        let placer = ownership::Placer::new(&placement);
+        let mut next = vec![None; view.slots.len()];
+        for s in &view.releasing {
+            if let Some(n) = next.get_mut(*s as usize) {
+                *n = placer.owner(*s).and_then(id_of);
+            }
+        }
+        // A member some slot belongs with but is not held by yet is still joining.
+        for (slot, row) in view.slots.iter().enumerate() {
+            if let Some(want) = placer.owner(slot as u32) {
+                if row.holder.as_ref() != Some(want) {
+                    if let Some(NodeId(i)) = id_of(want) {
+                        if state[i as usize] == MemberState::Up {
+                            state[i as usize] = MemberState::Joining;
+                        }
+                    }
+                }
+            }
+        }
         Membership {
             nodes,
             state,
-            place: Place::Slots { holder, serving },
+            place: Place::Slots {
+                holder,
+                serving,
+                next,
+            },
             me: NodeId(view.id),
             cores: cores.max(1),
             generation,
@@ -192,6 +228,17 @@ impl Membership {
             Place::Ring(ring) => (NodeId(ring.owner(uid) as u16) == self.me).then_some(0),
             Place::Slots { serving, .. } => serving[slot_of(uid, serving.len() as u32) as usize],
         }
+    }
+
+    /// Where a stream of `uid` that this node no longer serves should go: its slot's holder,
+    /// or the member it is being handed to (None: not known yet, or this node).
+    pub fn moved_to(&self, uid: &str) -> Option<&NodeSpec> {
+        let Place::Slots { holder, next, .. } = &self.place else {
+            return None;
+        };
+        let slot = slot_of(uid, holder.len() as u32) as usize;
+        let to = holder[slot].filter(|n| *n != self.me).or(next[slot])?;
+        (to != self.me).then(|| self.node(to))
     }
 
     /// The dynamic cluster's slot count (None for the static one).

@@ -242,11 +242,30 @@ pub struct SlotWrite {
 /// The member a slot belongs with among the live ones (rendezvous over names, so a join or a
 /// leave moves about 1/N of the slots).
 pub fn desired(slot: u32, live: &[Holder]) -> Option<&Holder> {
-    if live.is_empty() {
-        return None;
+    Placer::new(live).owner(slot)
+}
+
+/// [`desired`] for many slots: the hash state is built once per member set.
+pub struct Placer<'a> {
+    live: &'a [Holder],
+    ring: Rendezvous,
+}
+
+impl<'a> Placer<'a> {
+    pub fn new(live: &'a [Holder]) -> Self {
+        let names: Vec<&str> = live.iter().map(|h| h.name.as_str()).collect();
+        Placer {
+            live,
+            ring: Rendezvous::new(&names),
+        }
     }
-    let names: Vec<&str> = live.iter().map(|h| h.name.as_str()).collect();
-    Some(&live[Rendezvous::new(&names).owner(&format!("slot-{slot}"))])
+
+    pub fn owner(&self, slot: u32) -> Option<&'a Holder> {
+        if self.live.is_empty() {
+            return None;
+        }
+        Some(&self.live[self.ring.owner(&format!("slot-{slot}"))])
+    }
 }
 
 /// What `me` should write to the slot table now. `alive`: the members whose rows say alive
@@ -266,9 +285,10 @@ pub fn slot_writes(
     releasing: &[u32],
 ) -> Vec<SlotWrite> {
     let mut out = Vec::new();
+    let placer = Placer::new(placement);
     for (slot, row) in rows.iter().enumerate() {
         let slot = slot as u32;
-        let Some(want) = desired(slot, placement) else {
+        let Some(want) = placer.owner(slot) else {
             continue;
         };
         if row.epoch >= MAX_EPOCH {
@@ -294,10 +314,11 @@ pub fn slot_writes(
 /// Slots `me` holds that belong with another member of `placement` (all of them when `me`
 /// leaves): stop serving them, then hand over.
 pub fn to_release(me: &Holder, rows: &[SlotRow], live: &[Holder]) -> Vec<u32> {
+    let placer = Placer::new(live);
     rows.iter()
         .enumerate()
         .filter(|(slot, row)| {
-            row.holder.as_ref() == Some(me) && desired(*slot as u32, live).is_some_and(|w| w != me)
+            row.holder.as_ref() == Some(me) && placer.owner(*slot as u32).is_some_and(|w| w != me)
         })
         .map(|(slot, _)| slot as u32)
         .collect()
