@@ -20,15 +20,23 @@ const SLOTS: u32 = 64;
 const USERS: usize = 200;
 const MEMBER_TIMEOUT_MS: u64 = 2000;
 
-fn start_node(ks: &TestKeyspace, name: &str) -> Server {
-    Server::start(&strs(&node_flags(ks, name)))
+/// The tests of this file run one at a time: each is three nodes under load, and their
+/// timings (failover, hand-over) are what they measure.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn node_flags(ks: &TestKeyspace, name: &str) -> Vec<String> {
+fn start_node(ks: &TestKeyspace, name: &str) -> Server {
+    Server::start(&strs(&node_flags(ks, name, unused_port())))
+}
+
+fn node_flags(ks: &TestKeyspace, name: &str, bus_port: u16) -> Vec<String> {
     let mut flags = ks.flags();
     flags.extend([
         format!("--node={name}"),
-        format!("--bus_port={}", unused_port()),
+        format!("--bus_port={bus_port}"),
         format!("--member_timeout_ms={MEMBER_TIMEOUT_MS}"),
         format!("--cluster_slots={SLOTS}"),
         "--max_offline_msg_num=100000".into(),
@@ -226,6 +234,7 @@ fn check(
 
 #[test]
 fn members_join_crash_and_come_back_without_losing_an_ok() {
+    let _serial = serial();
     let Some(ks) = TestKeyspace::new("dynamic_cluster") else {
         return;
     };
@@ -294,7 +303,7 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     );
 
     // Join: n3 comes back as a new incarnation and takes its share back by hand-over.
-    n3.restart(&strs(&node_flags(&ks, "n3")));
+    n3.restart(&strs(&node_flags(&ks, "n3", unused_port())));
     wait_until(Duration::from_secs(30), "n3 takes its share back", || {
         settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"])
     });
@@ -351,4 +360,199 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     eprintln!("dynamic_cluster: refusals: {:?}", l.reasons);
     assert!(shown > 0, "no stream showed a message");
     check(&all, &l, &streams);
+}
+
+/// iptables rules that drop TCP packets, removed again when dropped (the test's own, by a
+/// comment naming this process).
+struct Cut {
+    rules: Vec<Vec<String>>,
+}
+
+impl Cut {
+    /// Cuts the member running as `uid` with bus port `its_bus` off from the bus ports
+    /// `others` (both ways; nothing else, so the database stays reachable).
+    fn bus(uid: u32, its_bus: u16, others: &[u16]) -> Cut {
+        let tag = format!("ipush-test-{}", std::process::id());
+        let ports: Vec<String> = others.iter().map(u16::to_string).collect();
+        let rules = vec![
+            // Every dial to its listener (only its peers dial it).
+            format!("-p tcp --dport {its_bus}"),
+            // Its dials to theirs.
+            format!(
+                "-p tcp -m owner --uid-owner {uid} -m multiport --dports {}",
+                ports.join(",")
+            ),
+        ]
+        .into_iter()
+        .map(|r| {
+            let mut v: Vec<String> = r.split(' ').map(str::to_string).collect();
+            v.extend(["-m", "comment", "--comment", &tag, "-j", "DROP"].map(String::from));
+            v
+        })
+        .collect::<Vec<_>>();
+        for r in &rules {
+            iptables("-A", r);
+        }
+        Cut { rules }
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for r in &self.rules {
+            iptables("-D", r);
+        }
+    }
+}
+
+fn iptables(op: &str, rule: &[String]) {
+    let st = std::process::Command::new("iptables")
+        .arg(op)
+        .arg("OUTPUT")
+        .args(rule)
+        .status()
+        .expect("run iptables");
+    assert!(st.success(), "iptables {op} OUTPUT {rule:?} failed");
+}
+
+/// Whether this test can cut links: root with iptables. Else "skipped" (a failure in CI).
+fn can_cut(test: &str) -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let have = std::process::Command::new("iptables")
+        .args(["-L", "OUTPUT", "-n"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if root && have {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{test}: CI=true but this needs root and iptables (.ci/reliab.sh packages installs it)"
+    );
+    eprintln!("{test}: skipped (needs root and iptables)");
+    false
+}
+
+/// A member cut off from its peers but not from the database keeps its slots (ownership is
+/// the database's word, and its heartbeats still land): its users are served through it, the
+/// others answer 503 for them meanwhile, nothing moves, and all is whole after the heal.
+#[test]
+fn a_member_cut_off_from_its_peers_keeps_its_slots_and_loses_nothing() {
+    let _serial = serial();
+    const TEST: &str = "dynamic_cluster_partition";
+    const UID: u32 = 4242;
+    let Some(ks) = TestKeyspace::new(TEST) else {
+        return;
+    };
+    if !can_cut(TEST) {
+        return;
+    }
+    ks.create();
+    let (b1, b2, b3) = (unused_port(), unused_port(), unused_port());
+    let n1 = Server::start(&strs(&node_flags(&ks, "n1", b1)));
+    let n2 = Server::start(&strs(&node_flags(&ks, "n2", b2)));
+    let n3 = Server::start_as(Some(UID), &strs(&node_flags(&ks, "n3", b3)));
+    wait_until(
+        Duration::from_secs(30),
+        "three members share the slots",
+        || settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"]),
+    );
+    let slots_of = |s: &Server| health(s).unwrap()["result"]["slots_served"].clone();
+    let before = [slots_of(&n1), slots_of(&n2), slots_of(&n3)];
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Log::default()));
+    let p1 = publisher(
+        "a",
+        Arc::new(Mutex::new(vec![n1.admin_port])),
+        stop.clone(),
+        log.clone(),
+    );
+    let p3 = publisher(
+        "b",
+        Arc::new(Mutex::new(vec![n3.admin_port])),
+        stop.clone(),
+        log.clone(),
+    );
+    let oks = || log.lock().unwrap().ok.values().map(Vec::len).sum::<usize>();
+    wait_until(Duration::from_secs(30), "publishing under way", || {
+        oks() >= 300
+    });
+
+    let victim = (0..USERS)
+        .map(|i| format!("u{i}"))
+        .find(|u| {
+            let (_, v) = n1.get(&format!("/shard?uid={u}"));
+            v["result"].as_str() == Some(n3.client_addr().as_str())
+        })
+        .expect("n3 owns a user");
+    let cut = Cut::bus(UID, b3, &[b1, b2]);
+    wait_until(
+        Duration::from_secs(20),
+        "n1 sees n3 down on the bus",
+        || health(&n1).is_some_and(|h| h["result"]["peers"]["n3"] == "down"),
+    );
+    let (st, _) = n1.post(&format!("/pub?to={victim}&from=t"), "cut");
+    assert_eq!(
+        st, 503,
+        "a publish for n3's user through n1 while the bus is cut"
+    );
+    let (st, _) = n3.post(&format!("/pub?to={victim}&from=t"), "through n3");
+    assert_eq!(st, 200, "n3 still serves its own users");
+    log.lock()
+        .unwrap()
+        .ok
+        .entry(victim.clone())
+        .or_default()
+        .push("through n3".into());
+    log.lock()
+        .unwrap()
+        .unknown
+        .entry(victim.clone())
+        .or_default()
+        .push("cut".into());
+    // Longer than the member timeout: nothing moves, the database still hears n3.
+    std::thread::sleep(Duration::from_millis(2 * MEMBER_TIMEOUT_MS));
+    assert_eq!(
+        [slots_of(&n1), slots_of(&n2), slots_of(&n3)],
+        before,
+        "slots moved while only the bus was cut"
+    );
+    drop(cut);
+    wait_until(
+        Duration::from_secs(20),
+        "n3's users served through n1 again",
+        || {
+            let (st, _) = n1.post(&format!("/pub?to={victim}&from=t"), "healed");
+            let mut l = log.lock().unwrap();
+            if st == 200 {
+                l.ok.entry(victim.clone())
+                    .or_default()
+                    .push("healed".into());
+            } else {
+                l.unknown
+                    .entry(victim.clone())
+                    .or_default()
+                    .push("healed".into());
+            }
+            st == 200
+        },
+    );
+    let before = oks();
+    wait_until(Duration::from_secs(30), "publishing goes on", || {
+        oks() >= before + 200
+    });
+    stop.store(true, Ordering::Release);
+    p1.join().unwrap();
+    p3.join().unwrap();
+    let all = stored(&n1);
+    let l = log.lock().unwrap();
+    eprintln!(
+        "dynamic_cluster: partition: {} acknowledged, {} in doubt, {} refused",
+        l.ok.values().map(Vec::len).sum::<usize>(),
+        l.unknown.values().map(Vec::len).sum::<usize>(),
+        l.failed
+    );
+    check(&all, &l, &[]);
 }

@@ -83,6 +83,8 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 pub struct Server {
+    /// Run the server as this user id (root only), e.g. for iptables owner rules.
+    pub uid: Option<u32>,
     pub child: Option<Child>,
     pub client_port: u16,
     pub admin_port: u16,
@@ -94,11 +96,21 @@ impl Server {
     /// Starts a server with `--cores=2 --storage=memory` plus `extra` flags, on ports the
     /// kernel picks (it reports them when ready).
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_as(None, extra)
+    }
+
+    /// [`Server::start`] as user `uid` (its directory is made writable for it).
+    pub fn start_as(uid: Option<u32>, extra: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(unique("test"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        if uid.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
         let pid_file = dir.join("ipush.pid");
         let mut s = Server {
+            uid,
             child: None,
             client_port: 0,
             admin_port: 0,
@@ -117,7 +129,12 @@ impl Server {
         assert!(self.child.is_none(), "stop or kill the server first");
         let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
         // Run inside the test's directory: a relative --data_dir lands there.
-        let mut child = Command::new(server_bin())
+        let mut cmd = Command::new(server_bin());
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd
             .args(&args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
