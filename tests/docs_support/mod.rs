@@ -152,6 +152,45 @@ impl Server {
         panic!("ipush_server not healthy within 60 s");
     }
 
+    /// A 2-node static cluster (`--nodes`, nodes n1 and n2) on free ports, plus `extra` on
+    /// both; retried on a port race.
+    pub fn pair(extra: &[&str]) -> (Server, Server) {
+        for _ in 0..5 {
+            let p: Vec<(u16, u16, u16)> = (0..2)
+                .map(|_| (free_port(), free_port(), free_port()))
+                .collect();
+            let list = format!(
+                "--nodes=n1=127.0.0.1:{}:{}:{},n2=127.0.0.1:{}:{}:{}",
+                p[0].0, p[0].1, p[0].2, p[1].0, p[1].1, p[1].2
+            );
+            let args = |node: &'static str| {
+                let mut a = vec![node, list.as_str()];
+                a.extend_from_slice(extra);
+                a
+            };
+            let a = Server::start_node(p[0], &args("--node=n1"));
+            let b = Server::start_node(p[1], &args("--node=n2"));
+            if let (Some(a), Some(b)) = (a, b) {
+                for (s, peer) in [(&a, "n2"), (&b, "n1")] {
+                    wait_until(LIMIT, "the cluster bus up", || {
+                        s.admin("GET", "/health", b"")
+                            .ok()
+                            .and_then(|(_, _, body)| serde_json::from_slice::<Value>(&body).ok())
+                            .is_some_and(|v| v["result"]["peers"][peer] == "up")
+                    });
+                }
+                return (a, b);
+            }
+        }
+        panic!("no 2-node cluster after 5 tries");
+    }
+
+    /// The client port (`HOST:PORT`) of `uid`'s node, as `/shard` says.
+    pub fn shard_of(&self, uid: &str) -> String {
+        let v = self.admin_ok("GET", &format!("/shard?uid={}", enc(uid)), b"");
+        v["result"].as_str().expect("/shard result").to_string()
+    }
+
     /// One admin request on its own connection: (status, head, body).
     pub fn admin(
         &self,
