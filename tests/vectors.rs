@@ -2,6 +2,7 @@
 //! decoders produce and read exactly the vectors' bytes; (b) a real server on free ports sends
 //! exactly those bytes on the chunked stream, WebSocket and SSE, and accepts the client ones.
 
+mod common;
 mod docs_support;
 
 use std::collections::BTreeMap;
