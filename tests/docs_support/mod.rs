@@ -229,11 +229,13 @@ impl Drop for Server {
 }
 
 /// Sends `req` on a new connection to 127.0.0.1:`port`; reads one response (Content-Length
-/// body, else until EOF) with `common::read_response`. `Err` when nothing listens there.
+/// body, else until EOF) with `common::try_read_response`. `Err` when nothing listens there or
+/// what does sends no HTTP response (a server starting on a port another process took).
 pub fn exchange(port: u16, req: &[u8]) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     let _ = s.write_all(req);
-    Ok(crate::common::read_response(&mut s, LIMIT))
+    crate::common::try_read_response(&mut s, LIMIT)
+        .map_err(|_| std::io::Error::other("no response head"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
