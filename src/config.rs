@@ -308,6 +308,10 @@ pub struct Config {
     #[arg(long, default_value = "")]
     pub advertise_host: String,
 
+    /// Origins whose pages may read client-port answers cross-origin (CORS): `*`, a comma-separated list of origins (`null` allowed), or empty for none
+    #[arg(long, default_value = "*")]
+    pub client_allow_origin: String,
+
     /// listen(2) backlog of the client and admin listeners (1-2147483647)
     #[arg(long, default_value_t = 65535)]
     pub listen_backlog: i32,
@@ -357,6 +361,7 @@ impl fmt::Debug for Config {
             .field("idempotency_max_keys", &self.idempotency_max_keys)
             .field("head_timeout_ms", &self.head_timeout_ms)
             .field("advertise_host", &self.advertise_host)
+            .field("client_allow_origin", &self.client_allow_origin)
             .field("listen_backlog", &self.listen_backlog)
             .finish()
     }
@@ -596,6 +601,9 @@ fn validate(
         100_000_000,
     )?;
     check_range("listen_backlog", cfg.listen_backlog, 1, i32::MAX)?;
+
+    crate::http::cors::check_policy(&cfg.client_allow_origin)
+        .map_err(|why| invalid("client_allow_origin", why))?;
 
     if cfg
         .advertise_host
@@ -958,6 +966,30 @@ mod tests {
         let c = parse(&["--client_host=::1"]).unwrap();
         assert_eq!(c.advertise_addr(), "[::1]:9000");
         assert!(err(&["--advertise_host=a b"]).contains("--advertise_host"));
+    }
+
+    #[test]
+    fn client_allow_origin_values() {
+        assert_eq!(parse(&[]).unwrap().client_allow_origin, "*");
+        for ok in [
+            "",
+            "https://app.example.com",
+            "https://a.example,http://localhost:8080,null",
+        ] {
+            let flag = format!("--client_allow_origin={ok}");
+            assert!(parse(&[flag.as_str()]).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "app.example.com",
+            "*,https://a.example",
+            "https://a.example/x",
+        ] {
+            let flag = format!("--client_allow_origin={bad}");
+            assert!(
+                err(&[flag.as_str()]).contains("--client_allow_origin"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

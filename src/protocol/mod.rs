@@ -368,6 +368,12 @@ pub fn encode_json_error(out: &mut Vec<u8>, reason: &str) {
     out.push(b'}');
 }
 
+/// The move signal `{"error":"moved","location":..}`.
+pub fn encode_json_moved(out: &mut Vec<u8>, location: &str) {
+    write_key_str(out, br#"{"error":"moved","location":"#, location);
+    out.push(b'}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

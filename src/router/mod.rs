@@ -332,7 +332,10 @@ impl Router {
                 .offline_lines(&uid)
                 .await
                 .map_or_else(storage_err, Answer::Msgs),
-            Request::Disconnect { uid } => Answer::Found(shard.disconnect(&uid)),
+            Request::Disconnect { uid, location } => Answer::Found(match location {
+                Some(to) => shard.move_stream(&uid, &to),
+                None => shard.disconnect(&uid),
+            }),
             Request::Stats => {
                 let rates = (shard.id().0 == 0).then(|| shard.sampler().borrow().rates.clone());
                 Answer::Stats(Box::new((shard.id(), shard.stats().snapshot(), rates)))

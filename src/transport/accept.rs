@@ -1,6 +1,7 @@
 //! The client port: accepts, reads the request head (bounded in size and time), authenticates,
 //! picks the transport (chunked, WebSocket, SSE) and codec, and starts the stream on the core
-//! that owns the uid; also serves `/demo` and `/send`. Runs on every core's executor.
+//! that owns the uid; also serves `/demo` and `/send`, and the CORS preflight (`OPTIONS`) of
+//! both. Runs on every core's executor.
 
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
@@ -12,9 +13,12 @@ use glommio::net::{TcpListener, TcpStream};
 use super::stream::NewStream;
 use super::{read_body, read_head, ws, HeadRead};
 use crate::auth::Authenticator;
+use crate::http::cors;
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::{strip_body_for_head, write_error, write_redirect, write_response};
+use crate::http::response::{
+    strip_body_for_head, write_error_with, write_redirect, write_response,
+};
 use crate::msg::{Answer, CoreMsg, Handoff, Opening, Request};
 use crate::protocol::{codec, valid_id, Codec, Mode, Transport};
 use crate::router::Router;
@@ -49,13 +53,20 @@ pub async fn client_loop(port: Rc<ClientPort>, listener: TcpListener) {
 }
 
 async fn respond(stream: TcpStream, status: u16, reason: &str) {
-    respond_to(stream, false, status, reason).await
+    respond_to(stream, false, &[], status, reason).await
 }
 
-/// [`respond`] to a request whose method is known: `head_only` (HEAD) sends the head alone.
-async fn respond_to(mut stream: TcpStream, head_only: bool, status: u16, reason: &str) {
+/// [`respond`] to a request whose method is known: `head_only` (HEAD) sends the head alone;
+/// `extra` are its CORS headers.
+async fn respond_to(
+    mut stream: TcpStream,
+    head_only: bool,
+    extra: &[(&str, &str)],
+    status: u16,
+    reason: &str,
+) {
     let mut out = Vec::with_capacity(256);
-    write_error(&mut out, status, reason, false);
+    write_error_with(&mut out, status, reason, extra, false);
     if head_only {
         strip_body_for_head(&mut out, 0);
     }
@@ -150,7 +161,13 @@ fn opening(port: &ClientPort, head: &RequestHead, leftover: Vec<u8>) -> Result<O
         mode: Mode { transport, codec },
         ws_accept,
         last_event_id,
+        allow_origin: allow_origin(shard, head).map(str::to_owned),
     })
+}
+
+/// `Access-Control-Allow-Origin` for this request under `--client_allow_origin`.
+fn allow_origin<'a>(shard: &'a Shard, head: &'a RequestHead) -> Option<&'a str> {
+    cors::allow_origin(&shard.cfg().client_allow_origin, head.origin.as_deref())
 }
 
 async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
@@ -176,6 +193,9 @@ async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
             return respond(stream, 408, "request timeout").await;
         }
     };
+    if head.method == Method::Options && matches!(head.path.as_str(), "/connect" | "/send") {
+        return preflight(&shard, stream, &head).await;
+    }
     match head.path.as_str() {
         "/connect" => {
             shard.bump(&stats.req_connect);
@@ -195,9 +215,20 @@ async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
         }
         _ => {
             shard.bump(&stats.req_other);
-            respond_to(stream, head.method == Method::Head, 404, "not found").await
+            respond_to(stream, head.method == Method::Head, &[], 404, "not found").await
         }
     }
+}
+
+/// `OPTIONS /connect` or `/send`: `204` with `Allow`, and for an allowed origin the CORS
+/// preflight answer (a browser sends one before a cross-origin request with `Last-Event-ID`
+/// or a JSON `Content-Type`).
+async fn preflight(shard: &Shard, mut stream: TcpStream, head: &RequestHead) {
+    let headers = cors::preflight_headers(allow_origin(shard, head));
+    let mut out = Vec::with_capacity(400);
+    write_response(&mut out, 204, "", &headers, b"", false);
+    let _ = stream.write_all(&out).await;
+    super::linger_close(&mut stream).await;
 }
 
 /// A static page (HEAD: its head alone), then the end of the connection.
@@ -224,14 +255,17 @@ async fn connect(
         let shard = port.router.shard();
         shard.bump(&shard.stats().redirect);
         let mut out = Vec::with_capacity(256);
-        write_redirect(&mut out, &location);
+        let cors = cors::answer_headers(allow_origin(shard, &head));
+        write_redirect(&mut out, &location, &cors);
         let _ = stream.write_all(&out).await;
         return super::linger_close(&mut stream).await;
     }
     match opening(&port, &head, leftover) {
         Ok(o) => start(port.router.clone(), stream, o).await,
         Err((status, reason)) => {
-            respond_to(stream, head.method == Method::Head, status, &reason).await
+            let shard = port.router.shard();
+            let cors = cors::answer_headers(allow_origin(shard, &head));
+            respond_to(stream, head.method == Method::Head, &cors, status, &reason).await
         }
     }
 }
@@ -304,20 +338,21 @@ async fn send(port: Rc<ClientPort>, mut stream: TcpStream, head: RequestHead, le
         }
     }
     .await;
+    let cors = cors::answer_headers(allow_origin(&shard, &head));
     match res {
         Ok(()) => {
-            let mut out = Vec::with_capacity(200);
+            let mut out = Vec::with_capacity(300);
             write_response(
                 &mut out,
                 200,
                 "text/json; charset=utf-8",
-                &[],
+                &cors,
                 br#"{"result":"ok"}"#,
                 false,
             );
             let _ = stream.write_all(&out).await;
             super::linger_close(&mut stream).await;
         }
-        Err((status, reason)) => respond(stream, status, &reason).await,
+        Err((status, reason)) => respond_to(stream, false, &cors, status, &reason).await,
     }
 }

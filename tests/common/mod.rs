@@ -398,6 +398,20 @@ pub fn raw_exchange(addr: &str, request: &[u8], limit: Duration) -> (u16, String
 
 /// Reads one HTTP/1.1 response (head, then Content-Length body or until EOF) within `limit`.
 pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec<u8>) {
+    try_read_response(sock, limit).unwrap_or_else(|got| {
+        panic!(
+            "no complete response head within {limit:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        )
+    })
+}
+
+/// [`read_response`], or `Err(the bytes read)` when no complete head arrived within `limit`
+/// (say, the port is not an HTTP server's).
+pub fn try_read_response(
+    sock: &mut TcpStream,
+    limit: Duration,
+) -> Result<(u16, String, Vec<u8>), Vec<u8>> {
     let end = Instant::now() + limit;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 65536];
@@ -416,7 +430,7 @@ pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec
                         .nth(1)
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
-                    return (status, head, buf[he..he + cl].to_vec());
+                    return Ok((status, head, buf[he..he + cl].to_vec()));
                 }
             }
         }
@@ -431,19 +445,16 @@ pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec
             Err(_) => break,
         }
     }
-    let he = head_end.unwrap_or_else(|| {
-        panic!(
-            "no complete response head within {limit:?}; got {:?}",
-            String::from_utf8_lossy(&buf)
-        )
-    });
+    let Some(he) = head_end else {
+        return Err(buf);
+    };
     let head = String::from_utf8_lossy(&buf[..he]).to_string();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head, buf[he..].to_vec())
+    Ok((status, head, buf[he..].to_vec()))
 }
 
 /// Value of header `name` (case-insensitive) in a response head.
