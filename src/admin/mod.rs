@@ -379,12 +379,14 @@ async fn disconnect(router: &Rc<Router>, head: &RequestHead) -> Result<Response,
     let uid = id_param(head, "uid")?;
     let location = match opt_param(head, "location")? {
         None => None,
-        Some(origin) => Some(move_location(&origin, &uid).ok_or_else(|| {
-            Response::err(
-                400,
-                "invalid location (an origin: http://HOST:PORT or https://HOST:PORT)",
-            )
-        })?),
+        Some(origin) => Some(
+            crate::protocol::move_location(&origin, &uid).ok_or_else(|| {
+                Response::err(
+                    400,
+                    "invalid location (an origin: http://HOST:PORT or https://HOST:PORT)",
+                )
+            })?,
+        ),
     };
     let key = uid.clone();
     match router
@@ -395,29 +397,6 @@ async fn disconnect(router: &Rc<Router>, head: &RequestHead) -> Result<Response,
         Answer::Found(false) => Err(Response::err(404, "user not connected")),
         other => Ok(answer(other)),
     }
-}
-
-/// The move signal's location for `uid` on the node at `origin` (`http(s)://HOST[:PORT]`, a
-/// trailing `/` allowed): `ORIGIN/connect?uid=U`. The query names the user only: a client
-/// reconnects there with its own credentials and options. None when `origin` is not one.
-pub fn move_location(origin: &str, uid: &str) -> Option<String> {
-    let origin = origin.strip_suffix('/').unwrap_or(origin);
-    let (_, authority) = origin
-        .split_once("://")
-        .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))?;
-    let host_char = |b: u8| b.is_ascii_alphanumeric() || b".-_~:[]%".contains(&b);
-    if authority.is_empty() || !authority.bytes().all(host_char) || authority.len() > 255 {
-        return None;
-    }
-    let mut out = format!("{origin}/connect?uid=");
-    for b in uid.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Some(out)
 }
 
 async fn stats_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
@@ -441,37 +420,4 @@ async fn metrics_reply(router: &Rc<Router>, head: &RequestHead) -> Result<Respon
         body: metrics::prometheus(&per_core, &rates, &extra).into_bytes(),
         headers: Vec::new(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::move_location;
-
-    #[test]
-    fn move_locations() {
-        assert_eq!(
-            move_location("http://10.0.0.2:9000", "user001").as_deref(),
-            Some("http://10.0.0.2:9000/connect?uid=user001")
-        );
-        assert_eq!(
-            move_location("https://push.example.com/", "a b/é").as_deref(),
-            Some("https://push.example.com/connect?uid=a%20b%2F%C3%A9")
-        );
-        assert_eq!(
-            move_location("http://[::1]:9000", "u").as_deref(),
-            Some("http://[::1]:9000/connect?uid=u")
-        );
-        for bad in [
-            "",
-            "10.0.0.2:9000",
-            "ftp://h:1",
-            "http://",
-            "http://h:1/connect",
-            "http://h:1?x=1",
-            "http://h\"x",
-            "http://h\r\nX: y",
-        ] {
-            assert_eq!(move_location(bad, "u"), None, "{bad:?}");
-        }
-    }
 }

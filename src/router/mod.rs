@@ -98,7 +98,10 @@ impl Router {
             return;
         }
         let next = self.cell.current();
-        let released = self.shard.release_users(|uid| next.serves(uid).is_none());
+        let released = self.shard.release_users(
+            |uid| next.serves(uid).is_none(),
+            |uid| self.moved_location(&next, uid),
+        );
         if released > 0 {
             tracing::info!(core = %self.id(), released, generation = next.generation(), "users moved away");
         }
@@ -114,6 +117,27 @@ impl Router {
             self.cell.request_leave();
         }
         dynamic
+    }
+
+    /// Where a stream of `uid`, which `view` no longer serves here, is sent: its slot's next
+    /// holder, or back here (this node answers 303 or holds it up to a second once the slot
+    /// has settled).
+    fn moved_location(&self, view: &Membership, uid: &str) -> String {
+        let to = view
+            .moved_to(uid)
+            .map_or_else(|| self.shard.cfg().advertise_addr(), |n| n.client_addr());
+        crate::protocol::move_location(&format!("http://{to}"), uid)
+            .unwrap_or_else(|| format!("http://{to}/connect"))
+    }
+
+    /// A stream of `uid` just attached here: if its slot left this node meanwhile (the view
+    /// changed while the user loaded), it is released at once like the others were.
+    pub fn recheck_stream(&self, uid: &str) {
+        let view = self.view();
+        if view.serves(uid).is_none() {
+            self.shard
+                .release_users(|u| u == uid, |u| self.moved_location(&view, u));
+        }
     }
 
     /// Where `uid` lives: node and core.

@@ -55,9 +55,14 @@ impl Shard {
     }
 
     /// The users `gone` picks (their slot left this node) leave memory at once and their
-    /// streams are told to move: whoever serves the slot next loads them from the store, so
-    /// nothing this core holds may outlive its ownership. How many left.
-    pub fn release_users(&self, gone: impl Fn(&str) -> bool) -> usize {
+    /// streams get the move signal to `location(uid)`: whoever serves the slot next loads
+    /// them from the store, so nothing this core holds may outlive its ownership. How many
+    /// left.
+    pub fn release_users(
+        &self,
+        gone: impl Fn(&str) -> bool,
+        location: impl Fn(&str) -> String,
+    ) -> usize {
         let out: Vec<Rc<User>> = {
             let mut users = self.users.borrow_mut();
             let uids: Vec<Rc<str>> = users.keys().filter(|u| gone(u)).cloned().collect();
@@ -69,8 +74,8 @@ impl Shard {
         let mut held = self.held.borrow_mut();
         for user in &out {
             held.remove(&user.uid);
-            if let Some(conn) = user.conn() {
-                conn.finish(Some("moved"));
+            if user.conn().is_some() {
+                self.move_stream(&user.uid, &location(&user.uid));
             }
         }
         drop(held);

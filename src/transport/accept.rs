@@ -111,7 +111,7 @@ fn codec_param(shard: &Shard, head: &RequestHead) -> Result<Codec, Refusal> {
 }
 
 /// The client address of the node that owns the uid of a `/connect`, when that is another node.
-fn remote_owner(router: &Router, head: &RequestHead) -> Option<String> {
+async fn remote_owner(router: &Router, head: &RequestHead) -> Option<String> {
     let view = router.view();
     if !view.is_cluster() {
         return None;
@@ -119,6 +119,13 @@ fn remote_owner(router: &Router, head: &RequestHead) -> Option<String> {
     let uid = query_param(&head.query, "uid").ok()??;
     if !valid_id(&uid) {
         return None;
+    }
+    if view.is_dynamic() {
+        // A slot in motion here may settle on another node: wait (bounded) and send it there.
+        return match router.settled_route(&uid).await {
+            crate::router::Route::Node(n) => Some(router.view().node(n).client_addr()),
+            _ => None,
+        };
     }
     let node = view.locate(&uid).node;
     (node != view.me()).then(|| view.node(node).client_addr())
@@ -250,7 +257,7 @@ async fn connect(
     head: RequestHead,
     leftover: Vec<u8>,
 ) {
-    if let Some(addr) = remote_owner(&port.router, &head) {
+    if let Some(addr) = remote_owner(&port.router, &head).await {
         let location = format!("http://{addr}/connect?{}", head.query);
         let shard = port.router.shard();
         shard.bump(&shard.stats().redirect);

@@ -61,7 +61,9 @@ pub struct NewStream {
 /// Starts a stream: registration, 200 head and offline replay run in this (short-lived)
 /// task; the stream itself then lives in a task of its own whose state is only `StreamTask`.
 pub async fn run(router: Rc<Router>, new: Box<NewStream>) {
+    let uid = new.opening.uid.clone();
     if let Some((stream, conn, io)) = open(router.shard(), new).await {
+        router.recheck_stream(&uid);
         glommio::spawn_local(StreamTask {
             router,
             conn,
