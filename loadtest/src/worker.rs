@@ -389,6 +389,7 @@ pub fn report_to_json(r: &EngineReport) -> Value {
     json!({
         "type": "report",
         "attempted": r.attempted, "connected": r.connected, "redirects": r.redirects,
+        "moves": r.moves,
         "held_at_settle": r.held_at_settle, "held_at_end": r.held_at_end,
         "opening_at_end": r.opening_at_end,
         "failures": failures_json(&r.failures),
@@ -412,6 +413,7 @@ pub fn report_from_json(v: &Value) -> Result<EngineReport> {
     r.attempted = u("attempted");
     r.connected = u("connected");
     r.redirects = u("redirects");
+    r.moves = u("moves");
     r.held_at_settle = u("held_at_settle");
     r.held_at_end = u("held_at_end");
     r.opening_at_end = u("opening_at_end");
@@ -454,6 +456,7 @@ pub fn merge_reports(parts: &[EngineReport]) -> EngineReport {
         m.attempted += p.attempted;
         m.connected += p.connected;
         m.redirects += p.redirects;
+        m.moves += p.moves;
         m.held_at_settle += p.held_at_settle;
         m.held_at_end += p.held_at_end;
         m.opening_at_end += p.opening_at_end;

@@ -1,0 +1,190 @@
+//! Finds the dynamic cluster's move signal in a held stream's raw bytes (chunked, WebSocket
+//! close reason, SSE data, in either codec) without buffering the stream: a match position,
+//! and a few hundred bytes kept only once the signal started. Pure, unit tested at every
+//! split; runs on the connection engine's thread.
+//!
+//! The signal is `{"error":"moved","location":"…"}` (a MessagePack map with the same keys
+//! under `codec=msgpack`). In JSON its `"error":"moved"` cannot occur inside a message body,
+//! whose quotes are escaped; the location is read from what follows it (the order the
+//! server writes, error first).
+
+use crate::scenario_wire::Moved;
+use crate::transport::Codec;
+
+const JSON_SIGNAL: &[u8] = br#""error":"moved""#;
+/// fixstr "error", fixstr "moved".
+const MSGPACK_SIGNAL: &[u8] = b"\xa5error\xa5moved";
+/// Bytes kept after the signal: enough for any location a node advertises.
+const CAPTURE: usize = 512;
+
+#[derive(Debug, Default)]
+pub struct MoveScan {
+    /// Bytes of the signal matched so far.
+    pos: u8,
+    /// What followed a complete signal (up to [`CAPTURE`] bytes). Boxed: one lives in
+    /// every held connection, and 8 bytes there beat 24.
+    #[allow(clippy::box_collection)]
+    after: Option<Box<Vec<u8>>>,
+}
+
+impl MoveScan {
+    /// Feed the stream's bytes, in order.
+    pub fn feed(&mut self, mut buf: &[u8], codec: Codec) {
+        let pat = match codec {
+            Codec::Json => JSON_SIGNAL,
+            Codec::Msgpack => MSGPACK_SIGNAL,
+        };
+        while !buf.is_empty() {
+            if let Some(after) = self.after.as_mut() {
+                let n = (CAPTURE - after.len()).min(buf.len());
+                after.extend_from_slice(&buf[..n]);
+                return;
+            }
+            let b = buf[0];
+            buf = &buf[1..];
+            let pos = self.pos as usize;
+            // The pattern's first byte occurs in it only there, so a mismatch restarts at
+            // 0, or at 1 when the byte is the first one.
+            self.pos = if b == pat[pos] {
+                self.pos + 1
+            } else {
+                u8::from(b == pat[0])
+            };
+            if self.pos as usize == pat.len() {
+                self.after = Some(Box::default());
+            }
+        }
+    }
+
+    /// The move signal, once its `error` field was seen; its location if what followed
+    /// carried one.
+    pub fn signal(&self, codec: Codec) -> Option<Moved> {
+        let after = self.after.as_deref()?;
+        let location = match codec {
+            Codec::Json => json_location(after),
+            Codec::Msgpack => msgpack_location(after),
+        };
+        Some(Moved { location })
+    }
+}
+
+/// `,"location":"URL"` (the rest of the object) → URL.
+fn json_location(after: &[u8]) -> Option<String> {
+    let end = after.iter().position(|&c| c == b'}').unwrap_or(after.len());
+    let obj = &after[..end];
+    let key = br#""location":""#;
+    let at = obj.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &obj[at..];
+    let q = rest.iter().position(|&c| c == b'"')?;
+    let url = std::str::from_utf8(&rest[..q]).ok()?;
+    // An escaped URL (`\/`) is not what a node writes; better the target than a wrong one.
+    (!url.contains('\\')).then(|| url.to_string())
+}
+
+/// fixstr "location" then a str8 or fixstr value → URL.
+fn msgpack_location(after: &[u8]) -> Option<String> {
+    let key = b"\xa8location";
+    let at = after.windows(key.len()).position(|w| w == key)? + key.len();
+    let (len, start) = match *after.get(at)? {
+        b @ 0xa0..=0xbf => ((b & 0x1f) as usize, at + 1),
+        0xd9 => (*after.get(at + 1)? as usize, at + 2),
+        _ => return None,
+    };
+    let url = after.get(start..start + len)?;
+    std::str::from_utf8(url).ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_split(bytes: &[u8], codec: Codec) -> Vec<Option<Moved>> {
+        (1..=bytes.len())
+            .map(|step| {
+                let mut s = MoveScan::default();
+                for piece in bytes.chunks(step) {
+                    s.feed(piece, codec);
+                }
+                s.signal(codec)
+            })
+            .collect()
+    }
+
+    const LOC: &str = "http://127.0.0.1:9100/connect?uid=user001&password=pw";
+
+    #[test]
+    fn json_signal_at_every_split() {
+        let chunk = format!(
+            "7\r\n{{\"y\":0}}\r\n54\r\n{{\"error\":\"moved\",\"location\":\"{LOC}\"}}\r\n0\r\n\r\n"
+        );
+        for got in scan_split(chunk.as_bytes(), Codec::Json) {
+            assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
+        }
+        let sse = format!("event: moved\ndata: {{\"error\":\"moved\",\"location\":\"{LOC}\"}}\n\n");
+        for got in scan_split(sse.as_bytes(), Codec::Json) {
+            assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
+        }
+        // Without a location (today's servers): a move to the configured address.
+        let bare = b"11\r\n{\"error\":\"moved\"}\r\n0\r\n\r\n";
+        for got in scan_split(bare, Codec::Json) {
+            assert_eq!(got, Some(Moved { location: None }));
+        }
+    }
+
+    #[test]
+    fn no_signal_in_other_streams() {
+        let other = br#"{"error":"replaced"}{"y":3,"b":"\"error\":\"moved\""}""error":"move"#;
+        for got in scan_split(other, Codec::Json) {
+            assert_eq!(got, None);
+        }
+        // A repeated first byte inside a partial match still matches after it.
+        let mut s = MoveScan::default();
+        s.feed(br#"""error":"moved""#, Codec::Json);
+        assert!(s.signal(Codec::Json).is_some());
+        // Capture is bounded.
+        let mut s = MoveScan::default();
+        s.feed(JSON_SIGNAL, Codec::Json);
+        s.feed(&vec![b'x'; 10_000], Codec::Json);
+        assert_eq!(s.after.as_ref().map(|a| a.len()), Some(CAPTURE));
+        assert_eq!(s.signal(Codec::Json), Some(Moved { location: None }));
+    }
+
+    #[test]
+    fn websocket_close_reason() {
+        let reason = format!("{{\"error\":\"moved\",\"location\":\"{LOC}\"}}");
+        let mut frame = vec![0x88, (reason.len() + 2) as u8, 0x03, 0xf4];
+        frame.extend_from_slice(reason.as_bytes());
+        for got in scan_split(&frame, Codec::Json) {
+            assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
+        }
+    }
+
+    #[test]
+    fn msgpack_signal() {
+        let mut m = vec![0x82];
+        m.extend_from_slice(MSGPACK_SIGNAL);
+        m.extend_from_slice(b"\xa8location\xd9");
+        m.push(LOC.len() as u8);
+        m.extend_from_slice(LOC.as_bytes());
+        for got in scan_split(&m, Codec::Msgpack) {
+            assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
+        }
+        let mut short = vec![0x82];
+        short.extend_from_slice(MSGPACK_SIGNAL);
+        short.extend_from_slice(b"\xa8location\xa9http://h");
+        assert_eq!(
+            scan_split(&short, Codec::Msgpack)[0],
+            Some(Moved { location: None })
+        );
+        short.push(b'/');
+        assert_eq!(
+            scan_split(&short, Codec::Msgpack)[0]
+                .clone()
+                .and_then(|m| m.location)
+                .as_deref(),
+            Some("http://h/")
+        );
+        // The JSON text is not the signal in a MessagePack stream.
+        assert_eq!(scan_split(br#"{"error":"moved"}"#, Codec::Msgpack)[0], None);
+    }
+}
