@@ -445,7 +445,7 @@ impl Runner<'_> {
         let c = &mut self.conns[i];
         match c.state {
             State::Done | State::Moving => return,
-            State::Held if c.scan.signal(self.o.codec).is_some() => return self.begin_move(i),
+            State::Held if c.scan.signal().is_some() => return self.begin_move(i),
             State::Held => self.held -= 1,
             _ => self.pending -= 1,
         }
@@ -476,9 +476,8 @@ impl Runner<'_> {
     /// Held stream `i` was told to move: it is opening again, after a jitter, to the
     /// signal's location or to the target (303 to the owner).
     fn begin_move(&mut self, i: usize) {
-        let codec = self.o.codec;
         let c = &mut self.conns[i];
-        let moved = std::mem::take(&mut c.scan).signal(codec);
+        let moved = std::mem::take(&mut c.scan).signal();
         if let Some(mut s) = c.sock.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
@@ -633,7 +632,7 @@ impl Runner<'_> {
                     }
                 }
             } else {
-                c.scan.feed(&self.buf[..k], self.o.codec);
+                c.scan.feed(&self.buf[..k]);
                 match c.counter.feed(&self.buf[..k], self.hb, &mut self.counts) {
                     StreamStatus::Open => {}
                     StreamStatus::Ended => return self.fail(i, Fail::ClosedWhileHeld),
@@ -685,7 +684,7 @@ impl Runner<'_> {
                 c.state = State::Held;
                 c.redirect = None;
                 let head = std::mem::take(&mut c.head);
-                c.scan.feed(&head[h.len..], self.o.codec);
+                c.scan.feed(&head[h.len..]);
                 match c.counter.feed(&head[h.len..], self.hb, &mut self.counts) {
                     StreamStatus::Open => true,
                     StreamStatus::Ended => {

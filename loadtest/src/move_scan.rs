@@ -3,13 +3,13 @@
 //! and a few hundred bytes kept only once the signal started. Pure, unit tested at every
 //! split; runs on the connection engine's thread.
 //!
-//! The signal is `{"error":"moved","location":"…"}` (a MessagePack map with the same keys
-//! under `codec=msgpack`). In JSON its `"error":"moved"` cannot occur inside a message body,
-//! whose quotes are escaped; the location is read from what follows it (the order the
-//! server writes, error first).
+//! The signal is `{"error":"moved","location":"…"}`, a MessagePack map with the same keys
+//! on a `codec=msgpack` chunked stream; a WebSocket close reason is that JSON in either codec,
+//! so both forms are looked for on every stream. In JSON its `"error":"moved"` cannot occur
+//! inside a message body, whose quotes are escaped; the location is read from what follows
+//! it (the order the server writes, error first).
 
 use crate::scenario_wire::Moved;
-use crate::transport::Codec;
 
 const JSON_SIGNAL: &[u8] = br#""error":"moved""#;
 /// fixstr "error", fixstr "moved".
@@ -19,8 +19,11 @@ const CAPTURE: usize = 512;
 
 #[derive(Debug, Default)]
 pub struct MoveScan {
-    /// Bytes of the signal matched so far.
-    pos: u8,
+    /// Bytes of [`JSON_SIGNAL`] / [`MSGPACK_SIGNAL`] matched so far.
+    json: u8,
+    msgpack: u8,
+    /// The signal found was the MessagePack one.
+    is_msgpack: bool,
     /// What followed a complete signal (up to [`CAPTURE`] bytes). Boxed: one lives in
     /// every held connection, and 8 bytes there beat 24.
     #[allow(clippy::box_collection)]
@@ -29,11 +32,7 @@ pub struct MoveScan {
 
 impl MoveScan {
     /// Feed the stream's bytes, in order.
-    pub fn feed(&mut self, mut buf: &[u8], codec: Codec) {
-        let pat = match codec {
-            Codec::Json => JSON_SIGNAL,
-            Codec::Msgpack => MSGPACK_SIGNAL,
-        };
+    pub fn feed(&mut self, mut buf: &[u8]) {
         while !buf.is_empty() {
             if let Some(after) = self.after.as_mut() {
                 let n = (CAPTURE - after.len()).min(buf.len());
@@ -42,15 +41,10 @@ impl MoveScan {
             }
             let b = buf[0];
             buf = &buf[1..];
-            let pos = self.pos as usize;
-            // The pattern's first byte occurs in it only there, so a mismatch restarts at
-            // 0, or at 1 when the byte is the first one.
-            self.pos = if b == pat[pos] {
-                self.pos + 1
-            } else {
-                u8::from(b == pat[0])
-            };
-            if self.pos as usize == pat.len() {
+            if step(&mut self.json, b, JSON_SIGNAL) {
+                self.after = Some(Box::default());
+            } else if step(&mut self.msgpack, b, MSGPACK_SIGNAL) {
+                self.is_msgpack = true;
                 self.after = Some(Box::default());
             }
         }
@@ -58,14 +52,27 @@ impl MoveScan {
 
     /// The move signal, once its `error` field was seen; its location if what followed
     /// carried one.
-    pub fn signal(&self, codec: Codec) -> Option<Moved> {
+    pub fn signal(&self) -> Option<Moved> {
         let after = self.after.as_deref()?;
-        let location = match codec {
-            Codec::Json => json_location(after),
-            Codec::Msgpack => msgpack_location(after),
+        let location = if self.is_msgpack {
+            msgpack_location(after)
+        } else {
+            json_location(after)
         };
         Some(Moved { location })
     }
+}
+
+/// One byte against `pat` at match position `pos`; true when the pattern is complete. Each
+/// pattern's first byte occurs in it only there, so a mismatch restarts at 0, or at 1 when
+/// the byte is that first one.
+fn step(pos: &mut u8, b: u8, pat: &[u8]) -> bool {
+    *pos = if b == pat[*pos as usize] {
+        *pos + 1
+    } else {
+        u8::from(b == pat[0])
+    };
+    *pos as usize == pat.len()
 }
 
 /// `,"location":"URL"` (the rest of the object) → URL.
@@ -98,14 +105,14 @@ fn msgpack_location(after: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn scan_split(bytes: &[u8], codec: Codec) -> Vec<Option<Moved>> {
+    fn scan_split(bytes: &[u8]) -> Vec<Option<Moved>> {
         (1..=bytes.len())
             .map(|step| {
                 let mut s = MoveScan::default();
                 for piece in bytes.chunks(step) {
-                    s.feed(piece, codec);
+                    s.feed(piece);
                 }
-                s.signal(codec)
+                s.signal()
             })
             .collect()
     }
@@ -117,16 +124,16 @@ mod tests {
         let chunk = format!(
             "7\r\n{{\"y\":0}}\r\n54\r\n{{\"error\":\"moved\",\"location\":\"{LOC}\"}}\r\n0\r\n\r\n"
         );
-        for got in scan_split(chunk.as_bytes(), Codec::Json) {
+        for got in scan_split(chunk.as_bytes()) {
             assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
         }
         let sse = format!("event: moved\ndata: {{\"error\":\"moved\",\"location\":\"{LOC}\"}}\n\n");
-        for got in scan_split(sse.as_bytes(), Codec::Json) {
+        for got in scan_split(sse.as_bytes()) {
             assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
         }
         // Without a location (today's servers): a move to the configured address.
         let bare = b"11\r\n{\"error\":\"moved\"}\r\n0\r\n\r\n";
-        for got in scan_split(bare, Codec::Json) {
+        for got in scan_split(bare) {
             assert_eq!(got, Some(Moved { location: None }));
         }
     }
@@ -134,19 +141,19 @@ mod tests {
     #[test]
     fn no_signal_in_other_streams() {
         let other = br#"{"error":"replaced"}{"y":3,"b":"\"error\":\"moved\""}""error":"move"#;
-        for got in scan_split(other, Codec::Json) {
+        for got in scan_split(other) {
             assert_eq!(got, None);
         }
         // A repeated first byte inside a partial match still matches after it.
         let mut s = MoveScan::default();
-        s.feed(br#"""error":"moved""#, Codec::Json);
-        assert!(s.signal(Codec::Json).is_some());
+        s.feed(br#"""error":"moved""#);
+        assert!(s.signal().is_some());
         // Capture is bounded.
         let mut s = MoveScan::default();
-        s.feed(JSON_SIGNAL, Codec::Json);
-        s.feed(&vec![b'x'; 10_000], Codec::Json);
+        s.feed(JSON_SIGNAL);
+        s.feed(&vec![b'x'; 10_000]);
         assert_eq!(s.after.as_ref().map(|a| a.len()), Some(CAPTURE));
-        assert_eq!(s.signal(Codec::Json), Some(Moved { location: None }));
+        assert_eq!(s.signal(), Some(Moved { location: None }));
     }
 
     #[test]
@@ -154,7 +161,7 @@ mod tests {
         let reason = format!("{{\"error\":\"moved\",\"location\":\"{LOC}\"}}");
         let mut frame = vec![0x88, (reason.len() + 2) as u8, 0x03, 0xf4];
         frame.extend_from_slice(reason.as_bytes());
-        for got in scan_split(&frame, Codec::Json) {
+        for got in scan_split(&frame) {
             assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
         }
     }
@@ -166,25 +173,25 @@ mod tests {
         m.extend_from_slice(b"\xa8location\xd9");
         m.push(LOC.len() as u8);
         m.extend_from_slice(LOC.as_bytes());
-        for got in scan_split(&m, Codec::Msgpack) {
+        for got in scan_split(&m) {
             assert_eq!(got.and_then(|m| m.location).as_deref(), Some(LOC));
         }
         let mut short = vec![0x82];
         short.extend_from_slice(MSGPACK_SIGNAL);
         short.extend_from_slice(b"\xa8location\xa9http://h");
-        assert_eq!(
-            scan_split(&short, Codec::Msgpack)[0],
-            Some(Moved { location: None })
-        );
+        assert_eq!(scan_split(&short)[0], Some(Moved { location: None }));
         short.push(b'/');
         assert_eq!(
-            scan_split(&short, Codec::Msgpack)[0]
+            scan_split(&short)[0]
                 .clone()
                 .and_then(|m| m.location)
                 .as_deref(),
             Some("http://h/")
         );
-        // The JSON text is not the signal in a MessagePack stream.
-        assert_eq!(scan_split(br#"{"error":"moved"}"#, Codec::Msgpack)[0], None);
+        // A WebSocket close reason is JSON whatever the codec: found too.
+        assert_eq!(
+            scan_split(br#"{"error":"moved"}"#)[0],
+            Some(Moved { location: None })
+        );
     }
 }
