@@ -958,6 +958,7 @@ mod tests {
         r.attempted = 10;
         r.connected = 9;
         r.held_at_end = 8;
+        r.moves = 3;
         r.failures.timeout = 1;
         r.failures.closed_while_held = 1;
         r.status_codes.insert(503, 1);
@@ -969,6 +970,7 @@ mod tests {
         }
         let back = report_from_json(&report_to_json(&r)).unwrap();
         assert_eq!(back.attempted, 10);
+        assert_eq!(back.moves, 3);
         assert_eq!(back.failures, r.failures);
         assert_eq!(back.status_codes, r.status_codes);
         assert_eq!(back.errors, r.errors);
@@ -979,6 +981,7 @@ mod tests {
         let m = merge_reports(&[back, r2]);
         assert_eq!(m.attempted, 20);
         assert_eq!(m.held_at_end, 16);
+        assert_eq!(m.moves, 6);
         assert_eq!(m.failures.total(), 4);
         assert_eq!(m.status_codes[&503], 2);
         assert_eq!(m.latency_us.len(), 6);
