@@ -9,7 +9,7 @@
 
 use crate::auth::Password;
 use crate::http::{self, Counts, StreamStatus};
-use crate::move_scan::MoveScan;
+use crate::move_scan::{MoveQueue, MoveScan};
 use crate::net::{classify, open_socket, resolve, Fail};
 use crate::scenario_wire::Rng;
 use crate::tally::{new_histogram, Failures};
@@ -28,9 +28,6 @@ use std::time::{Duration, Instant};
 
 /// fds kept free for stdio, epoll, /proc reads.
 pub const FD_MARGIN: u64 = 64;
-
-/// Longest wait before reconnecting after a move signal (each stream waits a random part).
-const MOVE_JITTER_MS: u64 = 50;
 
 /// Moves in a row (each connection up less than a second) before a stream gives up.
 const MAX_MOVES_IN_ROW: u8 = 5;
@@ -218,8 +215,7 @@ struct Runner<'a> {
     hb: &'static [u8],
     /// Minted into each request when it is built (nothing kept per connection).
     password: Password,
-    /// Moved streams waiting out their jitter: (when, connection, address).
-    move_queue: Vec<(Instant, usize, SocketAddr)>,
+    move_queue: MoveQueue,
     rng: Rng,
 }
 
@@ -271,7 +267,7 @@ pub fn run(opts: &EngineOpts, stop: &AtomicBool, obs: &mut dyn Observer) -> Resu
         held: 0,
         hb: opts.codec.heartbeat(),
         password: Password::new(&opts.password, opts.auth_secret.as_deref())?,
-        move_queue: Vec::new(),
+        move_queue: MoveQueue::default(),
         rng: Rng::new(std::process::id() as u64),
     };
     r.run_loop(stop, obs);
@@ -505,20 +501,12 @@ impl Runner<'_> {
             .and_then(http::parse_location)
             .and_then(|(host, path)| Some(Box::new((resolve(&host).ok()?, host, path))));
         let addr = c.redirect.as_ref().map_or(self.addr, |r| r.0);
-        let jitter = Duration::from_millis(self.rng.below(MOVE_JITTER_MS + 1));
-        self.move_queue.push((now + jitter, i, addr));
+        self.move_queue.push(&mut self.rng, now, i, addr);
     }
 
     /// Opens the moved streams whose jitter is over.
     fn reconnect_moved(&mut self, now: Instant) {
-        let mut k = 0;
-        while k < self.move_queue.len() {
-            let (at, i, addr) = self.move_queue[k];
-            if at > now {
-                k += 1;
-                continue;
-            }
-            self.move_queue.swap_remove(k);
+        for (i, addr) in self.move_queue.take_due(now) {
             self.conns[i].started = now;
             self.conns[i].state = State::Connecting;
             self.open(i, addr);

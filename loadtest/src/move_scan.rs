@@ -1,7 +1,8 @@
 //! Finds the dynamic cluster's move signal in a held stream's raw bytes (chunked, WebSocket
 //! close reason, SSE data, in either codec) without buffering the stream: a match position,
-//! and a few hundred bytes kept only once the signal started. Pure, unit tested at every
-//! split; runs on the connection engine's thread.
+//! and a few hundred bytes kept only once the signal started; and the queue in which moved
+//! streams wait out a small jitter before reconnecting. Pure, unit tested (the scanner at
+//! every split); used on the engine's and the message scenarios' threads.
 //!
 //! The signal is `{"error":"moved","location":"…"}`, a MessagePack map with the same keys
 //! on a `codec=msgpack` chunked stream; a WebSocket close reason is that JSON in either codec,
@@ -9,7 +10,47 @@
 //! inside a message body, whose quotes are escaped; the location is read from what follows
 //! it (the order the server writes, error first).
 
-use crate::scenario_wire::Moved;
+use crate::scenario_wire::{Moved, Rng};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Longest wait before reconnecting after a move signal; each stream waits a random part of
+/// it, so that the streams of a moved slot do not all arrive in the same millisecond.
+pub const MOVE_JITTER_MS: u64 = 50;
+
+/// Streams told to move, each waiting out its jitter before it reconnects to its address.
+#[derive(Debug, Default)]
+pub struct MoveQueue {
+    waiting: Vec<(Instant, usize, SocketAddr)>,
+}
+
+impl MoveQueue {
+    /// Stream `i` reconnects to `addr` after a random 0..=[`MOVE_JITTER_MS`] ms from `now`.
+    pub fn push(&mut self, rng: &mut Rng, now: Instant, i: usize, addr: SocketAddr) {
+        let jitter = Duration::from_millis(rng.below(MOVE_JITTER_MS + 1));
+        self.waiting.push((now + jitter, i, addr));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Removes and returns the streams whose wait is over at `now`.
+    pub fn take_due(&mut self, now: Instant) -> Vec<(usize, SocketAddr)> {
+        let mut due = Vec::new();
+        let mut k = 0;
+        while k < self.waiting.len() {
+            let (at, i, addr) = self.waiting[k];
+            if at > now {
+                k += 1;
+            } else {
+                self.waiting.swap_remove(k);
+                due.push((i, addr));
+            }
+        }
+        due
+    }
+}
 
 const JSON_SIGNAL: &[u8] = br#""error":"moved""#;
 /// fixstr "error", fixstr "moved".
@@ -118,6 +159,27 @@ mod tests {
     }
 
     const LOC: &str = "http://127.0.0.1:9100/connect?uid=user001&password=pw";
+
+    #[test]
+    fn queue_waits_out_a_bounded_jitter() {
+        let mut q = MoveQueue::default();
+        let mut rng = Rng::new(3);
+        let t0 = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for i in 0..100 {
+            q.push(&mut rng, t0, i, addr);
+        }
+        let mut early = q.take_due(t0);
+        let later = q.take_due(t0 + Duration::from_millis(MOVE_JITTER_MS));
+        assert!(q.is_empty());
+        assert!(early.len() < 20, "{} of 100 had no wait", early.len());
+        assert!(!later.is_empty());
+        early.extend(later);
+        let mut ids: Vec<usize> = early.iter().map(|d| d.0).collect();
+        ids.sort();
+        assert_eq!(ids, (0..100).collect::<Vec<_>>());
+        assert!(q.take_due(t0 + Duration::from_secs(1)).is_empty());
+    }
 
     #[test]
     fn json_signal_at_every_split() {

@@ -16,6 +16,7 @@
 use crate::auth::Password;
 use crate::http::{self, query_escape};
 use crate::latency::ScenarioReport;
+use crate::move_scan::MoveQueue;
 use crate::net::{open_socket, resolve};
 use crate::scenario_wire::{
     client_frame, is_uid, make_body, moved_close, moved_message, parse_body, parse_response,
@@ -88,10 +89,6 @@ pub struct Opts {
 }
 
 const FD_MARGIN: u64 = 64;
-
-/// Longest wait before reconnecting after a move signal; each stream waits a random part of
-/// it, so that the streams of a moved slot do not all arrive in the same millisecond.
-const MOVE_JITTER_MS: u64 = 50;
 
 /// Moves in a row without a new message before a stream gives up (a loop between nodes).
 const MAX_MOVES_IN_ROW: u32 = 5;
@@ -202,8 +199,7 @@ struct Runner {
     open: u64,
     /// Streams between a move signal and their next head.
     moving: u64,
-    /// Moved streams waiting out their jitter: (when, stream, address).
-    move_queue: Vec<(Instant, usize, SocketAddr)>,
+    move_queue: MoveQueue,
     ws_seed: u64,
     /// Minted into each stream's request when it is built.
     password: Password,
@@ -318,7 +314,7 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
         pending: 0,
         open: 0,
         moving: 0,
-        move_queue: Vec::new(),
+        move_queue: MoveQueue::default(),
         ws_seed,
         password: Password::new(&o.password, o.auth_secret.as_deref())?,
         rng: Rng::new(o.seed),
@@ -1100,20 +1096,13 @@ impl Runner {
         st.redirected = false;
         st.reconnecting = true;
         self.moving += 1;
-        let jitter = Duration::from_millis(self.move_rng.below(MOVE_JITTER_MS + 1));
-        self.move_queue.push((Instant::now() + jitter, i, addr));
+        self.move_queue
+            .push(&mut self.move_rng, Instant::now(), i, addr);
     }
 
     /// Opens the moved streams whose jitter is over.
     fn reconnect_moved(&mut self, now: Instant) {
-        let mut k = 0;
-        while k < self.move_queue.len() {
-            let (at, i, addr) = self.move_queue[k];
-            if at > now {
-                k += 1;
-                continue;
-            }
-            self.move_queue.swap_remove(k);
+        for (i, addr) in self.move_queue.take_due(now) {
             self.streams[i].started = now;
             self.open_stream(i, addr);
         }
@@ -1811,14 +1800,13 @@ mod tests {
         })
     }
 
-    /// Moved with a location (chunked, then WebSocket close 1012): the stream reconnects
-    /// there, the replay of seqs 1..=8 is dropped, nothing is lost or duplicated.
-    #[test]
-    fn unicast_follows_a_move_and_keeps_its_checks() {
+    /// On both transports: one move, the replay of seqs 1..=8 dropped, nothing lost or
+    /// duplicated, `redirects` 303s followed on the way.
+    fn assert_clean_move(kind: Kind, end: End, redirects: u64) {
         for ws in [false, true] {
-            let r = run_moved(Kind::Unicast, ws, End::Moved, false);
+            let r = run_moved(kind, ws, end, false);
             let want = serde_json::json!({
-                "success": true, "moves": 1, "redirects": 0, "received": 20, "lost": 0,
+                "success": true, "moves": 1, "redirects": redirects, "received": 20, "lost": 0,
                 "duplicated": 0, "seq_errors": 0, "replayed": MOVE_AT,
                 "replay_mismatch": 0, "closed_unexpectedly": 0,
             });
@@ -1826,19 +1814,16 @@ mod tests {
         }
     }
 
-    /// Fanout over WebSocket, moved without a location: back to the target, 303 to the new
-    /// node, and the checks hold.
+    /// Moved with a location (chunked chunk, WebSocket close 1012): straight there.
+    #[test]
+    fn unicast_follows_a_move_and_keeps_its_checks() {
+        assert_clean_move(Kind::Unicast, End::Moved, 0);
+    }
+
+    /// Moved without a location: back to the target, 303 to the new node.
     #[test]
     fn fanout_follows_a_move_without_location_through_a_303() {
-        for ws in [true, false] {
-            let r = run_moved(Kind::Fanout, ws, End::MovedNoLocation, false);
-            let want = serde_json::json!({
-                "success": true, "moves": 1, "redirects": 1, "received": 20, "lost": 0,
-                "duplicated": 0, "seq_errors": 0, "replayed": MOVE_AT,
-                "replay_mismatch": 0, "closed_unexpectedly": 0,
-            });
-            assert_eq!(checks(&r), want, "ws {ws}: {}", r.to_text());
-        }
+        assert_clean_move(Kind::Fanout, End::MovedNoLocation, 1);
     }
 
     /// A replayed seq that carries another message is reported, and fails the run.
