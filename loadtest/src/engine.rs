@@ -3,11 +3,15 @@
 //! redirect) at a rate from a uid range or an explicit uid list (which may be the uids one
 //! cluster node owns, so each connect goes straight to its owner), reports a snapshot every
 //! tick, stops opening at a target count, after `max_failures` failures, or when told to,
-//! then holds what it has for `hold_secs`.
+//! then holds what it has for `hold_secs`. A stream told to move (dynamic cluster, any
+//! transport: see [`crate::move_scan`]) reconnects after a small jitter to the signal's
+//! location, or to its target without one (which answers 303), and is held again.
 
 use crate::auth::Password;
 use crate::http::{self, Counts, StreamStatus};
+use crate::move_scan::{MoveQueue, MoveScan};
 use crate::net::{classify, open_socket, resolve, Fail};
+use crate::scenario_wire::Rng;
 use crate::tally::{new_histogram, Failures};
 use crate::transport::{self, Codec, Counter, Transport};
 use anyhow::{bail, Context, Result};
@@ -24,6 +28,9 @@ use std::time::{Duration, Instant};
 
 /// fds kept free for stdio, epoll, /proc reads.
 pub const FD_MARGIN: u64 = 64;
+
+/// Moves in a row (each connection up less than a second) before a stream gives up.
+const MAX_MOVES_IN_ROW: u8 = 5;
 
 /// The uids to connect, in order: connection i gets uid i.
 #[derive(Debug, Clone)]
@@ -105,6 +112,8 @@ pub struct EngineReport {
     /// Stream heads received (200, or 101 for WebSocket).
     pub connected: u64,
     pub redirects: u64,
+    /// Move signals followed (a reconnect after each; not counted in `connected`).
+    pub moves: u64,
     /// Streams open when opening was over (every connect done) / at the end.
     pub held_at_settle: u64,
     pub held_at_end: u64,
@@ -120,7 +129,7 @@ pub struct EngineReport {
     pub elapsed_secs: f64,
     pub messages: u64,
     pub heartbeats: u64,
-    /// WebSocket close frames received (each also a `closed_while_held`).
+    /// WebSocket close frames received (each also a `closed_while_held`, or a move).
     pub closes: u64,
     pub bytes: u64,
     /// Opening stopped early (failures or a stop request) rather than at the target.
@@ -137,6 +146,7 @@ impl EngineReport {
             attempted: 0,
             connected: 0,
             redirects: 0,
+            moves: 0,
             held_at_settle: 0,
             held_at_end: 0,
             opening_at_end: 0,
@@ -169,6 +179,8 @@ enum State {
     Writing,
     Head,
     Held,
+    /// Told to move; waiting out the jitter before reconnecting.
+    Moving,
     Done,
 }
 
@@ -179,8 +191,14 @@ struct Conn {
     written: u16,
     counter: Counter,
     head: Vec<u8>,
-    /// `(addr, host, path)` after a redirect.
+    /// `(addr, host, path)` after a redirect or to a move's location.
     redirect: Option<Box<(SocketAddr, String, String)>>,
+    /// A redirect was followed since the last connect began (one is followed).
+    hopped: bool,
+    /// Re-opening after a move: its head is not a new connect.
+    moved: bool,
+    moves_in_row: u8,
+    scan: MoveScan,
 }
 
 struct Runner<'a> {
@@ -197,6 +215,8 @@ struct Runner<'a> {
     hb: &'static [u8],
     /// Minted into each request when it is built (nothing kept per connection).
     password: Password,
+    move_queue: MoveQueue,
+    rng: Rng,
 }
 
 /// What a run tells its caller while it runs; a closure `FnMut(&Snapshot)` gets the ticks.
@@ -247,6 +267,8 @@ pub fn run(opts: &EngineOpts, stop: &AtomicBool, obs: &mut dyn Observer) -> Resu
         held: 0,
         hb: opts.codec.heartbeat(),
         password: Password::new(&opts.password, opts.auth_secret.as_deref())?,
+        move_queue: MoveQueue::default(),
+        rng: Rng::new(std::process::id() as u64),
     };
     r.run_loop(stop, obs);
     r.conns.clear();
@@ -301,6 +323,9 @@ impl Runner<'_> {
                     }
                 }
             }
+            if !self.move_queue.is_empty() {
+                self.reconnect_moved(now);
+            }
             if now >= next_scan && self.pending > 0 {
                 next_scan = now + Duration::from_millis(20);
                 let ct = self.o.connect_timeout;
@@ -335,6 +360,8 @@ impl Runner<'_> {
             }
             let wait = if (self.conns.len() as u64) < n {
                 Duration::from_millis(1)
+            } else if !self.move_queue.is_empty() {
+                Duration::from_millis(5)
             } else if self.pending > 0 {
                 Duration::from_millis(10)
             } else {
@@ -374,6 +401,10 @@ impl Runner<'_> {
             counter: Counter::new(self.o.transport),
             head: Vec::new(),
             redirect: None,
+            hopped: false,
+            moved: false,
+            moves_in_row: 0,
+            scan: MoveScan::default(),
         });
         self.r.attempted += 1;
         self.pending += 1;
@@ -405,10 +436,12 @@ impl Runner<'_> {
         }
     }
 
+    /// A held stream that got the move signal ends as a move, whatever ends it.
     fn fail(&mut self, i: usize, why: Fail) {
         let c = &mut self.conns[i];
         match c.state {
-            State::Done => return,
+            State::Done | State::Moving => return,
+            State::Held if c.scan.signal().is_some() => return self.begin_move(i),
             State::Held => self.held -= 1,
             _ => self.pending -= 1,
         }
@@ -433,6 +466,50 @@ impl Runner<'_> {
                 f.other += 1;
                 *self.r.errors.entry(msg).or_insert(0) += 1;
             }
+        }
+    }
+
+    /// Held stream `i` was told to move: it is opening again, after a jitter, to the
+    /// signal's location or to the target (303 to the owner).
+    fn begin_move(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let moved = std::mem::take(&mut c.scan).signal();
+        if let Some(mut s) = c.sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        self.held -= 1;
+        self.pending += 1;
+        self.r.moves += 1;
+        let now = Instant::now();
+        if now.duration_since(c.started) >= Duration::from_secs(1) {
+            c.moves_in_row = 0;
+        }
+        c.moves_in_row += 1;
+        if c.moves_in_row > MAX_MOVES_IN_ROW {
+            c.state = State::Connecting;
+            let why = format!("moved {MAX_MOVES_IN_ROW} times in a row");
+            return self.fail(i, Fail::Other(why));
+        }
+        c.state = State::Moving;
+        c.counter = Counter::new(self.o.transport);
+        c.head = Vec::new();
+        c.hopped = false;
+        c.moved = true;
+        c.redirect = moved
+            .and_then(|m| m.location)
+            .as_deref()
+            .and_then(http::parse_location)
+            .and_then(|(host, path)| Some(Box::new((resolve(&host).ok()?, host, path))));
+        let addr = c.redirect.as_ref().map_or(self.addr, |r| r.0);
+        self.move_queue.push(&mut self.rng, now, i, addr);
+    }
+
+    /// Opens the moved streams whose jitter is over.
+    fn reconnect_moved(&mut self, now: Instant) {
+        for (i, addr) in self.move_queue.take_due(now) {
+            self.conns[i].started = now;
+            self.conns[i].state = State::Connecting;
+            self.open(i, addr);
         }
     }
 
@@ -543,6 +620,7 @@ impl Runner<'_> {
                     }
                 }
             } else {
+                c.scan.feed(&self.buf[..k]);
                 match c.counter.feed(&self.buf[..k], self.hb, &mut self.counts) {
                     StreamStatus::Open => {}
                     StreamStatus::Ended => return self.fail(i, Fail::ClosedWhileHeld),
@@ -579,18 +657,22 @@ impl Runner<'_> {
                     return false;
                 }
                 let c = &mut self.conns[i];
-                let us = c.started.elapsed().as_micros().max(1) as u64;
-                let us = us.min(3_600_000_000);
-                let _ = self.r.latency_us.record(us);
-                if let Some(h) = &mut self.interval {
-                    let _ = h.record(us);
+                if !c.moved {
+                    let us = c.started.elapsed().as_micros().max(1) as u64;
+                    let us = us.min(3_600_000_000);
+                    let _ = self.r.latency_us.record(us);
+                    if let Some(h) = &mut self.interval {
+                        let _ = h.record(us);
+                    }
+                    self.r.connected += 1;
                 }
-                self.r.connected += 1;
+                c.moved = false;
                 self.pending -= 1;
                 self.held += 1;
                 c.state = State::Held;
                 c.redirect = None;
                 let head = std::mem::take(&mut c.head);
+                c.scan.feed(&head[h.len..]);
                 match c.counter.feed(&head[h.len..], self.hb, &mut self.counts) {
                     StreamStatus::Open => true,
                     StreamStatus::Ended => {
@@ -603,7 +685,7 @@ impl Runner<'_> {
                     }
                 }
             }
-            301 | 302 | 303 | 307 | 308 if self.conns[i].redirect.is_none() => {
+            301 | 302 | 303 | 307 | 308 if !self.conns[i].hopped => {
                 let target = h
                     .location
                     .as_deref()
@@ -617,6 +699,7 @@ impl Runner<'_> {
                             let _ = self.poll.registry().deregister(&mut s);
                         }
                         c.head = Vec::new();
+                        c.hopped = true;
                         let addr = t.0;
                         c.redirect = Some(Box::new(t));
                         self.open(i, addr);

@@ -1,10 +1,12 @@
 //! Pure pieces of the message scenarios (`fanout`, `unicast`, `chat`): a stream decoder
 //! that yields each message's payload (chunked, WebSocket, or newline-separated raw
 //! streams such as nchan's `http-raw-stream`), a small JSON field scanner for ipush
-//! messages, the `lt:<n>:<unix_nanos>` body, URL templates and admin-response parsing.
-//! Nothing here touches sockets; all of it is unit tested.
+//! messages, the move signal of the dynamic cluster, a stream's recent seqs (to check a
+//! replay after a move), the `lt:<n>:<unix_nanos>` body, URL templates and admin-response
+//! parsing. Nothing here touches sockets; all of it is unit tested.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 /// How messages are framed on a subscriber stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct Decoder {
     lines: Vec<u8>,
     /// Fragmented WebSocket message so far.
     frag: Vec<u8>,
+    /// Payload of the WebSocket close frame that ended the stream (code, reason).
+    close: Option<Vec<u8>>,
     ended: bool,
 }
 
@@ -50,8 +54,14 @@ impl Decoder {
             buf: Vec::new(),
             lines: Vec::new(),
             frag: Vec::new(),
+            close: None,
             ended: false,
         }
+    }
+
+    /// The payload of the WebSocket close frame that ended the stream, if one did.
+    pub fn close_payload(&self) -> Option<&[u8]> {
+        self.close.as_deref()
     }
 
     /// Feed bytes; calls `out` with each complete message payload. Returns whether the
@@ -170,6 +180,7 @@ impl Decoder {
                     }
                 }
                 8 => {
+                    self.close = Some(payload.into_owned());
                     self.ended = true;
                     return Ok(pos);
                 }
@@ -267,6 +278,8 @@ pub struct Msg<'a> {
     pub c: Option<Cow<'a, str>>,
     pub b: Option<Cow<'a, str>>,
     pub error: Option<Cow<'a, str>>,
+    /// Where to reconnect, with `"error":"moved"`.
+    pub location: Option<Cow<'a, str>>,
 }
 
 /// Scan a flat JSON object for the message keys. Strings without escapes are borrowed;
@@ -314,6 +327,7 @@ fn fast_scan(p: &[u8]) -> Option<Msg<'_>> {
                     "c" => m.c = v,
                     "b" => m.b = v,
                     "error" => m.error = v,
+                    "location" => m.location = v,
                     _ => {}
                 }
             }
@@ -416,7 +430,76 @@ fn slow_scan(p: &[u8]) -> Option<Msg<'static>> {
         c: s("c"),
         b: s("b"),
         error: s("error"),
+        location: s("location"),
     })
+}
+
+/// A stream's move signal (dynamic cluster): reconnect to `location`, or to the configured
+/// address (which answers 303 to the new owner) when the signal carries none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub location: Option<String>,
+}
+
+/// WebSocket close code of the move signal ("service restart").
+pub const CLOSE_MOVED: u16 = 1012;
+
+/// The move signal in a message payload: `{"error":"moved"[,"location":"…"]}`.
+pub fn moved_message(p: &[u8]) -> Option<Moved> {
+    let m = scan_msg(p)?;
+    (m.error.as_deref() == Some("moved")).then(|| Moved {
+        location: m.location.map(Cow::into_owned),
+    })
+}
+
+/// The move signal in a WebSocket close payload: code 1012, the reason that JSON. A 1012
+/// whose reason is not that JSON still means "move", to the configured address.
+pub fn moved_close(payload: &[u8]) -> Option<Moved> {
+    let code = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+    (code == CLOSE_MOVED).then(|| moved_message(&payload[2..]).unwrap_or(Moved { location: None }))
+}
+
+/// How many recent seqs a stream remembers to check a replay against.
+pub const SEQ_LOG: usize = 4096;
+
+/// What a stream's recent seqs carried (the message number of each body), so that a seq
+/// replayed after a move can be checked to carry the same message. Remembers the last
+/// [`SEQ_LOG`] seqs; older ones are unknown.
+#[derive(Debug, Default)]
+pub struct SeqLog {
+    /// Seq of `ns[0]`.
+    first: u64,
+    /// Message number by seq; `u32::MAX` = not seen (a gap).
+    ns: VecDeque<u32>,
+}
+
+impl SeqLog {
+    /// Record that seq `s` carried message `n`; seqs must come in ascending order (a lower
+    /// one is ignored), a gap is remembered as unknown.
+    pub fn push(&mut self, s: u64, n: u32) {
+        let next = self.first + self.ns.len() as u64;
+        if self.ns.is_empty() || s >= next + SEQ_LOG as u64 {
+            self.ns.clear();
+            self.first = s;
+        } else if s < next {
+            return;
+        } else {
+            for _ in next..s {
+                self.ns.push_back(u32::MAX);
+            }
+        }
+        self.ns.push_back(n);
+        while self.ns.len() > SEQ_LOG {
+            self.ns.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// The message number seq `s` carried, if remembered.
+    pub fn get(&self, s: u64) -> Option<u32> {
+        let k = usize::try_from(s.checked_sub(self.first)?).ok()?;
+        self.ns.get(k).copied().filter(|&n| n != u32::MAX)
+    }
 }
 
 /// `lt:<n>:<unix_nanos>` padded with `:xxx…` to at least `min_len` bytes.
@@ -811,6 +894,67 @@ mod tests {
             assert_eq!(parse_response(&r[..k]).unwrap(), None, "k {k}");
         }
         assert!(parse_response(b"SMTP 200\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn move_signals() {
+        let chunk =
+            br#"{"error":"moved","location":"http://127.0.0.1:9100/connect?uid=u1&password=pw"}"#;
+        assert_eq!(
+            moved_message(chunk),
+            Some(Moved {
+                location: Some("http://127.0.0.1:9100/connect?uid=u1&password=pw".into())
+            })
+        );
+        assert_eq!(
+            moved_message(br#"{"error":"moved"}"#),
+            Some(Moved { location: None })
+        );
+        assert_eq!(moved_message(br#"{"error":"replaced"}"#), None);
+        assert_eq!(moved_message(br#"{"y":3,"b":"moved"}"#), None);
+        let mut close = 1012u16.to_be_bytes().to_vec();
+        close.extend_from_slice(br#"{"error":"moved","location":"http://h:1/connect?uid=a"}"#);
+        assert_eq!(
+            moved_close(&close).and_then(|m| m.location),
+            Some("http://h:1/connect?uid=a".into())
+        );
+        assert_eq!(
+            moved_close(&[0x03, 0xf4, b'x']),
+            Some(Moved { location: None })
+        );
+        assert_eq!(moved_close(&1000u16.to_be_bytes()), None);
+        assert_eq!(moved_close(&[]), None);
+        // The decoder keeps the close frame that ended a WebSocket stream.
+        let mut d = Decoder::new(Framing::Ws, false);
+        let mut frame = vec![0x88, close.len() as u8];
+        frame.extend_from_slice(&close);
+        for piece in frame.chunks(5) {
+            let _ = d.feed(piece, &mut |_| {}).unwrap();
+        }
+        assert_eq!(d.close_payload(), Some(&close[..]));
+    }
+
+    #[test]
+    fn seq_log_remembers_recent_seqs() {
+        let mut l = SeqLog::default();
+        assert_eq!(l.get(1), None);
+        l.push(5, 50);
+        l.push(6, 60);
+        l.push(9, 90); // gap: 7 and 8 unknown
+        l.push(8, 80); // lower than the last: ignored
+        assert_eq!((l.get(4), l.get(5), l.get(6)), (None, Some(50), Some(60)));
+        assert_eq!(
+            (l.get(7), l.get(8), l.get(9), l.get(10)),
+            (None, None, Some(90), None)
+        );
+        for s in 10..10 + SEQ_LOG as u64 {
+            l.push(s, s as u32);
+        }
+        assert_eq!(l.get(9), None);
+        assert_eq!(l.get(10), Some(10));
+        // A jump past the whole log starts over.
+        l.push(1 << 40, 7);
+        assert_eq!((l.get(10), l.get(1 << 40)), (None, Some(7)));
     }
 
     #[test]
