@@ -303,6 +303,12 @@ pub struct Config {
     /// listen(2) backlog of the client and admin listeners (1-2147483647)
     #[arg(long, default_value_t = 65535)]
     pub listen_backlog: i32,
+
+    /// TCP_DEFER_ACCEPT seconds on the client port: a connection is accepted once its first
+    /// bytes arrive, so accept and head read are one wake-up; a silent client is accepted
+    /// after about this long anyway. 0 = off (0-600)
+    #[arg(long, default_value_t = 1)]
+    pub defer_accept_s: u32,
 }
 
 impl fmt::Debug for Config {
@@ -350,6 +356,7 @@ impl fmt::Debug for Config {
             .field("head_timeout_ms", &self.head_timeout_ms)
             .field("advertise_host", &self.advertise_host)
             .field("listen_backlog", &self.listen_backlog)
+            .field("defer_accept_s", &self.defer_accept_s)
             .finish()
     }
 }
@@ -558,6 +565,7 @@ fn validate(
         100_000_000,
     )?;
     check_range("listen_backlog", cfg.listen_backlog, 1, i32::MAX)?;
+    check_range("defer_accept_s", cfg.defer_accept_s, 0, 600)?;
 
     if cfg
         .advertise_host
@@ -778,6 +786,7 @@ mod tests {
         assert_eq!(c.idempotency_max_keys, 200_000);
         assert_eq!(c.head_timeout(), Duration::from_millis(10_000));
         assert_eq!(c.listen_backlog, 65535);
+        assert_eq!(c.defer_accept_s, 1);
         assert_eq!(c.advertise_addr(), "127.0.0.1:9000");
     }
 
