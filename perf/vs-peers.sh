@@ -7,6 +7,7 @@
 #   N=2000 M=200 UNICAST_MSGS=20000 perf/vs-peers.sh   # quick
 #   SCENARIOS="connect burst" PEERS="nchan ipush" perf/vs-peers.sh   # some scenarios, some servers
 #   NO_BUILD=1 SERVER=/tmp/ipush_before PEERS=ipush OUT=/tmp/a perf/vs-peers.sh   # A/B a binary
+#   IPUSH_ARGS=--defer_accept_s=0 perf/vs-peers.sh    # more ipush_server flags
 #
 # Scenarios (each bounded in time by loadtest itself):
 #   connect  fanout --messages 0: N streams opened at CONNECT_RATE/s (default 10,000) and held
@@ -183,7 +184,7 @@ if peer ipush; then
     CPORT=$(free_port); APORT=$(free_port); BPORT=$(free_port)
     "$SERVER" --client_host=127.0.0.1 --client_port="$CPORT" --admin_port="$APORT" --bus_port="$BPORT" \
         --storage=embedded --data_dir="$WORK/ipush-data" --pid_file="$WORK/ipush.pid" --log_level=warn \
-        --cores="$IPUSH_CORES" \
+        --cores="$IPUSH_CORES" ${IPUSH_ARGS:-} \
         >"$OUT/ipush.log" 2>&1 &
     IPUSH_PID=$!
     PIDS+=("$IPUSH_PID")
