@@ -315,6 +315,12 @@ pub struct Config {
     /// listen(2) backlog of the client and admin listeners (1-2147483647)
     #[arg(long, default_value_t = 65535)]
     pub listen_backlog: i32,
+
+    /// TCP_DEFER_ACCEPT seconds on the client port: a connection is accepted once its first
+    /// bytes arrive, so accept and head read are one wake-up; a silent client is accepted
+    /// after about this long anyway. 0 = off (0-600)
+    #[arg(long, default_value_t = 1)]
+    pub defer_accept_s: u32,
 }
 
 impl fmt::Debug for Config {
@@ -363,6 +369,7 @@ impl fmt::Debug for Config {
             .field("advertise_host", &self.advertise_host)
             .field("client_allow_origin", &self.client_allow_origin)
             .field("listen_backlog", &self.listen_backlog)
+            .field("defer_accept_s", &self.defer_accept_s)
             .finish()
     }
 }
@@ -601,6 +608,7 @@ fn validate(
         100_000_000,
     )?;
     check_range("listen_backlog", cfg.listen_backlog, 1, i32::MAX)?;
+    check_range("defer_accept_s", cfg.defer_accept_s, 0, 600)?;
 
     crate::http::cors::check_policy(&cfg.client_allow_origin)
         .map_err(|why| invalid("client_allow_origin", why))?;
@@ -836,6 +844,7 @@ mod tests {
         assert_eq!(c.idempotency_max_keys, 200_000);
         assert_eq!(c.head_timeout(), Duration::from_millis(10_000));
         assert_eq!(c.listen_backlog, 65535);
+        assert_eq!(c.defer_accept_s, 1);
         assert_eq!(c.advertise_addr(), "127.0.0.1:9000");
     }
 

@@ -19,8 +19,9 @@ use crate::latency::ScenarioReport;
 use crate::move_scan::MoveQueue;
 use crate::net::{open_socket, resolve};
 use crate::scenario_wire::{
-    client_frame, is_uid, make_body, moved_close, moved_message, parse_body, parse_response,
-    scan_msg, Decoder, Framing, Moved, Response, Rng, SeqLog, UrlTemplate,
+    centrifugo_api_ok, centrifugo_connect_request, centrifugo_publish_request, client_frame,
+    is_uid, make_body, moved_close, moved_message, parse_body, parse_response, scan_centrifugo,
+    scan_msg, CfPush, Decoder, Framing, Moved, Response, Rng, SeqLog, UrlTemplate,
 };
 use crate::sys;
 use crate::transport::{self, Transport};
@@ -47,6 +48,18 @@ impl Kind {
             Kind::Chat => "chat",
         }
     }
+}
+
+/// The server under test, when it is not ipush and not reached through URL templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// ipush (`/connect` streams, admin `/sub` and `/pub`), or with the URL templates any
+    /// server that streams raw lines (nchan).
+    Ipush,
+    /// Centrifugo v6: `POST /connection/uni_http_stream` streams whose HS256 connection token
+    /// (signed with `--auth_secret`) subscribes them through its `channels` claim, and
+    /// publishes through its server API (`POST /api/publish`, `X-API-Key`).
+    Centrifugo,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +99,9 @@ pub struct Opts {
     pub pipeline: usize,
     /// Messages per `POST /pub/batch` request (ipush only); 1 = one `/pub` each.
     pub batch: usize,
+    pub peer: Peer,
+    /// Centrifugo's server-API key.
+    pub api_key: Option<String>,
 }
 
 const FD_MARGIN: u64 = 64;
@@ -238,6 +254,19 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
     if o.sub_tpl.is_some() && o.kind == Kind::Chat {
         bail!("chat has no generic (URL template) mode");
     }
+    if o.peer == Peer::Centrifugo {
+        if o.sub_tpl.is_some() || o.kind == Kind::Chat {
+            bail!("--peer centrifugo runs fanout and unicast, without URL templates");
+        }
+        if o.batch > 1 {
+            bail!("--batch needs ipush's /pub/batch: not with --peer centrifugo");
+        }
+        if o.api_key.is_none() || o.auth_secret.is_none() {
+            bail!("--peer centrifugo needs --api-key (server API) and --auth_secret (HS256 connection tokens)");
+        }
+    } else if o.api_key.is_some() {
+        bail!("--api-key is for --peer centrifugo");
+    }
     if o.transport == Transport::Sse {
         bail!("--transport sse is not supported by the message scenarios (use chunked or ws)");
     }
@@ -261,7 +290,8 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
     } else {
         stream_addr
     };
-    let framing = if generic {
+    let centrifugo = o.peer == Peer::Centrifugo;
+    let framing = if generic || centrifugo {
         Framing::Lines
     } else if o.transport == Transport::Ws {
         Framing::Ws
@@ -282,10 +312,18 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
     };
     r.transport = if generic {
         "raw-lines"
+    } else if centrifugo {
+        "uni_http_stream"
     } else {
         o.transport.name()
     };
-    r.mode = if generic { "generic" } else { "ipush" };
+    r.mode = if generic {
+        "generic"
+    } else if centrifugo {
+        "centrifugo"
+    } else {
+        "ipush"
+    };
     r.streams = o.streams;
     r.messages = o.messages;
     r.rate = o.rate;
@@ -373,6 +411,19 @@ impl Runner {
         self.o.sub_tpl.is_some()
     }
 
+    fn is_centrifugo(&self) -> bool {
+        self.o.peer == Peer::Centrifugo
+    }
+
+    /// The channel stream `i` listens on outside ipush: the fan-out channel, or in unicast
+    /// the user's own channel, named by the uid.
+    fn peer_channel(&self, i: usize) -> String {
+        match self.o.kind {
+            Kind::Fanout => self.o.channel.clone(),
+            _ => self.uid(i),
+        }
+    }
+
     /// Deliveries expected per published message, for the window.
     fn per_msg(&self) -> u64 {
         match self.o.kind {
@@ -414,7 +465,10 @@ impl Runner {
                             self.r.mem_connected = sys::read_mem(&self.o.pids).ok();
                         }
                         phase_start = now;
-                        if self.o.kind == Kind::Fanout && !self.is_generic() {
+                        if self.o.kind == Kind::Fanout
+                            && !self.is_generic()
+                            && !self.is_centrifugo()
+                        {
                             self.phase = Phase::Subscribe;
                             for i in 0..self.o.streams {
                                 self.jobs.push_back(Job::Sub(i as u32));
@@ -607,13 +661,7 @@ impl Runner {
     /// The path stream `i` first connects to.
     fn connect_path(&self, i: usize) -> String {
         match &self.o.sub_tpl {
-            Some(t) => {
-                let ch = match self.o.kind {
-                    Kind::Fanout => self.o.channel.clone(),
-                    _ => self.uid(i),
-                };
-                t.expand(&ch, &self.uid(i))
-            }
+            Some(t) => t.expand(&self.peer_channel(i), &self.uid(i)),
             None => {
                 let uid = self.uid(i);
                 format!(
@@ -634,7 +682,15 @@ impl Runner {
         } else {
             self.o.transport
         };
-        let req = transport::connect_request(&path, &self.stream_host, t, &key);
+        let req = if self.is_centrifugo() {
+            let token = self
+                .password
+                .centrifugo_token(&self.uid(i), &self.peer_channel(i))
+                .expect("--peer centrifugo has a secret (checked in run)");
+            centrifugo_connect_request(&self.stream_host, &token)
+        } else {
+            transport::connect_request(&path, &self.stream_host, t, &key)
+        };
         self.streams.push(Stream {
             sock: None,
             state: SState::Idle,
@@ -822,7 +878,7 @@ impl Runner {
 
     /// Returns whether to keep reading.
     fn on_head(&mut self, i: usize, h: http::Head) -> bool {
-        let generic = self.is_generic();
+        let generic = self.is_generic() || self.is_centrifugo();
         let want = if !generic && self.o.transport == Transport::Ws {
             101
         } else {
@@ -922,7 +978,13 @@ impl Runner {
         let m = self.o.messages;
         let body_n;
         let body_t;
-        if self.is_generic() {
+        if self.is_centrifugo() {
+            let Some((n, t)) = self.on_centrifugo_push(i, p) else {
+                return;
+            };
+            body_n = n;
+            body_t = t;
+        } else if self.is_generic() {
             match parse_body(p) {
                 Some((n, t)) => {
                     body_n = n;
@@ -1108,6 +1170,55 @@ impl Runner {
         }
     }
 
+    /// Checks one Centrifugo push on stream `i` (right channel, history offsets consecutive,
+    /// like ipush's per-member seqs); the body's `(n, unix_nanos)` of a publication.
+    fn on_centrifugo_push(&mut self, i: usize, p: &[u8]) -> Option<(u64, u128)> {
+        match scan_centrifugo(p) {
+            None => {
+                self.r.unparsed += 1;
+                None
+            }
+            Some(CfPush::Ping) => {
+                self.r.heartbeats += 1;
+                None
+            }
+            Some(CfPush::Connect) => None,
+            Some(CfPush::Other(key)) => {
+                *self
+                    .r
+                    .stream_errors
+                    .entry(format!("push {key}"))
+                    .or_insert(0) += 1;
+                None
+            }
+            Some(CfPush::Pub {
+                channel,
+                data,
+                offset,
+            }) => {
+                let right = match self.o.kind {
+                    Kind::Fanout => channel == self.o.channel.as_str(),
+                    _ => self.is_uid(&channel, i),
+                };
+                if !right {
+                    self.r.misdelivered += 1;
+                }
+                let st = &mut self.streams[i];
+                if offset == 0 || (st.last_s != 0 && offset != st.last_s + 1) {
+                    self.r.seq_errors += 1;
+                }
+                st.last_s = offset;
+                match parse_body(data.as_bytes()) {
+                    Some(nt) => Some(nt),
+                    None => {
+                        self.r.unparsed += 1;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
     // ---- publishing ----
 
     fn issue(&mut self, now: Instant, phase_start: Instant) {
@@ -1205,6 +1316,10 @@ impl Runner {
             }
             Job::Pub(n) => {
                 let body = make_body(n as u64, now_nanos(), self.o.body_bytes);
+                if let Some(key) = &self.o.api_key {
+                    let ch = self.peer_channel(self.dest[n as usize] as usize);
+                    return centrifugo_publish_request(host, key, &ch, &body);
+                }
                 let path = match (&self.o.pub_tpl, self.o.kind) {
                     (Some(t), Kind::Fanout) => t.expand(&self.o.channel, ""),
                     (Some(t), _) => {
@@ -1440,7 +1555,9 @@ impl Runner {
         if flight.batch {
             self.batch_answered(&flight.jobs, &resp, rtt);
         } else {
-            let ok = (200..300).contains(&resp.status);
+            // Centrifugo's server API answers errors with a 200 and an `error` object.
+            let ok = (200..300).contains(&resp.status)
+                && (!self.is_centrifugo() || centrifugo_api_ok(&resp.body));
             self.job_answered(flight.jobs[0], resp.status, ok, &resp.body, rtt);
         }
         !resp.close
@@ -1780,6 +1897,8 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             pipeline: 1,
             batch: 1,
+            peer: Peer::Ipush,
+            api_key: None,
         };
         run(o).unwrap()
     }

@@ -1,9 +1,10 @@
 //! Pure pieces of the message scenarios (`fanout`, `unicast`, `chat`): a stream decoder
 //! that yields each message's payload (chunked, WebSocket, or newline-separated raw
-//! streams such as nchan's `http-raw-stream`), a small JSON field scanner for ipush
-//! messages, the move signal of the dynamic cluster, a stream's recent seqs (to check a
-//! replay after a move), the `lt:<n>:<unix_nanos>` body, URL templates and admin-response
-//! parsing. Nothing here touches sockets; all of it is unit tested.
+//! streams such as nchan's `http-raw-stream` and Centrifugo's `uni_http_stream`), a small
+//! JSON field scanner for ipush messages and for Centrifugo's pushes, the move signal of the
+//! dynamic cluster, a stream's recent seqs (to check a replay after a move), the
+//! `lt:<n>:<unix_nanos>` body, URL templates and admin-response parsing. Nothing here touches
+//! sockets; all of it is unit tested.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -502,6 +503,130 @@ impl SeqLog {
     }
 }
 
+/// One line of a Centrifugo v6 `uni_http_stream` (a JSON `Push` of its client protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CfPush<'a> {
+    /// A publication in `channel`: its `data` (a JSON string here) and history `offset`
+    /// (0 when the channel keeps no history).
+    Pub {
+        channel: Cow<'a, str>,
+        data: Cow<'a, str>,
+        offset: u64,
+    },
+    /// The connect reply, the first line of a stream.
+    Connect,
+    /// `{}`: the server's ping.
+    Ping,
+    /// A disconnect push or any other push (unsubscribe, join, ...): its top-level key.
+    Other(String),
+}
+
+/// Scans one `uni_http_stream` line. The pushes of a server-API publish of a string are
+/// `{"channel":"…","pub":{"data":"…","offset":N,"epoch":"…"}}`: matched in place; anything else goes
+/// through serde_json. `None` = not a JSON object.
+pub fn scan_centrifugo(p: &[u8]) -> Option<CfPush<'_>> {
+    if let Some(push) = fast_cf_pub(p) {
+        return Some(push);
+    }
+    let v: serde_json::Value = serde_json::from_slice(p).ok()?;
+    let o = v.as_object()?;
+    if o.is_empty() {
+        return Some(CfPush::Ping);
+    }
+    if o.contains_key("connect") {
+        return Some(CfPush::Connect);
+    }
+    let publication = o.get("pub").and_then(|x| x.as_object());
+    let channel = o.get("channel").and_then(|x| x.as_str());
+    if let (Some(pb), Some(ch)) = (publication, channel) {
+        let data = match pb.get("data") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        return Some(CfPush::Pub {
+            channel: Cow::Owned(ch.to_string()),
+            data: Cow::Owned(data),
+            offset: pb.get("offset").and_then(|x| x.as_u64()).unwrap_or(0),
+        });
+    }
+    let key = o
+        .keys()
+        .find(|k| k.as_str() != "channel")
+        .cloned()
+        .unwrap_or_default();
+    Some(CfPush::Other(key))
+}
+
+fn fast_cf_pub(p: &[u8]) -> Option<CfPush<'_>> {
+    let text = std::str::from_utf8(p).ok()?;
+    let rest = text.strip_prefix("{\"channel\":")?;
+    let (channel, i) = fast_str(rest, 0)?;
+    let rest = rest[i..].strip_prefix(",\"pub\":{\"data\":")?;
+    let (data, i) = fast_str(rest, 0)?;
+    let rest = &rest[i..];
+    let (offset, rest) = match rest.strip_prefix(",\"offset\":") {
+        Some(r) => {
+            let end = r
+                .bytes()
+                .position(|c| !c.is_ascii_digit())
+                .unwrap_or(r.len());
+            (parse_digits(&r.as_bytes()[..end])?, &r[end..])
+        }
+        None => (0, rest),
+    };
+    // With history, the channel's epoch follows the offset.
+    let rest = match rest.strip_prefix(",\"epoch\":") {
+        Some(r) => &r[fast_str(r, 0)?.1..],
+        None => rest,
+    };
+    if rest != "}}" {
+        return None;
+    }
+    Some(CfPush::Pub {
+        channel: Cow::Borrowed(channel),
+        data: Cow::Borrowed(data),
+        offset,
+    })
+}
+
+/// Whether a Centrifugo server-API answer (HTTP 200 either way) reports success:
+/// `{"result":…}` and no top-level `"error"`.
+pub fn centrifugo_api_ok(body: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) => o.contains_key("result") && !o.contains_key("error"),
+        _ => false,
+    }
+}
+
+/// The `uni_http_stream` request: a POST whose body is the connect command.
+pub fn centrifugo_connect_request(host: &str, token: &str) -> Vec<u8> {
+    let body = format!("{{\"token\":{}}}", serde_json::Value::from(token));
+    let mut v = format!(
+        "POST /connection/uni_http_stream HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body.as_bytes());
+    v
+}
+
+/// A server-API publish of the string `data` to `channel`.
+pub fn centrifugo_publish_request(host: &str, api_key: &str, channel: &str, data: &str) -> Vec<u8> {
+    let body = format!(
+        "{{\"channel\":{},\"data\":{}}}",
+        serde_json::Value::from(channel),
+        serde_json::Value::from(data)
+    );
+    let mut v = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body.as_bytes());
+    v
+}
+
 /// `lt:<n>:<unix_nanos>` padded with `:xxx…` to at least `min_len` bytes.
 pub fn make_body(n: u64, nanos: u128, min_len: usize) -> String {
     let mut s = format!("lt:{n}:{nanos}");
@@ -966,5 +1091,82 @@ mod tests {
             assert!(x < 10);
             assert_eq!(x, b.below(10));
         }
+    }
+
+    #[test]
+    fn centrifugo_pushes() {
+        let line = br#"{"channel":"lt1-7","pub":{"data":"lt:5:123","offset":42,"epoch":"tScA"}}"#;
+        assert_eq!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub {
+                channel: Cow::Borrowed("lt1-7"),
+                data: Cow::Borrowed("lt:5:123"),
+                offset: 42
+            })
+        );
+        // Borrowed on the fast path.
+        assert!(matches!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub {
+                channel: Cow::Borrowed(_),
+                ..
+            })
+        ));
+        // Other field orders and extra fields go through serde_json.
+        let line = br#"{"pub":{"offset":3,"data":"lt:1:2","tags":{"a":"b"}},"channel":"c"}"#;
+        assert_eq!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub {
+                channel: Cow::Owned("c".into()),
+                data: Cow::Owned("lt:1:2".into()),
+                offset: 3
+            })
+        );
+        // No history: no offset.
+        let line = br#"{"channel":"c","pub":{"data":"x"}}"#;
+        assert!(matches!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub { offset: 0, .. })
+        ));
+        assert_eq!(
+            scan_centrifugo(br#"{"connect":{"client":"x","version":"6","ping":25}}"#),
+            Some(CfPush::Connect)
+        );
+        assert_eq!(scan_centrifugo(b"{}"), Some(CfPush::Ping));
+        assert_eq!(
+            scan_centrifugo(br#"{"disconnect":{"code":3501,"reason":"bad request"}}"#),
+            Some(CfPush::Other("disconnect".into()))
+        );
+        assert_eq!(scan_centrifugo(b"lt:1:2"), None);
+        assert_eq!(
+            scan_centrifugo(br#"{"channel":"c","pub":{"data":"x","offset":1}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn centrifugo_requests_and_answers() {
+        assert!(centrifugo_api_ok(
+            br#"{"result":{"offset":1,"epoch":"ab"}}"#
+        ));
+        assert!(centrifugo_api_ok(br#"{"result":{}}"#));
+        assert!(!centrifugo_api_ok(
+            br#"{"error":{"code":102,"message":"unknown channel"}}"#
+        ));
+        assert!(!centrifugo_api_ok(b"Unauthorized"));
+        let r = centrifugo_publish_request("h:1", "k", "c\"1", "lt:1:2");
+        let r = String::from_utf8(r).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /api/publish HTTP/1.1\r\n"));
+        assert!(head.contains("X-API-Key: k\r\n"));
+        assert!(head.ends_with(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["channel"], "c\"1");
+        assert_eq!(v["data"], "lt:1:2");
+        let r = String::from_utf8(centrifugo_connect_request("h:1", "a.b.c")).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /connection/uni_http_stream HTTP/1.1\r\n"));
+        assert_eq!(body, r#"{"token":"a.b.c"}"#);
+        assert!(head.ends_with(&format!("Content-Length: {}", body.len())));
     }
 }
