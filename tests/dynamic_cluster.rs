@@ -121,37 +121,72 @@ fn publisher(
     })
 }
 
-/// A stream of `uid` on the node that owns it (asked of `any`), read until it ends: every
-/// (seq, body) it showed.
-fn watch(any: &Server, uid: &str) -> std::thread::JoinHandle<Vec<(u64, String)>> {
+/// What a watched stream saw: every (seq, body) once (a replay after a move skipped), and how
+/// many times it was told to move.
+type Watched = (Vec<(u64, String)>, usize);
+
+/// A stream of `uid` on the node that owns it (asked of `any`), read until it ends without a
+/// move signal or the test stops it. On the move signal it reconnects to the location, as a
+/// client does (following a 303, waiting out a 503), and drops the replayed seqs it has.
+fn watch(any: &Server, uid: &str) -> std::thread::JoinHandle<Watched> {
     let (_, v) = any.get(&format!("/shard?uid={uid}"));
-    let addr = v["result"].as_str().unwrap().to_string();
+    let mut addr = v["result"].as_str().unwrap().to_string();
     let uid = uid.to_string();
     std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let Ok(mut c) = Client::connect(&addr, &uid, "pw") else {
-            return seen;
-        };
-        if c.status != 200 {
-            return seen;
-        }
+        let (mut seen, mut moves) = (Vec::new(), 0);
         let end = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < end {
-            match c.recv_chunk_or_timeout(Duration::from_millis(500)) {
-                Ok(Some(p)) => {
-                    let Ok(m) = serde_json::from_slice::<Value>(&p) else {
-                        continue;
-                    };
-                    if let (Some(s), Some(b)) = (m["s"].as_u64(), m["b"].as_str()) {
-                        seen.push((s, b.to_string()));
+        'connect: while Instant::now() < end {
+            let Ok(mut c) = Client::connect(&addr, &uid, "pw") else {
+                break;
+            };
+            match c.status {
+                200 => {}
+                303 => {
+                    match common::header_value(&c.head, "location").and_then(|l| host_of(&l)) {
+                        Some(a) => addr = a,
+                        None => break,
                     }
+                    continue;
                 }
-                Ok(None) => break,
-                Err(()) => {}
+                503 => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                _ => break,
+            }
+            while Instant::now() < end {
+                match c.recv_chunk_or_timeout(Duration::from_millis(500)) {
+                    Ok(Some(p)) => {
+                        let Ok(m) = serde_json::from_slice::<Value>(&p) else {
+                            continue;
+                        };
+                        if m["error"] == "moved" {
+                            let Some(a) = m["location"].as_str().and_then(host_of) else {
+                                break 'connect;
+                            };
+                            moves += 1;
+                            addr = a;
+                            continue 'connect;
+                        }
+                        if let (Some(s), Some(b)) = (m["s"].as_u64(), m["b"].as_str()) {
+                            if seen.last().is_none_or(|(last, _)| s > *last) {
+                                seen.push((s, b.to_string()));
+                            }
+                        }
+                    }
+                    Ok(None) => break 'connect,
+                    Err(()) => {}
+                }
             }
         }
-        seen
+        (seen, moves)
     })
+}
+
+/// `HOST:PORT` of an `http://HOST:PORT/…` URL.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    Some(rest.split('/').next()?.to_string())
 }
 
 /// Every user's stored messages (seq -> body), read from `s`.
@@ -339,7 +374,7 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     pubs.join().unwrap();
 
     let all = stored(&n1);
-    let streams: Vec<(String, Vec<(u64, String)>)> = {
+    let streams: Vec<(String, Watched)> = {
         // The streams on n1 and n3 run on; end them by stopping the nodes after the read.
         let mut n1 = n1;
         n1.stop();
@@ -347,11 +382,19 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
         watchers
             .into_iter()
             .map(|(u, h)| (u, h.join().unwrap()))
-            .collect()
+            .collect::<Vec<_>>()
     };
+    let moves: usize = streams.iter().map(|(_, (_, m))| m).sum();
+    let streams: Vec<(String, Vec<(u64, String)>)> =
+        streams.into_iter().map(|(u, (s, _))| (u, s)).collect();
     let l = log.lock().unwrap();
     let acked: usize = l.ok.values().map(Vec::len).sum();
     let shown: usize = streams.iter().map(|(_, s)| s.len()).sum();
+    eprintln!("dynamic_cluster: the streams were told to move {moves} times and followed");
+    assert!(
+        moves > 0,
+        "no stream was told to move through a join and a leave"
+    );
     eprintln!(
         "dynamic_cluster: {acked} acknowledged, {} in doubt, {} refused (503), {shown} shown to streams",
         l.unknown.values().map(Vec::len).sum::<usize>(),

@@ -31,6 +31,8 @@ pub const FD_MARGIN: u64 = 64;
 
 /// Moves in a row (each connection up less than a second) before a stream gives up.
 const MAX_MOVES_IN_ROW: u8 = 5;
+/// Redirects one connect follows at most.
+const MAX_HOPS: u8 = 4;
 
 /// The uids to connect, in order: connection i gets uid i.
 #[derive(Debug, Clone)]
@@ -193,8 +195,9 @@ struct Conn {
     head: Vec<u8>,
     /// `(addr, host, path)` after a redirect or to a move's location.
     redirect: Option<Box<(SocketAddr, String, String)>>,
-    /// A redirect was followed since the last connect began (one is followed).
-    hopped: bool,
+    /// Redirects followed since the last connect began (a move may see a slot's old and new
+    /// holders redirect to each other while their views catch up).
+    hops: u8,
     /// Re-opening after a move: its head is not a new connect.
     moved: bool,
     moves_in_row: u8,
@@ -401,7 +404,7 @@ impl Runner<'_> {
             counter: Counter::new(self.o.transport),
             head: Vec::new(),
             redirect: None,
-            hopped: false,
+            hops: 0,
             moved: false,
             moves_in_row: 0,
             scan: MoveScan::default(),
@@ -493,13 +496,18 @@ impl Runner<'_> {
         c.state = State::Moving;
         c.counter = Counter::new(self.o.transport);
         c.head = Vec::new();
-        c.hopped = false;
+        c.hops = 0;
         c.moved = true;
-        c.redirect = moved
+        // The location names the node (and the user only): reconnect there with the stream's
+        // own query (credentials, codec), as the SDKs do.
+        let to = moved
             .and_then(|m| m.location)
             .as_deref()
             .and_then(http::parse_location)
-            .and_then(|(host, path)| Some(Box::new((resolve(&host).ok()?, host, path))));
+            .and_then(|(host, _)| Some((resolve(&host).ok()?, host)));
+        let path = self.own_path(i);
+        let c = &mut self.conns[i];
+        c.redirect = to.map(|(addr, host)| Box::new((addr, host, path)));
         let addr = c.redirect.as_ref().map_or(self.addr, |r| r.0);
         self.move_queue.push(&mut self.rng, now, i, addr);
     }
@@ -522,20 +530,23 @@ impl Runner<'_> {
         };
         match &c.redirect {
             Some(r) => transport::connect_request(&r.2, &r.1, t, &key),
-            None => {
-                let uid = self.o.uids.get(i);
-                let mut path = format!(
-                    "/connect?uid={}&password={}",
-                    http::query_escape(&uid),
-                    http::query_escape(&self.password.for_uid(&uid))
-                );
-                if self.o.codec != Codec::Json {
-                    path.push_str("&codec=");
-                    path.push_str(self.o.codec.name());
-                }
-                transport::connect_request(&path, &self.o.target, t, &key)
-            }
+            None => transport::connect_request(&self.own_path(i), &self.o.target, t, &key),
         }
+    }
+
+    /// Stream `i`'s own `/connect` path: its uid, credentials and codec.
+    fn own_path(&self, i: usize) -> String {
+        let uid = self.o.uids.get(i);
+        let mut path = format!(
+            "/connect?uid={}&password={}",
+            http::query_escape(&uid),
+            http::query_escape(&self.password.for_uid(&uid))
+        );
+        if self.o.codec != Codec::Json {
+            path.push_str("&codec=");
+            path.push_str(self.o.codec.name());
+        }
+        path
     }
 
     fn on_event(&mut self, i: usize) {
@@ -685,7 +696,7 @@ impl Runner<'_> {
                     }
                 }
             }
-            301 | 302 | 303 | 307 | 308 if !self.conns[i].hopped => {
+            301 | 302 | 303 | 307 | 308 if self.conns[i].hops < MAX_HOPS => {
                 let target = h
                     .location
                     .as_deref()
@@ -699,7 +710,7 @@ impl Runner<'_> {
                             let _ = self.poll.registry().deregister(&mut s);
                         }
                         c.head = Vec::new();
-                        c.hopped = true;
+                        c.hops += 1;
                         let addr = t.0;
                         c.redirect = Some(Box::new(t));
                         self.open(i, addr);

@@ -33,6 +33,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Redirects one connect follows at most.
+const MAX_REDIRECTS: u8 = 4;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Fanout,
@@ -134,7 +137,9 @@ struct Stream {
     written: usize,
     head: Vec<u8>,
     dec: Option<Decoder>,
-    redirected: bool,
+    /// Redirects followed by this connect (a move may see a slot's old and new holders
+    /// redirect to each other once while their views catch up).
+    redirects: u8,
     /// Bytes to send (chat), and how much of it went out.
     out: Vec<u8>,
     out_off: usize,
@@ -699,7 +704,7 @@ impl Runner {
             written: 0,
             head: Vec::new(),
             dec: None,
-            redirected: false,
+            redirects: 0,
             out: Vec::new(),
             out_off: 0,
             last_s: 0,
@@ -911,7 +916,7 @@ impl Runner {
             let head = std::mem::take(&mut st.head);
             return self.feed(i, &head[h.len..]);
         }
-        if matches!(h.status, 301 | 302 | 303 | 307 | 308) && !st.redirected {
+        if matches!(h.status, 301 | 302 | 303 | 307 | 308) && st.redirects < MAX_REDIRECTS {
             let target = h.location.as_deref().and_then(http::parse_location);
             if let Some((host, path)) = target {
                 if let Ok(addr) = resolve(&host) {
@@ -923,7 +928,7 @@ impl Runner {
                         self.o.transport
                     };
                     st.req = transport::connect_request(&path, &host, t, &key);
-                    st.redirected = true;
+                    st.redirects += 1;
                     st.head = Vec::new();
                     if let Some(mut s) = st.sock.take() {
                         let _ = self.poll.registry().deregister(&mut s);
@@ -1139,23 +1144,19 @@ impl Runner {
                 .or_insert(0) += 1;
             return;
         }
+        // The location names the node (and the user only): the stream reconnects there with
+        // its own query (credentials, codec), as the SDKs do.
         let target = moved
             .location
             .as_deref()
             .and_then(http::parse_location)
-            .and_then(|(host, path)| Some((resolve(&host).ok()?, host, path)));
-        let (addr, host, path) = match target {
-            Some(t) => t,
-            None => (
-                self.stream_addr,
-                self.stream_host.clone(),
-                self.connect_path(i),
-            ),
-        };
+            .and_then(|(host, _)| Some((resolve(&host).ok()?, host)));
+        let (addr, host) = target.unwrap_or((self.stream_addr, self.stream_host.clone()));
+        let path = self.connect_path(i);
         let key = transport::ws_key(self.ws_seed, i as u64);
         let st = &mut self.streams[i];
         st.req = transport::connect_request(&path, &host, self.o.transport, &key);
-        st.redirected = false;
+        st.redirects = 0;
         st.reconnecting = true;
         self.moving += 1;
         self.move_queue

@@ -61,6 +61,9 @@ enum Place {
         serving: Vec<Option<u32>>,
         /// Where each slot this node is handing over goes next.
         next: Vec<Option<NodeId>>,
+        /// Slots that belong with this node but are still held elsewhere (or by a member that
+        /// is down): they are on their way here.
+        incoming: Vec<bool>,
     },
 }
 
@@ -122,6 +125,7 @@ impl Membership {
                 holder: vec![None; slots as usize],
                 serving: vec![None; slots as usize],
                 next: vec![None; slots as usize],
+                incoming: vec![false; slots as usize],
             },
             me: NodeId(id),
             cores: cores.max(1),
@@ -179,9 +183,11 @@ impl Membership {
             }
         }
         // A member some slot belongs with but is not held by yet is still joining.
+        let mut incoming = vec![false; view.slots.len()];
         for (slot, row) in view.slots.iter().enumerate() {
             if let Some(want) = placer.owner(slot as u32) {
                 if row.holder.as_ref() != Some(want) {
+                    incoming[slot] = *want == view.me;
                     if let Some(NodeId(i)) = id_of(want) {
                         if state[i as usize] == MemberState::Up {
                             state[i as usize] = MemberState::Joining;
@@ -197,6 +203,7 @@ impl Membership {
                 holder,
                 serving,
                 next,
+                incoming,
             },
             me: NodeId(view.id),
             cores: cores.max(1),
@@ -239,6 +246,15 @@ impl Membership {
         let slot = slot_of(uid, holder.len() as u32) as usize;
         let to = holder[slot].filter(|n| *n != self.me).or(next[slot])?;
         (to != self.me).then(|| self.node(to))
+    }
+
+    /// Whether `uid`'s slot belongs with this node but is still held elsewhere: a request
+    /// for it here waits a moment for the hand-over rather than bouncing to the old holder.
+    pub fn incoming(&self, uid: &str) -> bool {
+        match &self.place {
+            Place::Ring(_) => false,
+            Place::Slots { incoming, .. } => incoming[slot_of(uid, incoming.len() as u32) as usize],
+        }
     }
 
     /// The dynamic cluster's slot count (None for the static one).

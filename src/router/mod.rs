@@ -158,12 +158,19 @@ impl Router {
         }
     }
 
-    /// Waits (at most `MOVING_WAIT`) while `uid`'s slot is in motion; the route then.
+    /// Waits (at most `MOVING_WAIT`) while `uid`'s slot is in motion — held by nobody, being
+    /// handed over by this node, or on its way here — and returns the route then (the old
+    /// holder, if the slot has not arrived by then).
     pub async fn settled_route(&self, uid: &str) -> Route {
         let t0 = std::time::Instant::now();
         loop {
             let r = self.route(uid);
-            if r != Route::Moving || t0.elapsed() >= MOVING_WAIT {
+            let waiting = match r {
+                Route::Moving => true,
+                Route::Node(_) => self.view().incoming(uid),
+                Route::Core(_) => false,
+            };
+            if !waiting || t0.elapsed() >= MOVING_WAIT {
                 return r;
             }
             glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
@@ -385,7 +392,9 @@ impl Router {
             match self.route(uid) {
                 Route::Core(_) => return true,
                 // It went on to another node: the sender follows it there.
-                Route::Node(_) => return false,
+                Route::Node(_) if !self.view().incoming(uid) => return false,
+                Route::Node(_) if t0.elapsed() >= MOVING_WAIT => return false,
+                Route::Node(_) => {}
                 Route::Moving if t0.elapsed() >= MOVING_WAIT => return false,
                 Route::Moving => {}
             }

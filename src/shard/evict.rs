@@ -74,8 +74,10 @@ impl Shard {
         let mut held = self.held.borrow_mut();
         for user in &out {
             held.remove(&user.uid);
-            if user.conn().is_some() {
-                self.move_stream(&user.uid, &location(&user.uid));
+            // Straight to its stream: the user is out of the map already.
+            if let Some(conn) = user.conn() {
+                conn.moved(&location(&user.uid));
+                self.bump(&self.stats.moved);
             }
         }
         drop(held);
