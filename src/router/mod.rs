@@ -202,8 +202,9 @@ impl Router {
         }
     }
 
-    /// Acts on a request or an answer from another core, in arrival order (hand-offs are the
-    /// transport's: the core's inbox pump gives them to it).
+    /// Acts on a request or an answer from another core, in arrival order: an answer at once,
+    /// a request as a task of its own started now (hand-offs are the transport's: the core's
+    /// inbox pump gives them to it).
     pub async fn on_message(self: &Rc<Self>, msg: CoreMsg) {
         match msg {
             CoreMsg::Handoff(_) => {
