@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use glommio::channels::local_channel;
 use glommio::channels::shared_channel::ConnectedSender;
+use glommio::sync::Semaphore;
 use glommio::{GlommioError, ResourceType};
 
 use crate::cluster::bus::CoreLink;
@@ -50,7 +51,12 @@ pub struct Router {
     next_req: Cell<u64>,
     /// This core's end of the cluster bus (set at start-up when there is a cluster).
     bus: OnceCell<CoreLink>,
+    /// Bounds the other cores' requests being served here at once (`on_message`).
+    inbox_permits: Rc<Semaphore>,
 }
+
+/// Requests from other cores served at once on a core.
+const INBOX_CONCURRENT: u64 = 1024;
 
 impl Router {
     pub fn new(
@@ -68,6 +74,7 @@ impl Router {
             pending: RefCell::default(),
             next_req: Cell::new(1),
             bus: OnceCell::new(),
+            inbox_permits: Rc::new(Semaphore::new(INBOX_CONCURRENT)),
         }
     }
 
@@ -273,8 +280,9 @@ impl Router {
         }
     }
 
-    /// Acts on a request or an answer from another core, in arrival order (hand-offs are the
-    /// transport's: the core's inbox pump gives them to it).
+    /// Acts on a request or an answer from another core, in arrival order: an answer at once,
+    /// a request as a task of its own started now (hand-offs are the transport's: the core's
+    /// inbox pump gives them to it).
     pub async fn on_message(self: &Rc<Self>, msg: CoreMsg) {
         match msg {
             CoreMsg::Handoff(_) => {
@@ -291,9 +299,22 @@ impl Router {
                 })
                 .detach();
             }
+            // Served concurrently, as requests from this core's own connections are: awaited
+            // here one at a time, a request waiting on storage (a database write takes
+            // milliseconds) held up every later one from that core. They start in arrival
+            // order; at most `INBOX_CONCURRENT` run at once, then this loop waits and the
+            // bounded channel pushes back on the sender.
             CoreMsg::Request { id, from, req } => {
-                let answer = self.serve(req).await;
-                self.reply(from, id, answer);
+                let Ok(permit) = self.inbox_permits.acquire_static_permit(1).await else {
+                    return;
+                };
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let answer = me.serve(req).await;
+                    drop(permit);
+                    me.reply(from, id, answer);
+                })
+                .detach();
             }
             CoreMsg::Answer { id, answer } => self.resolve(id, answer),
         }
