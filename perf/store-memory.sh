@@ -16,6 +16,7 @@
 #   MAX_SECS=600   stop publishing after this long (the run then reports fewer messages)
 #   SERVER_ARGS    extra ipush_server flags after the defaults (default: --cores=2)
 #   IPUSH_SERVER   binary (default: target/release/ipush_server)
+#   LOG=perf/results/store-memory.server.log   where the server's log (both runs) is kept
 #   The server inherits the environment, so MALLOC_ARENA_MAX=2 etc. apply to it.
 set -euo pipefail
 
@@ -29,6 +30,7 @@ MAX_SECS=${MAX_SECS:-600}
 SERVER_ARGS=${SERVER_ARGS:---cores=2}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 IPUSH_SERVER=${IPUSH_SERVER:-$TARGET_DIR/release/ipush_server}
+LOG=${LOG:-$ROOT/perf/results/store-memory.server.log}
 [[ -x "$IPUSH_SERVER" ]] || { echo "store-memory: missing $IPUSH_SERVER" >&2; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ipush-store-memory.XXXXXX")
@@ -146,6 +148,8 @@ PER_USER=$((PUBLISHED / USERS))
 LISTED=$(curl -fsS "http://127.0.0.1:$APORT/msg?uid=sm7" |
     python3 -c 'import json, sys; print(len(json.load(sys.stdin)["result"]))')
 stop_server
+mkdir -p "$(dirname "$LOG")"
+cp "$TMP/server.log" "$LOG"
 
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
 DIRTY=$(git status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
