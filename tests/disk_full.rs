@@ -199,6 +199,17 @@ fn a_full_disk_fails_publishes_then_recovers_by_itself_and_loses_nothing_acknowl
     check_shown(&seen, &oks);
     assert_eq!(seen.len(), oks.len());
     let max_shown = seen.last().unwrap().0;
+    // Read back by the running server (bodies come from disk): every record written after the
+    // failure landed where the index says, and none of the failed ones is listed.
+    let listed: Vec<(u64, String)> = s
+        .offline("dfu")
+        .iter()
+        .map(|m| (m["s"].as_u64().unwrap(), m["b"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        listed, seen,
+        "before the restart, /msg lists exactly what was shown"
+    );
 
     // A hard stop; the restart needs no repair and has every acknowledged message.
     drop(c);
