@@ -12,11 +12,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 # What cargo test --workspace needs (systemd-analyze for tests/systemd_unit.rs, prlimit for
-# tests/operable.rs); .ci/run calls this.
+# tests/operable.rs, iptables for tests/dynamic_cluster.rs); .ci/run calls this.
 packages() {
   local pkgs=()
   command -v systemd-analyze >/dev/null || pkgs+=(systemd)
   command -v prlimit >/dev/null || pkgs+=(util-linux)
+  # tests/dynamic_cluster.rs cuts a node off from its peers with iptables rules.
+  command -v iptables >/dev/null || pkgs+=(iptables)
   if [ "${#pkgs[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null

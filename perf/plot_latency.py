@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Publish -> receive latency percentile charts for perf/vs-nchan.sh.
+"""Publish -> receive latency percentile charts for perf/vs-nchan.sh (and perf/vs-peers.sh).
 
 Usage: plot_latency.py OUT_DIR
 

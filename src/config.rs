@@ -112,8 +112,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// One member of the static cluster (`--nodes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One member of the cluster (a `--nodes` entry, or a member row of the dynamic cluster).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeSpec {
     /// Unique node name, the key of the ownership hash.
     pub name: String,
@@ -225,9 +225,17 @@ pub struct Config {
     #[arg(long, default_value = "")]
     pub auth_secret: String,
 
-    /// Name of this node in --nodes (required when --nodes is given)
+    /// Name of this node: its --nodes entry, or with --storage=scylla and no --nodes its member name in the dynamic cluster
     #[arg(long, default_value = "")]
     pub node: String,
+
+    /// Dynamic cluster: a member not heard from for this long is down and its slots are claimed, in ms (500-600000)
+    #[arg(long, default_value_t = 3000)]
+    pub member_timeout_ms: u64,
+
+    /// Dynamic cluster: the keyspace's slot count, fixed by its first member (1-65536)
+    #[arg(long, default_value_t = 1024)]
+    pub cluster_slots: u32,
 
     /// Raw static cluster membership: n1=HOST:CLIENT_PORT:ADMIN_PORT:BUS_PORT,n2=...; empty = single node
     #[arg(long = "nodes", default_value = "")]
@@ -300,9 +308,19 @@ pub struct Config {
     #[arg(long, default_value = "")]
     pub advertise_host: String,
 
+    /// Origins whose pages may read client-port answers cross-origin (CORS): `*`, a comma-separated list of origins (`null` allowed), or empty for none
+    #[arg(long, default_value = "*")]
+    pub client_allow_origin: String,
+
     /// listen(2) backlog of the client and admin listeners (1-2147483647)
     #[arg(long, default_value_t = 65535)]
     pub listen_backlog: i32,
+
+    /// TCP_DEFER_ACCEPT seconds on the client port: a connection is accepted once its first
+    /// bytes arrive, so accept and head read are one wake-up; a silent client is accepted
+    /// after about this long anyway. 0 = off (0-600)
+    #[arg(long, default_value_t = 1)]
+    pub defer_accept_s: u32,
 }
 
 impl fmt::Debug for Config {
@@ -349,7 +367,9 @@ impl fmt::Debug for Config {
             .field("idempotency_max_keys", &self.idempotency_max_keys)
             .field("head_timeout_ms", &self.head_timeout_ms)
             .field("advertise_host", &self.advertise_host)
+            .field("client_allow_origin", &self.client_allow_origin)
             .field("listen_backlog", &self.listen_backlog)
+            .field("defer_accept_s", &self.defer_accept_s)
             .finish()
     }
 }
@@ -361,7 +381,21 @@ impl Default for Config {
     }
 }
 
+/// A dynamic cluster member's name: what `--nodes` entries may be called, too.
+fn valid_member_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 impl Config {
+    /// Whether this node is a member of the dynamic cluster: `--storage=scylla --node=NAME`
+    /// and no `--nodes` (membership and ownership live in the keyspace).
+    pub fn is_dynamic(&self) -> bool {
+        self.storage == StorageKind::Scylla && !self.node.is_empty() && self.nodes.is_empty()
+    }
+
     /// `HOST:CLIENT_PORT` clients are sent to for users of this node (/shard, 303 Location).
     ///
     /// In a cluster it is this node's `--nodes` entry; otherwise `--advertise_host`, else
@@ -370,14 +404,30 @@ impl Config {
         if let Some(me) = self.self_node() {
             return me.client_addr();
         }
-        let host = if !self.advertise_host.is_empty() {
+        host_port(&self.advertised_host(), self.client_port)
+    }
+
+    /// The host others reach this node at: `--advertise_host`, else `--client_host`, else
+    /// (client_host unspecified) `127.0.0.1`.
+    pub fn advertised_host(&self) -> String {
+        if !self.advertise_host.is_empty() {
             self.advertise_host.clone()
         } else if self.client_host.is_unspecified() {
             "127.0.0.1".to_string()
         } else {
             self.client_host.to_string()
-        };
-        host_port(&host, self.client_port)
+        }
+    }
+
+    /// `host:port` of this node's client, admin and bus listeners as the dynamic cluster's
+    /// member row carries them.
+    pub fn member_addrs(&self) -> (String, String, String) {
+        let h = self.advertised_host();
+        (
+            host_port(&h, self.client_port),
+            host_port(&h, self.admin_port),
+            host_port(&h, self.bus_port),
+        )
     }
 
     /// This node's entry of `--nodes`, or `None` when running as a single node.
@@ -558,6 +608,10 @@ fn validate(
         100_000_000,
     )?;
     check_range("listen_backlog", cfg.listen_backlog, 1, i32::MAX)?;
+    check_range("defer_accept_s", cfg.defer_accept_s, 0, 600)?;
+
+    crate::http::cors::check_policy(&cfg.client_allow_origin)
+        .map_err(|why| invalid("client_allow_origin", why))?;
 
     if cfg
         .advertise_host
@@ -602,10 +656,22 @@ fn validate(
         return Err(invalid("auth_secret", "must not be empty with --auth=jwt"));
     }
 
+    if !(500..=600_000).contains(&cfg.member_timeout_ms) {
+        return Err(invalid("member_timeout_ms", "must be 500-600000"));
+    }
+    if !(1..=65_536).contains(&cfg.cluster_slots) {
+        return Err(invalid("cluster_slots", "must be 1-65536"));
+    }
     cfg.nodes = parse_nodes(&cfg.nodes_raw)?;
     if cfg.nodes.is_empty() {
-        if !cfg.node.is_empty() {
-            return Err(invalid("node", "--node requires --nodes"));
+        if !cfg.node.is_empty() && cfg.storage != StorageKind::Scylla {
+            return Err(invalid(
+                "node",
+                "--node requires --nodes (or --storage=scylla for the dynamic cluster)",
+            ));
+        }
+        if !cfg.node.is_empty() && !valid_member_name(&cfg.node) {
+            return Err(invalid("node", "a member name is 1-64 of A-Za-z0-9-_."));
         }
     } else {
         if cfg.node.is_empty() {
@@ -778,6 +844,7 @@ mod tests {
         assert_eq!(c.idempotency_max_keys, 200_000);
         assert_eq!(c.head_timeout(), Duration::from_millis(10_000));
         assert_eq!(c.listen_backlog, 65535);
+        assert_eq!(c.defer_accept_s, 1);
         assert_eq!(c.advertise_addr(), "127.0.0.1:9000");
     }
 
@@ -908,6 +975,30 @@ mod tests {
         let c = parse(&["--client_host=::1"]).unwrap();
         assert_eq!(c.advertise_addr(), "[::1]:9000");
         assert!(err(&["--advertise_host=a b"]).contains("--advertise_host"));
+    }
+
+    #[test]
+    fn client_allow_origin_values() {
+        assert_eq!(parse(&[]).unwrap().client_allow_origin, "*");
+        for ok in [
+            "",
+            "https://app.example.com",
+            "https://a.example,http://localhost:8080,null",
+        ] {
+            let flag = format!("--client_allow_origin={ok}");
+            assert!(parse(&[flag.as_str()]).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "app.example.com",
+            "*,https://a.example",
+            "https://a.example/x",
+        ] {
+            let flag = format!("--client_allow_origin={bad}");
+            assert!(
+                err(&[flag.as_str()]).contains("--client_allow_origin"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Opening {
     pub ws_accept: Option<String>,
     /// SSE `Last-Event-ID`: replay after it, and count it as an ack.
     pub last_event_id: Option<u64>,
+    /// `Access-Control-Allow-Origin` of the stream head (`--client_allow_origin`), if any.
+    pub allow_origin: Option<String>,
 }
 
 /// A client socket accepted on one core, its head already read, moving to the core that owns
@@ -118,8 +120,11 @@ pub enum Request {
     Msg {
         uid: String,
     },
+    /// Ends `uid`'s stream: with `{"error":"disconnected"}`, or with the move signal to
+    /// `location` (a full `http://HOST:PORT/connect?…` URL) when one is given.
     Disconnect {
         uid: String,
+        location: Option<String>,
     },
     /// Unicast publishes for users of one core (or node), answered item by item in order
     /// (`Answer::Batch`); each user's messages get their seqs in item order.
@@ -145,7 +150,7 @@ impl Request {
             | Request::Sub { uid, .. }
             | Request::Unsub { uid, .. }
             | Request::Msg { uid }
-            | Request::Disconnect { uid }
+            | Request::Disconnect { uid, .. }
             | Request::Client { uid, .. } => Some(uid),
             Request::PubBatch(items) => items.first().map(|i| i.to.as_str()),
             Request::Keyed { req, .. } => req.destination(),

@@ -5,7 +5,7 @@
 //! thread only binds, waits and joins.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::Authenticator;
 use crate::cluster::bus::{self, CoreLink};
-use crate::cluster::Membership;
+use crate::cluster::{Membership, ViewCell};
 use crate::config::{Config, FsyncMode, StorageKind};
 use crate::ids::ShardId;
 use crate::lockfile::{LockError, LockFile};
@@ -62,11 +62,32 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     let mut dir_lock = check_storage(&cfg, cores)?;
     let (listeners, bound) = bind(&mut cfg, cores)?;
     let cfg = Arc::new(cfg);
-    let members = Arc::new(Membership::from_config(&cfg, cores));
+    // The dynamic cluster joins before the cores start: they route by its first view.
+    let dynamic = start_dynamic(&cfg, cores)?;
+    let cell = match &dynamic {
+        Some(d) => d.cell(),
+        None => Arc::new(ViewCell::new(
+            Arc::new(Membership::from_config(&cfg, cores)),
+            cores,
+        )),
+    };
+    let members = cell.current();
+    // A member of the dynamic cluster hands its slots over before its cores stop: they stop
+    // on a signal of their own, fired once it has left.
+    let outer_stop = stop;
+    let stop = if dynamic.is_some() {
+        Arc::new(Signal::new(cores + 1))
+    } else {
+        outer_stop.clone()
+    };
     let mesh = Mesh::new(cores);
     // The cluster bus (NNG) runs on threads of its own; each core gets its end of it.
     let (bus, links) = if members.is_cluster() {
         let (b, l) = bus::start(members.clone(), stop.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        #[cfg(feature = "scylla")]
+        if let (Some(d), Some(link)) = (&dynamic, l.first()) {
+            d.attach_bus(link.out.clone());
+        }
         (Some(b), l.into_iter().map(Some).collect())
     } else {
         (None, (0..cores).map(|_| None).collect::<Vec<_>>())
@@ -85,7 +106,7 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
             id: ShardId(i),
             cores,
             cfg: cfg.clone(),
-            members: members.clone(),
+            cell: cell.clone(),
             started_us,
             stop: stop.clone(),
             go: go.clone(),
@@ -95,6 +116,17 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
     }
     drop(ready_tx);
     let startup = wait_ready(&ready_rx, cores, &cfg);
+    #[cfg(feature = "scylla")]
+    let leaver = dynamic.map(|d| {
+        let (outer, stop, cell) = (outer_stop.clone(), stop.clone(), cell.clone());
+        let limit = leave_limit(&cfg);
+        std::thread::Builder::new()
+            .name("ipush-leave".into())
+            .spawn(move || leave_on_stop(d, &outer, &stop, &cell, limit))
+            .expect("spawn the leave thread")
+    });
+    #[cfg(not(feature = "scylla"))]
+    let _ = (&outer_stop, dynamic);
     match &startup {
         Ok(()) => {
             if let Some(lock) = &mut dir_lock {
@@ -114,6 +146,10 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         Err(_) => stop.fire(),
     }
     let core_error = join(handles);
+    #[cfg(feature = "scylla")]
+    if let Some(t) = leaver {
+        let _ = t.join();
+    }
     if let Some(b) = bus {
         // Every core has stopped: the bus threads end within a poll.
         stop.fire();
@@ -128,6 +164,73 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
         (Ok(()), Some(_)) => bail!("a core stopped abnormally"),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// How long a leaving member may take to hand its slots over before it stops anyway (the
+/// others then claim what is left after the member timeout).
+#[cfg(feature = "scylla")]
+fn leave_limit(cfg: &Config) -> Duration {
+    Duration::from_millis(3 * cfg.member_timeout_ms + 2 * cfg.scylla_timeout_ms)
+}
+
+/// The dynamic cluster's way out: on SIGTERM (`outer`), `POST /drain` (the cell's request)
+/// or a core's failure (`stop` itself), hand every slot over (bounded by `limit`) while the
+/// cores serve on, then stop the cores.
+#[cfg(feature = "scylla")]
+fn leave_on_stop(
+    d: crate::cluster::dynamic::Dynamic,
+    outer: &Signal,
+    stop: &Signal,
+    cell: &ViewCell,
+    limit: Duration,
+) {
+    while !outer.is_set() && !stop.is_set() && !cell.leave_requested() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !stop.is_set() {
+        tracing::info!("leaving the cluster: handing every slot over");
+        let t0 = Instant::now();
+        if d.leave(limit) {
+            tracing::info!(
+                ms = t0.elapsed().as_millis() as u64,
+                "every slot handed over"
+            );
+        } else {
+            tracing::warn!(?limit, "slots still held after the limit: stopping anyway");
+        }
+    }
+    d.stop();
+    stop.fire();
+}
+
+/// Joins the dynamic cluster when `cfg` asks for it (`--storage=scylla --node`, no `--nodes`).
+#[cfg(feature = "scylla")]
+fn start_dynamic(
+    cfg: &Config,
+    cores: usize,
+) -> anyhow::Result<Option<crate::cluster::dynamic::Dynamic>> {
+    if !cfg.is_dynamic() {
+        return Ok(None);
+    }
+    let d = crate::cluster::dynamic::Dynamic::start(cfg, cores).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(node = %cfg.node, slots = cfg.cluster_slots, "joined the dynamic cluster");
+    Ok(Some(d))
+}
+
+/// Without the scylla backend there is no dynamic cluster (config validation says so).
+#[cfg(not(feature = "scylla"))]
+enum NoDynamic {}
+
+#[cfg(not(feature = "scylla"))]
+impl NoDynamic {
+    fn cell(&self) -> Arc<ViewCell> {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "scylla"))]
+fn start_dynamic(_cfg: &Config, _cores: usize) -> anyhow::Result<Option<NoDynamic>> {
+    Ok(None)
 }
 
 /// Before anything binds: the embedded store's directory is locked (the lock is held until
@@ -171,6 +274,8 @@ fn bind(cfg: &mut Config, cores: usize) -> anyhow::Result<(Vec<Listeners>, Bound
             listen(client_addr, backlog)
         })
         .with_context(|| format!("cannot listen on client address {client_addr}"))?;
+        defer_accept(&c, cfg.defer_accept_s)
+            .with_context(|| format!("cannot set TCP_DEFER_ACCEPT on {client_addr}"))?;
         let a = retry_bind("the admin port", io_in_use, || listen(admin_addr, backlog))
             .with_context(|| format!("cannot listen on admin address {admin_addr}"))?;
         client_addr = c.local_addr()?;
@@ -185,7 +290,7 @@ fn bind(cfg: &mut Config, cores: usize) -> anyhow::Result<(Vec<Listeners>, Bound
     let bound = Bound {
         client: client_addr,
         admin: admin_addr,
-        bus: (!cfg.nodes.is_empty()).then_some(cfg.bus_port),
+        bus: (!cfg.nodes.is_empty() || cfg.is_dynamic()).then_some(cfg.bus_port),
     };
     Ok((out, bound))
 }
@@ -201,6 +306,28 @@ fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListen
     s.bind(&addr.into())?;
     s.listen(backlog)?;
     Ok(s.into())
+}
+
+/// TCP_DEFER_ACCEPT: the kernel queues a connection for accept once its first bytes arrive
+/// (or after about `secs` without any), so a `/connect` is accepted with its head already
+/// readable: one wake-up instead of two.
+fn defer_accept(l: &std::net::TcpListener, secs: u32) -> std::io::Result<()> {
+    let v = secs as libc::c_int;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Refuses a port that something else already listens on (SO_REUSEPORT would otherwise share
@@ -390,7 +517,7 @@ struct Core {
     id: ShardId,
     cores: usize,
     cfg: Arc<Config>,
-    members: Arc<Membership>,
+    cell: Arc<ViewCell>,
     started_us: u64,
     stop: Arc<Signal>,
     /// Fired by the main thread once every core is ready.
@@ -419,7 +546,7 @@ fn start_core(
             // SAFETY: the fds come from listeners bound by `bind` and are owned from here on.
             let (client, admin) = unsafe {
                 (
-                    glommio::net::TcpListener::from_raw_fd(l.client),
+                    crate::transport::accept::ClientListener::from_raw_fd(l.client),
                     glommio::net::TcpListener::from_raw_fd(l.admin),
                 )
             };
@@ -432,7 +559,7 @@ fn start_core(
 /// until stopped, shut down.
 async fn core_main(
     core: Core,
-    client: glommio::net::TcpListener,
+    client: crate::transport::accept::ClientListener,
     admin: glommio::net::TcpListener,
     senders: Vec<Option<SharedSender<CoreMsg>>>,
     inbox: Vec<SharedReceiver<CoreMsg>>,
@@ -462,7 +589,7 @@ async fn core_main(
         store,
         core.started_us,
     ));
-    let router = Rc::new(Router::new(shard.clone(), core.members.clone(), peers));
+    let router = Rc::new(Router::new(shard.clone(), core.cell.clone(), peers));
     let served = serve(&core, &router, client, admin, receivers, bus);
     core.stop.wait(core.id.0).await;
     shut_down(&shard, served).await;
@@ -508,7 +635,7 @@ struct Served {
 fn serve(
     core: &Core,
     router: &Rc<Router>,
-    client: glommio::net::TcpListener,
+    client: crate::transport::accept::ClientListener,
     admin: glommio::net::TcpListener,
     receivers: Vec<glommio::channels::shared_channel::ConnectedReceiver<CoreMsg>>,
     bus: Option<CoreLink>,
@@ -539,6 +666,16 @@ fn serve(
         glommio::spawn_local(crate::admin::admin_loop(router.clone(), admin)),
     ];
     background.push(glommio::spawn_local(housekeeping(router.clone())));
+    if router.view().is_dynamic() {
+        // Views change without traffic too: install each within a few ms of its publishing.
+        let r = router.clone();
+        background.push(glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                r.refresh();
+            }
+        }));
+    }
     let flusher = crate::transport::stream::flusher(router.shard().clone());
     background.push(glommio::spawn_local(flusher));
     Served {
@@ -602,7 +739,7 @@ async fn open_scylla(core: &Core) -> Result<Store, String> {
             .map(str::to_string)
             .collect(),
         keyspace: cfg.scylla_keyspace.clone(),
-        node: core.members.me_name().to_string(),
+        node: core.cell.current().me_name().to_string(),
         consistency: cfg.scylla_consistency,
         timeout: Duration::from_millis(cfg.scylla_timeout_ms),
         core: core.id.0 as u32,

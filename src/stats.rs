@@ -76,6 +76,7 @@ counters! {
     req_send: "client-port /send requests",
     req_other: "requests to unknown paths",
     slow_disconnect: "streams closed because their send queue overflowed",
+    moved: "streams ended with the move signal (their client reconnects to another node)",
     stored: "message deliveries persisted (one per recipient)",
     replayed: "offline messages sent on connect",
     purged: "expired messages removed from storage",

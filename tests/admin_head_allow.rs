@@ -1,6 +1,7 @@
 //! Admin port HTTP details the OpenAPI description (docs/admin-api.yaml) states: a HEAD answer
 //! is the GET answer's head with no body, and a 405 says in `Allow` what the endpoint takes.
 
+mod common;
 mod docs_support;
 
 use docs_support::{header, Server, LIMIT};

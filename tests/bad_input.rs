@@ -203,6 +203,30 @@ fn half_sent_head_times_out_with_408() {
     assert_eq!(n, 0, "connection closed after 408");
 }
 
+/// With TCP_DEFER_ACCEPT (`--defer_accept_s`, default 1) a client that connects and sends
+/// nothing is accepted about a second late, then timed out like any half-sent head; with it
+/// off, right away.
+#[test]
+fn silent_client_still_times_out_with_408() {
+    for (defer, earliest) in [("1", 1300), ("0", 300)] {
+        let s = Server::start(&[
+            "--head_timeout_ms=300",
+            &format!("--defer_accept_s={defer}"),
+        ]);
+        let mut h = TcpStream::connect(s.client_addr()).unwrap();
+        let t0 = Instant::now();
+        let (st, head, _) = read_response(&mut h, T);
+        assert_eq!(st, 408, "defer {defer}: {head}");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(earliest - 100),
+            "defer {defer}: 408 after {took:?}"
+        );
+        let c = s.connect("after-silent");
+        assert_eq!(c.status, 200, "defer {defer}");
+    }
+}
+
 fn client_req(s: &Server, req: &str) -> (u16, String, Value) {
     let (st, head, body) = raw_exchange(&s.client_addr(), req.as_bytes(), T);
     let v = serde_json::from_slice(&body)

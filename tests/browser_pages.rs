@@ -4,13 +4,15 @@
 //!
 //! Needs Chromium, Node.js and `npm ci` in tests/browser, so it only runs when
 //! `IPUSH_BROWSER_TESTS=1` (set by `.ci/run`, which installs them); otherwise it says why it is
-//! skipped and passes. Screenshots go to `$SCREENSHOT_DIR`, by default a directory under
+//! skipped and passes. Besides the single server it starts a 2-node static cluster, for the
+//! JS SDK in a page of node A following a user of node B cross-origin (CORS) and its move. Screenshots go to `$SCREENSHOT_DIR`, by default a directory under
 //! target/ (the work tree stays clean; perf/screenshots/ holds the committed ones).
 //!
 //! `sdk_bundle_is_served` (always run) checks `GET /ipush.js`: the JS SDK's browser bundle the
 //! demo page imports, byte for byte the committed `web/ipush.js`.
 
 mod common;
+mod docs_support;
 
 use std::path::Path;
 use std::process::Command;
@@ -75,6 +77,11 @@ fn pages_in_headless_chromium() {
     let server = common::Server::start(&["--auth=none"]);
     let client = format!("http://127.0.0.1:{}", server.client_port);
     let admin = format!("http://127.0.0.1:{}", server.admin_port);
+    // A 2-node static cluster for the cross-origin tests (a page of node A, a user of node B).
+    let (node_a, node_b) = docs_support::Server::pair(&["--auth=none"]);
+    let cluster_a = format!("http://127.0.0.1:{}", node_a.client_port);
+    let cluster_b = format!("http://127.0.0.1:{}", node_b.client_port);
+    let cluster_admin_a = format!("http://127.0.0.1:{}", node_a.admin_port);
     let out = Command::new("node")
         .args([
             "--test",
@@ -84,6 +91,9 @@ fn pages_in_headless_chromium() {
         .current_dir(root)
         .env("CLIENT", &client)
         .env("ADMIN", &admin)
+        .env("CLUSTER_A", &cluster_a)
+        .env("CLUSTER_B", &cluster_b)
+        .env("CLUSTER_ADMIN_A", &cluster_admin_a)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOT_DIR", &shots)
         .output()
@@ -98,6 +108,7 @@ fn pages_in_headless_chromium() {
         println!("--- stderr ---\n{stderr}");
     }
     drop(server);
+    drop((node_a, node_b));
     assert!(
         out.status.success(),
         "browser tests failed ({}); output above",

@@ -3,6 +3,7 @@
 //! `POST /send` through it over TLS (the TLS client is `openssl s_client`, verifying the
 //! certificate). Without nginx or openssl this prints "skipped"; with CI=true it fails instead.
 
+mod common;
 mod docs_support;
 
 use std::io::{Read, Write};

@@ -2,6 +2,7 @@
 //! decoders produce and read exactly the vectors' bytes; (b) a real server on free ports sends
 //! exactly those bytes on the chunked stream, WebSocket and SSE, and accepts the client ones.
 
+mod common;
 mod docs_support;
 
 use std::collections::BTreeMap;
@@ -419,7 +420,7 @@ fn error_vectors_match_the_response_writers() {
         let body = s(e, "body_text");
         let mut out = Vec::new();
         match status {
-            303 => write_redirect(&mut out, s(e, "location")),
+            303 => write_redirect(&mut out, s(e, "location"), &[]),
             200 => continue,
             _ => {
                 let reason: Value = serde_json::from_str(body).expect(name);
@@ -1202,30 +1203,7 @@ fn live_server_answers_the_http_error_vectors() {
         .iter()
         .find(|e| e["name"] == "redirect_to_owner_node")
         .expect("redirect");
-    let mut nodes = None;
-    for _ in 0..5 {
-        let p: Vec<(u16, u16, u16)> = (0..2)
-            .map(|_| {
-                (
-                    docs_support::free_port(),
-                    docs_support::free_port(),
-                    docs_support::free_port(),
-                )
-            })
-            .collect();
-        let list = format!(
-            "n1=127.0.0.1:{}:{}:{},n2=127.0.0.1:{}:{}:{}",
-            p[0].0, p[0].1, p[0].2, p[1].0, p[1].1, p[1].2
-        );
-        let nodes_flag = format!("--nodes={list}");
-        let a = Server::start_node(p[0], &["--node=n1", &nodes_flag]);
-        let b = Server::start_node(p[1], &["--node=n2", &nodes_flag]);
-        if let (Some(a), Some(b)) = (a, b) {
-            nodes = Some((a, b));
-            break;
-        }
-    }
-    let (n1, n2) = nodes.expect("a 2-node cluster");
+    let (n1, n2) = Server::pair(&[]);
     let req =
         s(redirect, "request").replace("127.0.0.1:9000", &format!("127.0.0.1:{}", n1.client_port));
     let (status, head, body) = exchange(n1.client_port, req.as_bytes()).expect("redirect");

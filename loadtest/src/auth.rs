@@ -17,6 +17,15 @@ pub fn mint_hs256(key: &EncodingKey, sub: &str, exp: u64) -> String {
         .expect("HS256 signing of two plain claims cannot fail")
 }
 
+/// A Centrifugo connection token: HS256 with `{"sub": sub, "exp": exp, "channels": [channel]}`;
+/// the `channels` claim makes Centrifugo subscribe the connection on connect (server-side
+/// subscription, the only kind a uni-directional transport has).
+pub fn mint_centrifugo(key: &EncodingKey, sub: &str, channel: &str, exp: u64) -> String {
+    let claims = serde_json::json!({ "sub": sub, "exp": exp, "channels": [channel] });
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
+        .expect("HS256 signing of plain claims cannot fail")
+}
+
 /// The password every stream of a run sends. The engines rebuild a request on every
 /// writable event and resume at the bytes already written, so `for_uid` must give the same
 /// answer for a uid all run long: `exp` is fixed once (HS256 is deterministic).
@@ -47,6 +56,15 @@ impl Password {
             key: EncodingKey::from_secret(secret.as_bytes()),
             exp,
         })
+    }
+
+    /// A Centrifugo connection token for `uid` subscribed to `channel`; `None` without a
+    /// secret.
+    pub fn centrifugo_token(&self, uid: &str, channel: &str) -> Option<String> {
+        match self {
+            Password::Fixed(_) => None,
+            Password::Jwt { key, exp } => Some(mint_centrifugo(key, uid, channel, *exp)),
+        }
     }
 
     /// The password of `uid`'s stream (a JWT is URL-safe: base64url and dots).
@@ -132,6 +150,17 @@ mod tests {
         assert!(decode(&p.for_uid("u"), "wrong").is_err());
         let old = Password::jwt("right", now() - 2).unwrap();
         assert!(decode(&old.for_uid("u"), "right").is_err());
+    }
+
+    #[test]
+    fn centrifugo_token_names_the_channel() {
+        let exp = now() + 60;
+        let t = mint_centrifugo(&EncodingKey::from_secret(b"k"), "u1", "ch", exp);
+        let c = decode(&t, "k").unwrap();
+        assert_eq!(c["sub"], "u1");
+        assert_eq!(c["exp"], exp);
+        assert_eq!(c["channels"], serde_json::json!(["ch"]));
+        assert!(decode(&t, "other").is_err());
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! redirect) at a rate from a uid range or an explicit uid list (which may be the uids one
 //! cluster node owns, so each connect goes straight to its owner), reports a snapshot every
 //! tick, stops opening at a target count, after `max_failures` failures, or when told to,
-//! then holds what it has for `hold_secs`.
+//! then holds what it has for `hold_secs`. A stream told to move (dynamic cluster, any
+//! transport: see [`crate::move_scan`]) reconnects after a small jitter to the signal's
+//! location, or to its target without one (which answers 303), and is held again.
 
 use crate::auth::Password;
 use crate::http::{self, Counts, StreamStatus};
+use crate::move_scan::{MoveQueue, MoveScan};
 use crate::net::{classify, open_socket, resolve, Fail};
+use crate::scenario_wire::Rng;
 use crate::tally::{new_histogram, Failures};
 use crate::transport::{self, Codec, Counter, Transport};
 use anyhow::{bail, Context, Result};
@@ -24,6 +28,11 @@ use std::time::{Duration, Instant};
 
 /// fds kept free for stdio, epoll, /proc reads.
 pub const FD_MARGIN: u64 = 64;
+
+/// Moves in a row (each connection up less than a second) before a stream gives up.
+const MAX_MOVES_IN_ROW: u8 = 5;
+/// Redirects one connect follows at most.
+const MAX_HOPS: u8 = 4;
 
 /// The uids to connect, in order: connection i gets uid i.
 #[derive(Debug, Clone)]
@@ -105,6 +114,8 @@ pub struct EngineReport {
     /// Stream heads received (200, or 101 for WebSocket).
     pub connected: u64,
     pub redirects: u64,
+    /// Move signals followed (a reconnect after each; not counted in `connected`).
+    pub moves: u64,
     /// Streams open when opening was over (every connect done) / at the end.
     pub held_at_settle: u64,
     pub held_at_end: u64,
@@ -120,7 +131,7 @@ pub struct EngineReport {
     pub elapsed_secs: f64,
     pub messages: u64,
     pub heartbeats: u64,
-    /// WebSocket close frames received (each also a `closed_while_held`).
+    /// WebSocket close frames received (each also a `closed_while_held`, or a move).
     pub closes: u64,
     pub bytes: u64,
     /// Opening stopped early (failures or a stop request) rather than at the target.
@@ -137,6 +148,7 @@ impl EngineReport {
             attempted: 0,
             connected: 0,
             redirects: 0,
+            moves: 0,
             held_at_settle: 0,
             held_at_end: 0,
             opening_at_end: 0,
@@ -169,6 +181,8 @@ enum State {
     Writing,
     Head,
     Held,
+    /// Told to move; waiting out the jitter before reconnecting.
+    Moving,
     Done,
 }
 
@@ -179,8 +193,15 @@ struct Conn {
     written: u16,
     counter: Counter,
     head: Vec<u8>,
-    /// `(addr, host, path)` after a redirect.
+    /// `(addr, host, path)` after a redirect or to a move's location.
     redirect: Option<Box<(SocketAddr, String, String)>>,
+    /// Redirects followed since the last connect began (a move may see a slot's old and new
+    /// holders redirect to each other while their views catch up).
+    hops: u8,
+    /// Re-opening after a move: its head is not a new connect.
+    moved: bool,
+    moves_in_row: u8,
+    scan: MoveScan,
 }
 
 struct Runner<'a> {
@@ -197,6 +218,8 @@ struct Runner<'a> {
     hb: &'static [u8],
     /// Minted into each request when it is built (nothing kept per connection).
     password: Password,
+    move_queue: MoveQueue,
+    rng: Rng,
 }
 
 /// What a run tells its caller while it runs; a closure `FnMut(&Snapshot)` gets the ticks.
@@ -247,6 +270,8 @@ pub fn run(opts: &EngineOpts, stop: &AtomicBool, obs: &mut dyn Observer) -> Resu
         held: 0,
         hb: opts.codec.heartbeat(),
         password: Password::new(&opts.password, opts.auth_secret.as_deref())?,
+        move_queue: MoveQueue::default(),
+        rng: Rng::new(std::process::id() as u64),
     };
     r.run_loop(stop, obs);
     r.conns.clear();
@@ -301,6 +326,9 @@ impl Runner<'_> {
                     }
                 }
             }
+            if !self.move_queue.is_empty() {
+                self.reconnect_moved(now);
+            }
             if now >= next_scan && self.pending > 0 {
                 next_scan = now + Duration::from_millis(20);
                 let ct = self.o.connect_timeout;
@@ -335,6 +363,8 @@ impl Runner<'_> {
             }
             let wait = if (self.conns.len() as u64) < n {
                 Duration::from_millis(1)
+            } else if !self.move_queue.is_empty() {
+                Duration::from_millis(5)
             } else if self.pending > 0 {
                 Duration::from_millis(10)
             } else {
@@ -374,6 +404,10 @@ impl Runner<'_> {
             counter: Counter::new(self.o.transport),
             head: Vec::new(),
             redirect: None,
+            hops: 0,
+            moved: false,
+            moves_in_row: 0,
+            scan: MoveScan::default(),
         });
         self.r.attempted += 1;
         self.pending += 1;
@@ -405,10 +439,12 @@ impl Runner<'_> {
         }
     }
 
+    /// A held stream that got the move signal ends as a move, whatever ends it.
     fn fail(&mut self, i: usize, why: Fail) {
         let c = &mut self.conns[i];
         match c.state {
-            State::Done => return,
+            State::Done | State::Moving => return,
+            State::Held if c.scan.signal().is_some() => return self.begin_move(i),
             State::Held => self.held -= 1,
             _ => self.pending -= 1,
         }
@@ -436,6 +472,55 @@ impl Runner<'_> {
         }
     }
 
+    /// Held stream `i` was told to move: it is opening again, after a jitter, to the
+    /// signal's location or to the target (303 to the owner).
+    fn begin_move(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let moved = std::mem::take(&mut c.scan).signal();
+        if let Some(mut s) = c.sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        self.held -= 1;
+        self.pending += 1;
+        self.r.moves += 1;
+        let now = Instant::now();
+        if now.duration_since(c.started) >= Duration::from_secs(1) {
+            c.moves_in_row = 0;
+        }
+        c.moves_in_row += 1;
+        if c.moves_in_row > MAX_MOVES_IN_ROW {
+            c.state = State::Connecting;
+            let why = format!("moved {MAX_MOVES_IN_ROW} times in a row");
+            return self.fail(i, Fail::Other(why));
+        }
+        c.state = State::Moving;
+        c.counter = Counter::new(self.o.transport);
+        c.head = Vec::new();
+        c.hops = 0;
+        c.moved = true;
+        // The location names the node (and the user only): reconnect there with the stream's
+        // own query (credentials, codec), as the SDKs do.
+        let to = moved
+            .and_then(|m| m.location)
+            .as_deref()
+            .and_then(http::parse_location)
+            .and_then(|(host, _)| Some((resolve(&host).ok()?, host)));
+        let path = self.own_path(i);
+        let c = &mut self.conns[i];
+        c.redirect = to.map(|(addr, host)| Box::new((addr, host, path)));
+        let addr = c.redirect.as_ref().map_or(self.addr, |r| r.0);
+        self.move_queue.push(&mut self.rng, now, i, addr);
+    }
+
+    /// Opens the moved streams whose jitter is over.
+    fn reconnect_moved(&mut self, now: Instant) {
+        for (i, addr) in self.move_queue.take_due(now) {
+            self.conns[i].started = now;
+            self.conns[i].state = State::Connecting;
+            self.open(i, addr);
+        }
+    }
+
     fn request_for(&self, i: usize) -> Vec<u8> {
         let c = &self.conns[i];
         let t = self.o.transport;
@@ -445,20 +530,23 @@ impl Runner<'_> {
         };
         match &c.redirect {
             Some(r) => transport::connect_request(&r.2, &r.1, t, &key),
-            None => {
-                let uid = self.o.uids.get(i);
-                let mut path = format!(
-                    "/connect?uid={}&password={}",
-                    http::query_escape(&uid),
-                    http::query_escape(&self.password.for_uid(&uid))
-                );
-                if self.o.codec != Codec::Json {
-                    path.push_str("&codec=");
-                    path.push_str(self.o.codec.name());
-                }
-                transport::connect_request(&path, &self.o.target, t, &key)
-            }
+            None => transport::connect_request(&self.own_path(i), &self.o.target, t, &key),
         }
+    }
+
+    /// Stream `i`'s own `/connect` path: its uid, credentials and codec.
+    fn own_path(&self, i: usize) -> String {
+        let uid = self.o.uids.get(i);
+        let mut path = format!(
+            "/connect?uid={}&password={}",
+            http::query_escape(&uid),
+            http::query_escape(&self.password.for_uid(&uid))
+        );
+        if self.o.codec != Codec::Json {
+            path.push_str("&codec=");
+            path.push_str(self.o.codec.name());
+        }
+        path
     }
 
     fn on_event(&mut self, i: usize) {
@@ -543,6 +631,7 @@ impl Runner<'_> {
                     }
                 }
             } else {
+                c.scan.feed(&self.buf[..k]);
                 match c.counter.feed(&self.buf[..k], self.hb, &mut self.counts) {
                     StreamStatus::Open => {}
                     StreamStatus::Ended => return self.fail(i, Fail::ClosedWhileHeld),
@@ -579,18 +668,22 @@ impl Runner<'_> {
                     return false;
                 }
                 let c = &mut self.conns[i];
-                let us = c.started.elapsed().as_micros().max(1) as u64;
-                let us = us.min(3_600_000_000);
-                let _ = self.r.latency_us.record(us);
-                if let Some(h) = &mut self.interval {
-                    let _ = h.record(us);
+                if !c.moved {
+                    let us = c.started.elapsed().as_micros().max(1) as u64;
+                    let us = us.min(3_600_000_000);
+                    let _ = self.r.latency_us.record(us);
+                    if let Some(h) = &mut self.interval {
+                        let _ = h.record(us);
+                    }
+                    self.r.connected += 1;
                 }
-                self.r.connected += 1;
+                c.moved = false;
                 self.pending -= 1;
                 self.held += 1;
                 c.state = State::Held;
                 c.redirect = None;
                 let head = std::mem::take(&mut c.head);
+                c.scan.feed(&head[h.len..]);
                 match c.counter.feed(&head[h.len..], self.hb, &mut self.counts) {
                     StreamStatus::Open => true,
                     StreamStatus::Ended => {
@@ -603,7 +696,7 @@ impl Runner<'_> {
                     }
                 }
             }
-            301 | 302 | 303 | 307 | 308 if self.conns[i].redirect.is_none() => {
+            301 | 302 | 303 | 307 | 308 if self.conns[i].hops < MAX_HOPS => {
                 let target = h
                     .location
                     .as_deref()
@@ -617,6 +710,7 @@ impl Runner<'_> {
                             let _ = self.poll.registry().deregister(&mut s);
                         }
                         c.head = Vec::new();
+                        c.hops += 1;
                         let addr = t.0;
                         c.redirect = Some(Box::new(t));
                         self.open(i, addr);

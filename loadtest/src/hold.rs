@@ -172,6 +172,11 @@ mod tests {
     /// A server on a thread: reads each request head and answers by the uid's number
     /// (`lt{n}`) with `reply(n, request path)`; keeps every answered socket open.
     fn serve(reply: impl Fn(u64, &str) -> String + Send + 'static) -> String {
+        serve_then(move |n, path| (reply(n, path).into_bytes(), true))
+    }
+
+    /// [`serve`] where `reply` also says whether to keep the socket open.
+    fn serve_then(reply: impl Fn(u64, &str) -> (Vec<u8>, bool) + Send + 'static) -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
@@ -188,8 +193,11 @@ mod tests {
                     .and_then(|x| x.split('&').next()?.parse().ok())
                     .unwrap_or(0);
                 let mut s = r.into_inner();
-                let _ = s.write_all(reply(n, &path).as_bytes());
-                open.push(s);
+                let (answer, keep) = reply(n, &path);
+                let _ = s.write_all(&answer);
+                if keep {
+                    open.push(s);
+                }
             }
         });
         addr
@@ -242,5 +250,122 @@ mod tests {
         assert_eq!(j["completed"], true, "{j}");
         assert_eq!(j["success"], false, "{j}");
         assert!(r.to_text().contains("-> FAILURES"));
+    }
+
+    fn opts(target: String, transport: Transport, count: u64) -> EngineOpts {
+        EngineOpts {
+            target,
+            uids: Uids::Range {
+                prefix: "lt".into(),
+                start: 0,
+                count,
+            },
+            password: "pw".into(),
+            auth_secret: None,
+            transport,
+            codec: Codec::Json,
+            src: Vec::new(),
+            rate: 2000,
+            max_failures: 0,
+            hold_secs: 0.5,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            tick: Duration::from_secs(1),
+        }
+    }
+
+    /// The stream head and a heartbeat, then the move signal (with `location`, or without
+    /// one) and the stream's end, in `t`'s framing.
+    fn moved_stream(t: Transport, location: Option<&str>) -> Vec<u8> {
+        let signal = match location {
+            Some(l) => format!("{{\"error\":\"moved\",\"location\":\"{l}\"}}"),
+            None => "{\"error\":\"moved\"}".to_string(),
+        };
+        match t {
+            Transport::Chunked => format!(
+                "{STREAM}7\r\n{{\"y\":0}}\r\n{:x}\r\n{signal}\r\n0\r\n\r\n",
+                signal.len()
+            )
+            .into_bytes(),
+            Transport::Ws => {
+                let mut v = held_stream(t).into_bytes();
+                v.extend_from_slice(b"\x81\x07{\"y\":0}");
+                // Close 1012 with the JSON as its reason.
+                v.extend_from_slice(&[0x88, signal.len() as u8 + 2, 0x03, 0xf4]);
+                v.extend_from_slice(signal.as_bytes());
+                v
+            }
+            Transport::Sse => format!(
+                "{}data: {{\"y\":0}}\n\nevent: moved\ndata: {signal}\n\n",
+                held_stream(t)
+            )
+            .into_bytes(),
+        }
+    }
+
+    fn held_stream(t: Transport) -> String {
+        match t {
+            Transport::Chunked => STREAM.to_string(),
+            Transport::Ws => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_string(),
+            Transport::Sse => "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_string(),
+        }
+    }
+
+    /// Every stream is told to move (each transport, with and without a location): it
+    /// reconnects, through a 303 when the signal has no location, and is held there.
+    #[test]
+    fn hold_follows_moves() {
+        for t in [Transport::Chunked, Transport::Ws, Transport::Sse] {
+            for with_location in [true, false] {
+                let other = serve(move |_, _| held_stream(t));
+                let to = other.clone();
+                let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+                let target = serve_then(move |n, path| {
+                    if seen.lock().unwrap().insert(n) {
+                        let loc = format!("http://{to}{path}");
+                        let loc = with_location.then_some(loc.as_str());
+                        // SSE ends by closing the connection.
+                        (moved_stream(t, loc), t != Transport::Sse)
+                    } else {
+                        let r = format!(
+                            "HTTP/1.1 303 See Other\r\nLocation: http://{to}{path}\r\n\r\n"
+                        );
+                        (r.into_bytes(), true)
+                    }
+                });
+                let r = run(opts(target, t, 10), Vec::new(), false).unwrap();
+                let j = r.to_json();
+                let case = format!("{t:?} location {with_location}: {j}");
+                assert_eq!(j["connected"], 10, "{case}");
+                assert_eq!(j["moves"], 10, "{case}");
+                assert_eq!(j["redirects"], if with_location { 0 } else { 10 }, "{case}");
+                assert_eq!(j["held_at_end"], 10, "{case}");
+                assert_eq!(j["failed"], 0, "{case}");
+                assert_eq!(j["success"], true, "{case}");
+                assert!(r.to_text().contains("10 moves"), "{case}");
+            }
+        }
+    }
+
+    /// A stream that ends without the move signal is still a failure (no reconnect).
+    #[test]
+    fn hold_end_without_move_is_a_failure() {
+        for t in [Transport::Chunked, Transport::Ws, Transport::Sse] {
+            let target = serve_then(move |_, _| {
+                let mut v = held_stream(t).into_bytes();
+                v.extend_from_slice(match t {
+                    Transport::Chunked => b"18\r\n{\"error\":\"disconnected\"}\r\n0\r\n\r\n",
+                    // Close 1001 (going away) without a reason.
+                    Transport::Ws => b"\x88\x02\x03\xe9",
+                    Transport::Sse => b"data: {\"error\":\"disconnected\"}\n\n",
+                });
+                (v, t != Transport::Sse)
+            });
+            let r = run(opts(target, t, 4), Vec::new(), false).unwrap();
+            let j = r.to_json();
+            assert_eq!(j["moves"], 0, "{t:?}: {j}");
+            assert_eq!(j["failures"]["closed_while_held"], 4, "{t:?}: {j}");
+            assert_eq!(j["success"], false, "{t:?}: {j}");
+        }
     }
 }

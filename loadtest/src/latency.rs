@@ -91,6 +91,8 @@ pub struct ScenarioReport {
     // Streams.
     pub connected: u64,
     pub redirects: u64,
+    /// Move signals followed (dynamic cluster).
+    pub moves: u64,
     pub connect_failed: u64,
     pub connect_secs: f64,
     pub connect_latency_us: Histogram<u64>,
@@ -120,6 +122,12 @@ pub struct ScenarioReport {
     pub misdelivered: u64,
     /// Per-member seq `s` not previous + 1 (ipush only).
     pub seq_errors: u64,
+    /// Messages replayed after a move (seq already seen), dropped, same message as before.
+    pub replayed: u64,
+    /// Replayed seqs older than the stream remembers ([`crate::scenario_wire::SEQ_LOG`]).
+    pub replayed_unchecked: u64,
+    /// Replayed seqs that carried another message than the first time: an error.
+    pub replay_mismatch: u64,
     /// Messages that did not parse (not JSON, no `lt:` body).
     pub unparsed: u64,
     pub heartbeats: u64,
@@ -150,6 +158,7 @@ impl ScenarioReport {
             seed: 0,
             connected: 0,
             redirects: 0,
+            moves: 0,
             connect_failed: 0,
             connect_secs: 0.0,
             connect_latency_us: new_histogram(),
@@ -173,6 +182,9 @@ impl ScenarioReport {
             out_of_order: 0,
             misdelivered: 0,
             seq_errors: 0,
+            replayed: 0,
+            replayed_unchecked: 0,
+            replay_mismatch: 0,
             unparsed: 0,
             heartbeats: 0,
             unacked_delivered: 0,
@@ -233,6 +245,7 @@ impl ScenarioReport {
             && self.out_of_order == 0
             && self.misdelivered == 0
             && self.seq_errors == 0
+            && self.replay_mismatch == 0
             && self.received == self.expected
     }
 
@@ -262,6 +275,7 @@ impl ScenarioReport {
                 "connected": self.connected,
                 "failed": self.connect_failed,
                 "redirects": self.redirects,
+                "moves": self.moves,
                 "secs": self.connect_secs,
                 "per_sec": self.connects_per_sec(),
                 "latency_us": hist_json(&self.connect_latency_us),
@@ -291,6 +305,9 @@ impl ScenarioReport {
                 "out_of_order": self.out_of_order,
                 "misdelivered": self.misdelivered,
                 "seq_errors": self.seq_errors,
+                "replayed": self.replayed,
+                "replayed_unchecked": self.replayed_unchecked,
+                "replay_mismatch": self.replay_mismatch,
                 "unparsed": self.unparsed,
                 "unacked_delivered": self.unacked_delivered,
                 "heartbeats": self.heartbeats,
@@ -328,9 +345,10 @@ impl ScenarioReport {
         );
         let _ = writeln!(
             s,
-            "  streams:   connected {} ({} redirects) in {:.2}s = {:.0}/s, failed {}, closed unexpectedly {}",
+            "  streams:   connected {} ({} redirects, {} moves) in {:.2}s = {:.0}/s, failed {}, closed unexpectedly {}",
             self.connected,
             self.redirects,
+            self.moves,
             self.connect_secs,
             self.connects_per_sec(),
             self.connect_failed,
@@ -378,12 +396,13 @@ impl ScenarioReport {
             );
             let _ = writeln!(
                 s,
-                "  checks:    lost {} dup {} out-of-order {} misdelivered {} seq-errors {} unparsed {} unacked-delivered {}{}",
+                "  checks:    lost {} dup {} out-of-order {} misdelivered {} seq-errors {} replay-mismatch {} unparsed {} unacked-delivered {}{}",
                 self.lost,
                 self.duplicated,
                 self.out_of_order,
                 self.misdelivered,
                 self.seq_errors,
+                self.replay_mismatch,
                 self.unparsed,
                 self.unacked_delivered,
                 if self.drain_timed_out { " (drain timed out)" } else { "" }

@@ -10,6 +10,7 @@ mod auth;
 mod hold;
 mod http;
 mod latency;
+mod move_scan;
 mod net;
 mod report;
 mod scenario;

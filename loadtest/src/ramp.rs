@@ -583,6 +583,7 @@ fn summary_json(r: &EngineReport, a: &RampArgs, kind: &str, elapsed: f64) -> Val
         "conns": a.conns, "rate": a.rate, "hold_secs": a.hold_secs,
         "max_failures": a.max_failures, "transport": a.transport.name(),
         "attempted": r.attempted, "connected": r.connected, "redirects": r.redirects,
+        "moves": r.moves,
         "held_at_settle": r.held_at_settle, "held_at_end": r.held_at_end,
         "opening_at_end": r.opening_at_end,
         "failed": f.total(),

@@ -114,6 +114,7 @@ impl HoldReport {
             "attempted": self.run.attempted,
             "connected": self.run.connected,
             "redirects": self.run.redirects,
+            "moves": self.run.moves,
             "held_at_settle": self.run.held_at_settle,
             "held_at_end": self.run.held_at_end,
             "opening_at_end": self.run.opening_at_end,
@@ -184,12 +185,13 @@ impl HoldReport {
         );
         let _ = writeln!(
             s,
-            "  connected {} of {} attempted in {:.3}s ({:.0} connects/s), {} redirects; held {} at settle, {} at end, {} still opening",
+            "  connected {} of {} attempted in {:.3}s ({:.0} connects/s), {} redirects, {} moves; held {} at settle, {} at end, {} still opening",
             self.run.connected,
             self.run.attempted,
             self.run.ramp_secs,
             self.connects_per_sec(),
             self.run.redirects,
+            self.run.moves,
             self.run.held_at_settle,
             self.run.held_at_end,
             self.run.opening_at_end

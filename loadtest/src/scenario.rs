@@ -6,14 +6,22 @@
 //! Each body is `lt:<n>:<unix_nanos>`; every subscriber checks what it gets (right
 //! recipient, per-member seqs consecutive, each message once, in order) and records
 //! publish→receive latency. Every phase is bounded in time; the run stops by itself.
+//!
+//! A stream told to move (dynamic cluster: a final `{"error":"moved","location":…}` chunk,
+//! or a WebSocket close 1012) reconnects after a small random jitter to the location (to
+//! the configured address without one, which answers 303), and its checks carry on: the
+//! messages replayed after the reconnect (seq at or below the highest seen) are dropped
+//! like an SDK does, each checked to carry the same message as before.
 
 use crate::auth::Password;
 use crate::http::{self, query_escape};
 use crate::latency::ScenarioReport;
+use crate::move_scan::MoveQueue;
 use crate::net::{open_socket, resolve};
 use crate::scenario_wire::{
-    client_frame, is_uid, make_body, parse_body, parse_response, scan_msg, Decoder, Framing,
-    Response, Rng, UrlTemplate,
+    centrifugo_api_ok, centrifugo_connect_request, centrifugo_publish_request, client_frame,
+    is_uid, make_body, moved_close, moved_message, parse_body, parse_response, scan_centrifugo,
+    scan_msg, CfPush, Decoder, Framing, Moved, Response, Rng, SeqLog, UrlTemplate,
 };
 use crate::sys;
 use crate::transport::{self, Transport};
@@ -24,6 +32,9 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Redirects one connect follows at most.
+const MAX_REDIRECTS: u8 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -40,6 +51,18 @@ impl Kind {
             Kind::Chat => "chat",
         }
     }
+}
+
+/// The server under test, when it is not ipush and not reached through URL templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// ipush (`/connect` streams, admin `/sub` and `/pub`), or with the URL templates any
+    /// server that streams raw lines (nchan).
+    Ipush,
+    /// Centrifugo v6: `POST /connection/uni_http_stream` streams whose HS256 connection token
+    /// (signed with `--auth_secret`) subscribes them through its `channels` claim, and
+    /// publishes through its server API (`POST /api/publish`, `X-API-Key`).
+    Centrifugo,
 }
 
 #[derive(Debug, Clone)]
@@ -79,9 +102,15 @@ pub struct Opts {
     pub pipeline: usize,
     /// Messages per `POST /pub/batch` request (ipush only); 1 = one `/pub` each.
     pub batch: usize,
+    pub peer: Peer,
+    /// Centrifugo's server-API key.
+    pub api_key: Option<String>,
 }
 
 const FD_MARGIN: u64 = 64;
+
+/// Moves in a row without a new message before a stream gives up (a loop between nodes).
+const MAX_MOVES_IN_ROW: u32 = 5;
 
 fn now_nanos() -> u128 {
     SystemTime::now()
@@ -108,7 +137,9 @@ struct Stream {
     written: usize,
     head: Vec<u8>,
     dec: Option<Decoder>,
-    redirected: bool,
+    /// Redirects followed by this connect (a move may see a slot's old and new holders
+    /// redirect to each other once while their views catch up).
+    redirects: u8,
     /// Bytes to send (chat), and how much of it went out.
     out: Vec<u8>,
     out_off: usize,
@@ -116,6 +147,15 @@ struct Stream {
     max_n: Option<u64>,
     /// Chat: last message number per sender.
     last_from: HashMap<u32, u64>,
+    /// The move signal this connection got (it ends the connection).
+    moved: Option<Moved>,
+    /// Re-opening after a move (not counted as a connect).
+    reconnecting: bool,
+    /// After a move: seqs at or below `last_s` are the server's replay, to be checked.
+    replaying: bool,
+    moves_in_row: u32,
+    /// Message number by seq, to check replays.
+    seqs: SeqLog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,10 +218,15 @@ struct Runner {
     phase: Phase,
     pending: u64,
     open: u64,
+    /// Streams between a move signal and their next head.
+    moving: u64,
+    move_queue: MoveQueue,
     ws_seed: u64,
     /// Minted into each stream's request when it is built.
     password: Password,
     rng: Rng,
+    /// For the move jitter (apart from `rng`, so that `--seed` still picks the same users).
+    move_rng: Rng,
     // Per-message state.
     send_ev: Vec<u64>,
     ack_ev: Vec<u64>,
@@ -214,6 +259,19 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
     if o.sub_tpl.is_some() && o.kind == Kind::Chat {
         bail!("chat has no generic (URL template) mode");
     }
+    if o.peer == Peer::Centrifugo {
+        if o.sub_tpl.is_some() || o.kind == Kind::Chat {
+            bail!("--peer centrifugo runs fanout and unicast, without URL templates");
+        }
+        if o.batch > 1 {
+            bail!("--batch needs ipush's /pub/batch: not with --peer centrifugo");
+        }
+        if o.api_key.is_none() || o.auth_secret.is_none() {
+            bail!("--peer centrifugo needs --api-key (server API) and --auth_secret (HS256 connection tokens)");
+        }
+    } else if o.api_key.is_some() {
+        bail!("--api-key is for --peer centrifugo");
+    }
     if o.transport == Transport::Sse {
         bail!("--transport sse is not supported by the message scenarios (use chunked or ws)");
     }
@@ -237,7 +295,8 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
     } else {
         stream_addr
     };
-    let framing = if generic {
+    let centrifugo = o.peer == Peer::Centrifugo;
+    let framing = if generic || centrifugo {
         Framing::Lines
     } else if o.transport == Transport::Ws {
         Framing::Ws
@@ -258,10 +317,18 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
     };
     r.transport = if generic {
         "raw-lines"
+    } else if centrifugo {
+        "uni_http_stream"
     } else {
         o.transport.name()
     };
-    r.mode = if generic { "generic" } else { "ipush" };
+    r.mode = if generic {
+        "generic"
+    } else if centrifugo {
+        "centrifugo"
+    } else {
+        "ipush"
+    };
     r.streams = o.streams;
     r.messages = o.messages;
     r.rate = o.rate;
@@ -289,9 +356,12 @@ pub fn run(o: Opts) -> Result<ScenarioReport> {
         phase: Phase::Connect,
         pending: 0,
         open: 0,
+        moving: 0,
+        move_queue: MoveQueue::default(),
         ws_seed,
         password: Password::new(&o.password, o.auth_secret.as_deref())?,
         rng: Rng::new(o.seed),
+        move_rng: Rng::new(o.seed ^ 0x6d6f_7665),
         send_ev: vec![0; m],
         ack_ev: vec![u64::MAX; m],
         acked: vec![false; m],
@@ -346,6 +416,19 @@ impl Runner {
         self.o.sub_tpl.is_some()
     }
 
+    fn is_centrifugo(&self) -> bool {
+        self.o.peer == Peer::Centrifugo
+    }
+
+    /// The channel stream `i` listens on outside ipush: the fan-out channel, or in unicast
+    /// the user's own channel, named by the uid.
+    fn peer_channel(&self, i: usize) -> String {
+        match self.o.kind {
+            Kind::Fanout => self.o.channel.clone(),
+            _ => self.uid(i),
+        }
+    }
+
     /// Deliveries expected per published message, for the window.
     fn per_msg(&self) -> u64 {
         match self.o.kind {
@@ -387,7 +470,10 @@ impl Runner {
                             self.r.mem_connected = sys::read_mem(&self.o.pids).ok();
                         }
                         phase_start = now;
-                        if self.o.kind == Kind::Fanout && !self.is_generic() {
+                        if self.o.kind == Kind::Fanout
+                            && !self.is_generic()
+                            && !self.is_centrifugo()
+                        {
                             self.phase = Phase::Subscribe;
                             for i in 0..self.o.streams {
                                 self.jobs.push_back(Job::Sub(i as u32));
@@ -409,7 +495,7 @@ impl Runner {
                 Phase::Hold => {
                     if now.duration_since(phase_start).as_secs_f64() >= self.o.hold_secs {
                         self.phase = Phase::Publish;
-                        self.open_at_pub = self.open;
+                        self.open_at_pub = self.open + self.moving;
                         phase_start = now;
                     }
                 }
@@ -439,7 +525,9 @@ impl Runner {
                 }
                 Phase::Drain => {
                     let expected = self.expected();
-                    if self.r.unique + self.r.unacked_delivered >= expected || self.open == 0 {
+                    if self.r.unique + self.r.unacked_delivered >= expected
+                        || self.open + self.moving == 0
+                    {
                         break;
                     }
                     if self.r.received != last_recv {
@@ -456,6 +544,9 @@ impl Runner {
                 last_recv = self.r.received;
             }
             self.dispatch_jobs(now);
+            if !self.move_queue.is_empty() {
+                self.reconnect_moved(now);
+            }
             if now >= next_scan {
                 next_scan = now + Duration::from_millis(20);
                 self.scan_timeouts(now);
@@ -572,16 +663,10 @@ impl Runner {
 
     // ---- streams ----
 
-    fn start_stream(&mut self) {
-        let i = self.streams.len();
-        let path = match &self.o.sub_tpl {
-            Some(t) => {
-                let ch = match self.o.kind {
-                    Kind::Fanout => self.o.channel.clone(),
-                    _ => self.uid(i),
-                };
-                t.expand(&ch, &self.uid(i))
-            }
+    /// The path stream `i` first connects to.
+    fn connect_path(&self, i: usize) -> String {
+        match &self.o.sub_tpl {
+            Some(t) => t.expand(&self.peer_channel(i), &self.uid(i)),
             None => {
                 let uid = self.uid(i);
                 format!(
@@ -590,14 +675,27 @@ impl Runner {
                     query_escape(&self.password.for_uid(&uid))
                 )
             }
-        };
+        }
+    }
+
+    fn start_stream(&mut self) {
+        let i = self.streams.len();
+        let path = self.connect_path(i);
         let key = transport::ws_key(self.ws_seed, i as u64);
         let t = if self.is_generic() {
             Transport::Chunked
         } else {
             self.o.transport
         };
-        let req = transport::connect_request(&path, &self.stream_host, t, &key);
+        let req = if self.is_centrifugo() {
+            let token = self
+                .password
+                .centrifugo_token(&self.uid(i), &self.peer_channel(i))
+                .expect("--peer centrifugo has a secret (checked in run)");
+            centrifugo_connect_request(&self.stream_host, &token)
+        } else {
+            transport::connect_request(&path, &self.stream_host, t, &key)
+        };
         self.streams.push(Stream {
             sock: None,
             state: SState::Idle,
@@ -606,12 +704,17 @@ impl Runner {
             written: 0,
             head: Vec::new(),
             dec: None,
-            redirected: false,
+            redirects: 0,
             out: Vec::new(),
             out_off: 0,
             last_s: 0,
             max_n: None,
             last_from: HashMap::new(),
+            moved: None,
+            reconnecting: false,
+            replaying: false,
+            moves_in_row: 0,
+            seqs: SeqLog::default(),
         });
         self.pending += 1;
         let addr = self.stream_addr;
@@ -643,13 +746,25 @@ impl Runner {
     }
 
     /// A stream failed before its head (a connect failure) or ended after it.
+    /// A connection that got the move signal ends as a move, whatever ends it.
     fn stream_fail(&mut self, i: usize, why: &str) {
         let st = &mut self.streams[i];
         match st.state {
             SState::Done => return,
+            SState::Open if st.moved.is_some() => return self.begin_move(i),
             SState::Open => {
                 self.open -= 1;
                 self.r.closed_unexpectedly += 1;
+            }
+            _ if st.reconnecting => {
+                // The stream is lost: it was open, and its reconnect after the move failed.
+                self.moving -= 1;
+                self.r.closed_unexpectedly += 1;
+                *self
+                    .r
+                    .stream_errors
+                    .entry(format!("reconnect after move: {why}"))
+                    .or_insert(0) += 1;
             }
             _ => {
                 self.pending -= 1;
@@ -768,7 +883,7 @@ impl Runner {
 
     /// Returns whether to keep reading.
     fn on_head(&mut self, i: usize, h: http::Head) -> bool {
-        let generic = self.is_generic();
+        let generic = self.is_generic() || self.is_centrifugo();
         let want = if !generic && self.o.transport == Transport::Ws {
             101
         } else {
@@ -785,17 +900,23 @@ impl Runner {
                 self.stream_fail(i, "stream head without the transport's framing");
                 return false;
             }
-            let us = st.started.elapsed().as_micros().max(1) as u64;
-            let _ = self.r.connect_latency_us.record(us.min(3_600_000_000));
-            self.r.connected += 1;
-            self.pending -= 1;
+            if st.reconnecting {
+                st.reconnecting = false;
+                st.replaying = st.last_s != 0;
+                self.moving -= 1;
+            } else {
+                let us = st.started.elapsed().as_micros().max(1) as u64;
+                let _ = self.r.connect_latency_us.record(us.min(3_600_000_000));
+                self.r.connected += 1;
+                self.pending -= 1;
+            }
             self.open += 1;
             st.state = SState::Open;
             st.dec = Some(Decoder::new(self.framing, h.chunked));
             let head = std::mem::take(&mut st.head);
             return self.feed(i, &head[h.len..]);
         }
-        if matches!(h.status, 301 | 302 | 303 | 307 | 308) && !st.redirected {
+        if matches!(h.status, 301 | 302 | 303 | 307 | 308) && st.redirects < MAX_REDIRECTS {
             let target = h.location.as_deref().and_then(http::parse_location);
             if let Some((host, path)) = target {
                 if let Ok(addr) = resolve(&host) {
@@ -807,7 +928,7 @@ impl Runner {
                         self.o.transport
                     };
                     st.req = transport::connect_request(&path, &host, t, &key);
-                    st.redirected = true;
+                    st.redirects += 1;
                     st.head = Vec::new();
                     if let Some(mut s) = st.sock.take() {
                         let _ = self.poll.registry().deregister(&mut s);
@@ -840,6 +961,9 @@ impl Runner {
                 true
             }
             Ok(true) => {
+                if let Some(m) = dec.close_payload().and_then(moved_close) {
+                    self.streams[i].moved = Some(m);
+                }
                 self.stream_fail(i, "ended");
                 false
             }
@@ -859,7 +983,13 @@ impl Runner {
         let m = self.o.messages;
         let body_n;
         let body_t;
-        if self.is_generic() {
+        if self.is_centrifugo() {
+            let Some((n, t)) = self.on_centrifugo_push(i, p) else {
+                return;
+            };
+            body_n = n;
+            body_t = t;
+        } else if self.is_generic() {
             match parse_body(p) {
                 Some((n, t)) => {
                     body_n = n;
@@ -876,7 +1006,11 @@ impl Runner {
                 return;
             };
             if let Some(e) = &msg.error {
-                *self.r.stream_errors.entry(e.to_string()).or_insert(0) += 1;
+                if e == "moved" {
+                    self.streams[i].moved = moved_message(p);
+                } else {
+                    *self.r.stream_errors.entry(e.to_string()).or_insert(0) += 1;
+                }
                 return;
             }
             if msg.y == Some(0) {
@@ -906,14 +1040,28 @@ impl Runner {
             if wrong {
                 self.r.misdelivered += 1;
             }
-            // Per-member seq.
+            // Per-member seq; after a move, the replay of what was seen is checked, dropped.
             match msg.s {
                 Some(s) => {
                     let st = &mut self.streams[i];
+                    if st.replaying && s <= st.last_s {
+                        match st.seqs.get(s) {
+                            Some(seen) if u64::from(seen) != body_n => {
+                                self.r.replay_mismatch += 1;
+                            }
+                            Some(_) => self.r.replayed += 1,
+                            None => self.r.replayed_unchecked += 1,
+                        }
+                        return;
+                    }
+                    st.replaying = false;
                     if st.last_s != 0 && s != st.last_s + 1 {
                         self.r.seq_errors += 1;
                     }
                     st.last_s = s;
+                    st.moves_in_row = 0;
+                    st.seqs
+                        .push(s, u32::try_from(body_n).unwrap_or(u32::MAX - 1));
                 }
                 None => self.r.seq_errors += 1,
             }
@@ -964,6 +1112,109 @@ impl Runner {
                         }
                     }
                     _ => st.max_n = Some(body_n),
+                }
+            }
+        }
+    }
+
+    /// Stream `i`'s connection ended after a move signal: queue its reconnect, after a jitter,
+    /// to the signal's location or, without one, to the configured address (303 to the
+    /// owner). Its checks carry on.
+    fn begin_move(&mut self, i: usize) {
+        let st = &mut self.streams[i];
+        let moved = st.moved.take().unwrap_or(Moved { location: None });
+        if let Some(mut s) = st.sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        st.head = Vec::new();
+        st.out = Vec::new();
+        st.out_off = 0;
+        st.dec = None;
+        st.state = SState::Idle;
+        self.open -= 1;
+        self.r.moves += 1;
+        st.moves_in_row += 1;
+        if st.moves_in_row > MAX_MOVES_IN_ROW {
+            st.state = SState::Done;
+            self.r.closed_unexpectedly += 1;
+            *self
+                .r
+                .stream_errors
+                .entry(format!("moved {MAX_MOVES_IN_ROW} times in a row"))
+                .or_insert(0) += 1;
+            return;
+        }
+        // The location names the node (and the user only): the stream reconnects there with
+        // its own query (credentials, codec), as the SDKs do.
+        let target = moved
+            .location
+            .as_deref()
+            .and_then(http::parse_location)
+            .and_then(|(host, _)| Some((resolve(&host).ok()?, host)));
+        let (addr, host) = target.unwrap_or((self.stream_addr, self.stream_host.clone()));
+        let path = self.connect_path(i);
+        let key = transport::ws_key(self.ws_seed, i as u64);
+        let st = &mut self.streams[i];
+        st.req = transport::connect_request(&path, &host, self.o.transport, &key);
+        st.redirects = 0;
+        st.reconnecting = true;
+        self.moving += 1;
+        self.move_queue
+            .push(&mut self.move_rng, Instant::now(), i, addr);
+    }
+
+    /// Opens the moved streams whose jitter is over.
+    fn reconnect_moved(&mut self, now: Instant) {
+        for (i, addr) in self.move_queue.take_due(now) {
+            self.streams[i].started = now;
+            self.open_stream(i, addr);
+        }
+    }
+
+    /// Checks one Centrifugo push on stream `i` (right channel, history offsets consecutive,
+    /// like ipush's per-member seqs); the body's `(n, unix_nanos)` of a publication.
+    fn on_centrifugo_push(&mut self, i: usize, p: &[u8]) -> Option<(u64, u128)> {
+        match scan_centrifugo(p) {
+            None => {
+                self.r.unparsed += 1;
+                None
+            }
+            Some(CfPush::Ping) => {
+                self.r.heartbeats += 1;
+                None
+            }
+            Some(CfPush::Connect) => None,
+            Some(CfPush::Other(key)) => {
+                *self
+                    .r
+                    .stream_errors
+                    .entry(format!("push {key}"))
+                    .or_insert(0) += 1;
+                None
+            }
+            Some(CfPush::Pub {
+                channel,
+                data,
+                offset,
+            }) => {
+                let right = match self.o.kind {
+                    Kind::Fanout => channel == self.o.channel.as_str(),
+                    _ => self.is_uid(&channel, i),
+                };
+                if !right {
+                    self.r.misdelivered += 1;
+                }
+                let st = &mut self.streams[i];
+                if offset == 0 || (st.last_s != 0 && offset != st.last_s + 1) {
+                    self.r.seq_errors += 1;
+                }
+                st.last_s = offset;
+                match parse_body(data.as_bytes()) {
+                    Some(nt) => Some(nt),
+                    None => {
+                        self.r.unparsed += 1;
+                        None
+                    }
                 }
             }
         }
@@ -1066,6 +1317,10 @@ impl Runner {
             }
             Job::Pub(n) => {
                 let body = make_body(n as u64, now_nanos(), self.o.body_bytes);
+                if let Some(key) = &self.o.api_key {
+                    let ch = self.peer_channel(self.dest[n as usize] as usize);
+                    return centrifugo_publish_request(host, key, &ch, &body);
+                }
                 let path = match (&self.o.pub_tpl, self.o.kind) {
                     (Some(t), Kind::Fanout) => t.expand(&self.o.channel, ""),
                     (Some(t), _) => {
@@ -1301,7 +1556,9 @@ impl Runner {
         if flight.batch {
             self.batch_answered(&flight.jobs, &resp, rtt);
         } else {
-            let ok = (200..300).contains(&resp.status);
+            // Centrifugo's server API answers errors with a 200 and an `error` object.
+            let ok = (200..300).contains(&resp.status)
+                && (!self.is_centrifugo() || centrifugo_api_ok(&resp.body));
             self.job_answered(flight.jobs[0], resp.status, ok, &resp.body, rtt);
         }
         !resp.close
@@ -1361,7 +1618,7 @@ impl Runner {
     }
 
     fn scan_timeouts(&mut self, now: Instant) {
-        if self.pending > 0 {
+        if self.pending + self.moving > 0 {
             let ct = self.o.connect_timeout;
             for i in 0..self.streams.len() {
                 let st = &self.streams[i];
@@ -1401,4 +1658,315 @@ fn line_status(line: &[u8]) -> u16 {
             std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::io::{BufRead, BufReader};
+    use std::net::{TcpListener, TcpStream as StdStream};
+    use std::sync::{Arc, Mutex};
+
+    /// How the fake old node ends its user's stream once `MOVE_AT` messages are out.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum End {
+        /// `{"error":"moved","location":…}` chunk, or WebSocket close 1012 with it.
+        Moved,
+        /// `{"error":"moved"}` without a location (the old node then answers 303).
+        MovedNoLocation,
+        /// The stream just ends: no move signal.
+        Plain,
+    }
+
+    const MOVE_AT: usize = 8;
+
+    /// One user's messages and stream across a fake two-node cluster: the old node serves
+    /// the stream until `MOVE_AT` messages went out, then ends it; the new node replays
+    /// every stored message from seq 1 and goes on live.
+    struct Cluster {
+        ws: bool,
+        end: End,
+        /// The new node replays seq 1 with another message.
+        corrupt_replay: bool,
+        new_node: String,
+        /// Stored message JSON by seq - 1.
+        stored: Vec<String>,
+        live: Option<StdStream>,
+        moved: bool,
+    }
+
+    fn frame(ws: bool, payload: &str) -> Vec<u8> {
+        if ws {
+            let mut v = vec![0x81, payload.len() as u8];
+            v.extend_from_slice(payload.as_bytes());
+            v
+        } else {
+            format!("{:x}\r\n{payload}\r\n", payload.len()).into_bytes()
+        }
+    }
+
+    /// Reads one request head; returns its path.
+    fn read_head(r: &mut BufReader<StdStream>) -> Option<(String, usize)> {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let path = line.split(' ').nth(1)?.to_string();
+        let mut clen = 0;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).ok()? == 0 {
+                return None;
+            }
+            if h == "\r\n" {
+                return Some((path, clen));
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                clen = v.trim().parse().ok()?;
+            }
+        }
+    }
+
+    fn stream_head(ws: bool) -> &'static [u8] {
+        if ws {
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        }
+    }
+
+    /// A client port: `new` is the node the user moves to.
+    fn client_port(c: Arc<Mutex<Cluster>>, new: bool) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut r = BufReader::new(s);
+                let Some((path, _)) = read_head(&mut r) else {
+                    continue;
+                };
+                let mut s = r.into_inner();
+                let mut c = c.lock().unwrap();
+                if !new && c.moved {
+                    let to = format!(
+                        "HTTP/1.1 303 See Other\r\nLocation: http://{}{path}\r\nContent-Length: 0\r\n\r\n",
+                        c.new_node
+                    );
+                    let _ = s.write_all(to.as_bytes());
+                    continue;
+                }
+                let _ = s.write_all(stream_head(c.ws));
+                if new {
+                    for (k, m) in c.stored.iter().enumerate() {
+                        let m = if k == 0 && c.corrupt_replay {
+                            m.replace("\"b\":\"lt:0:", "\"b\":\"lt:1:")
+                        } else {
+                            m.clone()
+                        };
+                        let _ = s.write_all(&frame(c.ws, &m));
+                    }
+                }
+                c.live = Some(s);
+            }
+        });
+        addr
+    }
+
+    /// The admin port: `/sub` answers ok, `/pub` stores the message with the next seq and
+    /// writes it to the live stream; the `MOVE_AT`th one is followed by the stream's end.
+    fn admin_port(c: Arc<Mutex<Cluster>>, uid: &'static str) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s);
+                    while let Some((path, clen)) = read_head(&mut r) {
+                        let mut body = vec![0u8; clen];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        if path.starts_with("/pub") {
+                            publish(&mut c.lock().unwrap(), &path, &body, uid);
+                        }
+                        let ok =
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"result\":\"ok\"}";
+                        if r.get_mut().write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn publish(c: &mut Cluster, path: &str, body: &[u8], uid: &str) {
+        let b = String::from_utf8_lossy(body);
+        let seq = c.stored.len() + 1;
+        let m = if path.contains("channel=") {
+            format!(
+                "{{\"y\":4,\"f\":\"lt\",\"t\":\"{uid}\",\"c\":\"ch\",\"b\":\"{b}\",\"s\":{seq}}}"
+            )
+        } else {
+            format!("{{\"y\":3,\"f\":\"lt\",\"t\":\"{uid}\",\"b\":\"{b}\",\"s\":{seq}}}")
+        };
+        let f = frame(c.ws, &m);
+        c.stored.push(m);
+        if let Some(s) = c.live.as_mut() {
+            let _ = s.write_all(&f);
+        }
+        if seq != MOVE_AT || c.moved {
+            return;
+        }
+        let Some(mut s) = c.live.take() else { return };
+        let signal = match c.end {
+            End::Moved => format!(
+                "{{\"error\":\"moved\",\"location\":\"http://{}/connect?uid={uid}&password=pw\"}}",
+                c.new_node
+            ),
+            End::MovedNoLocation => "{\"error\":\"moved\"}".to_string(),
+            End::Plain => String::new(),
+        };
+        let end: Vec<u8> = if c.ws {
+            let code: u16 = if c.end == End::Plain { 1001 } else { 1012 };
+            let mut v = vec![0x88, signal.len() as u8 + 2];
+            v.extend_from_slice(&code.to_be_bytes());
+            v.extend_from_slice(signal.as_bytes());
+            v
+        } else {
+            let mut v = if signal.is_empty() {
+                Vec::new()
+            } else {
+                frame(false, &signal)
+            };
+            v.extend_from_slice(b"0\r\n\r\n");
+            v
+        };
+        let _ = s.write_all(&end);
+        c.moved = c.end != End::Plain;
+    }
+
+    /// Runs `kind` with one stream and 20 messages against the fake cluster.
+    fn run_moved(kind: Kind, ws: bool, end: End, corrupt_replay: bool) -> ScenarioReport {
+        let c = Arc::new(Mutex::new(Cluster {
+            ws,
+            end,
+            corrupt_replay,
+            new_node: String::new(),
+            stored: Vec::new(),
+            live: None,
+            moved: false,
+        }));
+        let new_node = client_port(c.clone(), true);
+        c.lock().unwrap().new_node = new_node;
+        let target = client_port(c.clone(), false);
+        let admin = admin_port(c, "lt-u0");
+        let o = Opts {
+            kind,
+            target,
+            admin,
+            streams: 1,
+            channel: "ch".into(),
+            messages: 20,
+            rate: None,
+            body_bytes: 0,
+            src: Vec::new(),
+            uid_prefix: "lt-u".into(),
+            password: "pw".into(),
+            auth_secret: None,
+            transport: if ws {
+                Transport::Ws
+            } else {
+                Transport::Chunked
+            },
+            connect_rate: 1000,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            drain: Duration::from_secs(2),
+            hold_secs: 0.0,
+            pub_conns: 1,
+            window: 4,
+            seed: 1,
+            sub_tpl: None,
+            pub_tpl: None,
+            pids: Vec::new(),
+            progress: false,
+            // Also bounds how long a run with a lost stream waits for nothing (plain end).
+            request_timeout: Duration::from_secs(1),
+            pipeline: 1,
+            batch: 1,
+            peer: Peer::Ipush,
+            api_key: None,
+        };
+        run(o).unwrap()
+    }
+
+    fn checks(r: &ScenarioReport) -> Value {
+        let j = r.to_json();
+        serde_json::json!({
+            "success": j["success"],
+            "moves": j["connect"]["moves"],
+            "redirects": j["connect"]["redirects"],
+            "received": j["delivery"]["received"],
+            "lost": j["delivery"]["lost"],
+            "duplicated": j["delivery"]["duplicated"],
+            "seq_errors": j["delivery"]["seq_errors"],
+            "replayed": j["delivery"]["replayed"],
+            "replay_mismatch": j["delivery"]["replay_mismatch"],
+            "closed_unexpectedly": j["delivery"]["closed_unexpectedly"],
+        })
+    }
+
+    /// On both transports: one move, the replay of seqs 1..=8 dropped, nothing lost or
+    /// duplicated, `redirects` 303s followed on the way.
+    fn assert_clean_move(kind: Kind, end: End, redirects: u64) {
+        for ws in [false, true] {
+            let r = run_moved(kind, ws, end, false);
+            let want = serde_json::json!({
+                "success": true, "moves": 1, "redirects": redirects, "received": 20, "lost": 0,
+                "duplicated": 0, "seq_errors": 0, "replayed": MOVE_AT,
+                "replay_mismatch": 0, "closed_unexpectedly": 0,
+            });
+            assert_eq!(checks(&r), want, "ws {ws}: {}", r.to_text());
+        }
+    }
+
+    /// Moved with a location (chunked chunk, WebSocket close 1012): straight there.
+    #[test]
+    fn unicast_follows_a_move_and_keeps_its_checks() {
+        assert_clean_move(Kind::Unicast, End::Moved, 0);
+    }
+
+    /// Moved without a location: back to the target, 303 to the new node.
+    #[test]
+    fn fanout_follows_a_move_without_location_through_a_303() {
+        assert_clean_move(Kind::Fanout, End::MovedNoLocation, 1);
+    }
+
+    /// A replayed seq that carries another message is reported, and fails the run.
+    #[test]
+    fn replay_with_another_body_is_an_error() {
+        let r = run_moved(Kind::Unicast, false, End::Moved, true);
+        let c = checks(&r);
+        assert_eq!(c["replay_mismatch"], 1, "{}", r.to_text());
+        assert_eq!(c["replayed"], MOVE_AT - 1, "{}", r.to_text());
+        assert_eq!(c["success"], false, "{}", r.to_text());
+        assert!(r.to_text().contains("replay-mismatch 1"));
+    }
+
+    /// A stream that ends without a move signal is a failure, as before: no reconnect.
+    #[test]
+    fn plain_end_is_still_a_failure() {
+        for ws in [false, true] {
+            let r = run_moved(Kind::Unicast, ws, End::Plain, false);
+            let c = checks(&r);
+            assert_eq!(c["moves"], 0, "{}", r.to_text());
+            assert_eq!(c["closed_unexpectedly"], 1, "{}", r.to_text());
+            assert_eq!(c["received"], MOVE_AT, "{}", r.to_text());
+            assert_eq!(c["success"], false, "{}", r.to_text());
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Command-line arguments of `fanout`, `unicast` and `chat`, and their output.
 
 use crate::latency::percentile_distribution;
-use crate::scenario::{self, Kind, Opts};
+use crate::scenario::{self, Kind, Opts, Peer};
 use crate::scenario_wire::UrlTemplate;
 use crate::sys;
 use crate::transport::Transport;
@@ -78,6 +78,14 @@ pub struct CommonArgs {
     /// Generic mode: publisher URL (POST), `{channel}` / `{uid}` replaced.
     #[arg(long)]
     pub pub_url_template: Option<String>,
+    /// The server: ipush (or, with the URL templates, nchan-like), or Centrifugo v6
+    /// (`--target` is its HTTP address, for streams and the server API; needs `--api-key`
+    /// and `--auth_secret`, its `client.token.hmac_secret_key`).
+    #[arg(long, value_enum, default_value_t = Peer::Ipush)]
+    pub peer: Peer,
+    /// Centrifugo's server-API key (`http_api.key`), sent as `X-API-Key`.
+    #[arg(long)]
+    pub api_key: Option<String>,
     /// Server pids whose memory is read before and after connecting.
     #[arg(long)]
     pub pids: Option<String>,
@@ -197,8 +205,13 @@ fn run(
     };
     let opts = Opts {
         kind,
+        // Centrifugo serves its server API on the client port.
+        admin: if a.peer == Peer::Centrifugo {
+            a.target.clone()
+        } else {
+            a.admin
+        },
         target: a.target,
-        admin: a.admin,
         streams,
         channel,
         messages: a.messages,
@@ -224,6 +237,8 @@ fn run(
         request_timeout: Duration::from_secs_f64(a.request_timeout_secs),
         pipeline: a.pipeline,
         batch: a.batch,
+        peer: a.peer,
+        api_key: a.api_key,
     };
     let report = scenario::run(opts)?;
     if let Some(path) = &a.hist_out {

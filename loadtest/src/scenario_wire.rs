@@ -1,10 +1,13 @@
 //! Pure pieces of the message scenarios (`fanout`, `unicast`, `chat`): a stream decoder
 //! that yields each message's payload (chunked, WebSocket, or newline-separated raw
-//! streams such as nchan's `http-raw-stream`), a small JSON field scanner for ipush
-//! messages, the `lt:<n>:<unix_nanos>` body, URL templates and admin-response parsing.
-//! Nothing here touches sockets; all of it is unit tested.
+//! streams such as nchan's `http-raw-stream` and Centrifugo's `uni_http_stream`), a small
+//! JSON field scanner for ipush messages and for Centrifugo's pushes, the move signal of the
+//! dynamic cluster, a stream's recent seqs (to check a replay after a move), the
+//! `lt:<n>:<unix_nanos>` body, URL templates and admin-response parsing. Nothing here touches
+//! sockets; all of it is unit tested.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 /// How messages are framed on a subscriber stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub struct Decoder {
     lines: Vec<u8>,
     /// Fragmented WebSocket message so far.
     frag: Vec<u8>,
+    /// Payload of the WebSocket close frame that ended the stream (code, reason).
+    close: Option<Vec<u8>>,
     ended: bool,
 }
 
@@ -50,8 +55,14 @@ impl Decoder {
             buf: Vec::new(),
             lines: Vec::new(),
             frag: Vec::new(),
+            close: None,
             ended: false,
         }
+    }
+
+    /// The payload of the WebSocket close frame that ended the stream, if one did.
+    pub fn close_payload(&self) -> Option<&[u8]> {
+        self.close.as_deref()
     }
 
     /// Feed bytes; calls `out` with each complete message payload. Returns whether the
@@ -170,6 +181,7 @@ impl Decoder {
                     }
                 }
                 8 => {
+                    self.close = Some(payload.into_owned());
                     self.ended = true;
                     return Ok(pos);
                 }
@@ -267,6 +279,8 @@ pub struct Msg<'a> {
     pub c: Option<Cow<'a, str>>,
     pub b: Option<Cow<'a, str>>,
     pub error: Option<Cow<'a, str>>,
+    /// Where to reconnect, with `"error":"moved"`.
+    pub location: Option<Cow<'a, str>>,
 }
 
 /// Scan a flat JSON object for the message keys. Strings without escapes are borrowed;
@@ -314,6 +328,7 @@ fn fast_scan(p: &[u8]) -> Option<Msg<'_>> {
                     "c" => m.c = v,
                     "b" => m.b = v,
                     "error" => m.error = v,
+                    "location" => m.location = v,
                     _ => {}
                 }
             }
@@ -416,7 +431,200 @@ fn slow_scan(p: &[u8]) -> Option<Msg<'static>> {
         c: s("c"),
         b: s("b"),
         error: s("error"),
+        location: s("location"),
     })
+}
+
+/// A stream's move signal (dynamic cluster): reconnect to `location`, or to the configured
+/// address (which answers 303 to the new owner) when the signal carries none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub location: Option<String>,
+}
+
+/// WebSocket close code of the move signal ("service restart").
+pub const CLOSE_MOVED: u16 = 1012;
+
+/// The move signal in a message payload: `{"error":"moved"[,"location":"…"]}`.
+pub fn moved_message(p: &[u8]) -> Option<Moved> {
+    let m = scan_msg(p)?;
+    (m.error.as_deref() == Some("moved")).then(|| Moved {
+        location: m.location.map(Cow::into_owned),
+    })
+}
+
+/// The move signal in a WebSocket close payload: code 1012, the reason that JSON. A 1012
+/// whose reason is not that JSON still means "move", to the configured address.
+pub fn moved_close(payload: &[u8]) -> Option<Moved> {
+    let code = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+    (code == CLOSE_MOVED).then(|| moved_message(&payload[2..]).unwrap_or(Moved { location: None }))
+}
+
+/// How many recent seqs a stream remembers to check a replay against.
+pub const SEQ_LOG: usize = 4096;
+
+/// What a stream's recent seqs carried (the message number of each body), so that a seq
+/// replayed after a move can be checked to carry the same message. Remembers the last
+/// [`SEQ_LOG`] seqs; older ones are unknown.
+#[derive(Debug, Default)]
+pub struct SeqLog {
+    /// Seq of `ns[0]`.
+    first: u64,
+    /// Message number by seq; `u32::MAX` = not seen (a gap).
+    ns: VecDeque<u32>,
+}
+
+impl SeqLog {
+    /// Record that seq `s` carried message `n`; seqs must come in ascending order (a lower
+    /// one is ignored), a gap is remembered as unknown.
+    pub fn push(&mut self, s: u64, n: u32) {
+        let next = self.first + self.ns.len() as u64;
+        if self.ns.is_empty() || s >= next + SEQ_LOG as u64 {
+            self.ns.clear();
+            self.first = s;
+        } else if s < next {
+            return;
+        } else {
+            for _ in next..s {
+                self.ns.push_back(u32::MAX);
+            }
+        }
+        self.ns.push_back(n);
+        while self.ns.len() > SEQ_LOG {
+            self.ns.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// The message number seq `s` carried, if remembered.
+    pub fn get(&self, s: u64) -> Option<u32> {
+        let k = usize::try_from(s.checked_sub(self.first)?).ok()?;
+        self.ns.get(k).copied().filter(|&n| n != u32::MAX)
+    }
+}
+
+/// One line of a Centrifugo v6 `uni_http_stream` (a JSON `Push` of its client protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CfPush<'a> {
+    /// A publication in `channel`: its `data` (a JSON string here) and history `offset`
+    /// (0 when the channel keeps no history).
+    Pub {
+        channel: Cow<'a, str>,
+        data: Cow<'a, str>,
+        offset: u64,
+    },
+    /// The connect reply, the first line of a stream.
+    Connect,
+    /// `{}`: the server's ping.
+    Ping,
+    /// A disconnect push or any other push (unsubscribe, join, ...): its top-level key.
+    Other(String),
+}
+
+/// Scans one `uni_http_stream` line. The pushes of a server-API publish of a string are
+/// `{"channel":"…","pub":{"data":"…","offset":N,"epoch":"…"}}`: matched in place; anything else goes
+/// through serde_json. `None` = not a JSON object.
+pub fn scan_centrifugo(p: &[u8]) -> Option<CfPush<'_>> {
+    if let Some(push) = fast_cf_pub(p) {
+        return Some(push);
+    }
+    let v: serde_json::Value = serde_json::from_slice(p).ok()?;
+    let o = v.as_object()?;
+    if o.is_empty() {
+        return Some(CfPush::Ping);
+    }
+    if o.contains_key("connect") {
+        return Some(CfPush::Connect);
+    }
+    let publication = o.get("pub").and_then(|x| x.as_object());
+    let channel = o.get("channel").and_then(|x| x.as_str());
+    if let (Some(pb), Some(ch)) = (publication, channel) {
+        let data = match pb.get("data") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        return Some(CfPush::Pub {
+            channel: Cow::Owned(ch.to_string()),
+            data: Cow::Owned(data),
+            offset: pb.get("offset").and_then(|x| x.as_u64()).unwrap_or(0),
+        });
+    }
+    let key = o
+        .keys()
+        .find(|k| k.as_str() != "channel")
+        .cloned()
+        .unwrap_or_default();
+    Some(CfPush::Other(key))
+}
+
+fn fast_cf_pub(p: &[u8]) -> Option<CfPush<'_>> {
+    let text = std::str::from_utf8(p).ok()?;
+    let rest = text.strip_prefix("{\"channel\":")?;
+    let (channel, i) = fast_str(rest, 0)?;
+    let rest = rest[i..].strip_prefix(",\"pub\":{\"data\":")?;
+    let (data, i) = fast_str(rest, 0)?;
+    let rest = &rest[i..];
+    let (offset, rest) = match rest.strip_prefix(",\"offset\":") {
+        Some(r) => {
+            let end = r
+                .bytes()
+                .position(|c| !c.is_ascii_digit())
+                .unwrap_or(r.len());
+            (parse_digits(&r.as_bytes()[..end])?, &r[end..])
+        }
+        None => (0, rest),
+    };
+    // With history, the channel's epoch follows the offset.
+    let rest = match rest.strip_prefix(",\"epoch\":") {
+        Some(r) => &r[fast_str(r, 0)?.1..],
+        None => rest,
+    };
+    if rest != "}}" {
+        return None;
+    }
+    Some(CfPush::Pub {
+        channel: Cow::Borrowed(channel),
+        data: Cow::Borrowed(data),
+        offset,
+    })
+}
+
+/// Whether a Centrifugo server-API answer (HTTP 200 either way) reports success:
+/// `{"result":…}` and no top-level `"error"`.
+pub fn centrifugo_api_ok(body: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) => o.contains_key("result") && !o.contains_key("error"),
+        _ => false,
+    }
+}
+
+/// The `uni_http_stream` request: a POST whose body is the connect command.
+pub fn centrifugo_connect_request(host: &str, token: &str) -> Vec<u8> {
+    let body = format!("{{\"token\":{}}}", serde_json::Value::from(token));
+    let mut v = format!(
+        "POST /connection/uni_http_stream HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body.as_bytes());
+    v
+}
+
+/// A server-API publish of the string `data` to `channel`.
+pub fn centrifugo_publish_request(host: &str, api_key: &str, channel: &str, data: &str) -> Vec<u8> {
+    let body = format!(
+        "{{\"channel\":{},\"data\":{}}}",
+        serde_json::Value::from(channel),
+        serde_json::Value::from(data)
+    );
+    let mut v = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body.as_bytes());
+    v
 }
 
 /// `lt:<n>:<unix_nanos>` padded with `:xxx…` to at least `min_len` bytes.
@@ -814,6 +1022,67 @@ mod tests {
     }
 
     #[test]
+    fn move_signals() {
+        let chunk =
+            br#"{"error":"moved","location":"http://127.0.0.1:9100/connect?uid=u1&password=pw"}"#;
+        assert_eq!(
+            moved_message(chunk),
+            Some(Moved {
+                location: Some("http://127.0.0.1:9100/connect?uid=u1&password=pw".into())
+            })
+        );
+        assert_eq!(
+            moved_message(br#"{"error":"moved"}"#),
+            Some(Moved { location: None })
+        );
+        assert_eq!(moved_message(br#"{"error":"replaced"}"#), None);
+        assert_eq!(moved_message(br#"{"y":3,"b":"moved"}"#), None);
+        let mut close = 1012u16.to_be_bytes().to_vec();
+        close.extend_from_slice(br#"{"error":"moved","location":"http://h:1/connect?uid=a"}"#);
+        assert_eq!(
+            moved_close(&close).and_then(|m| m.location),
+            Some("http://h:1/connect?uid=a".into())
+        );
+        assert_eq!(
+            moved_close(&[0x03, 0xf4, b'x']),
+            Some(Moved { location: None })
+        );
+        assert_eq!(moved_close(&1000u16.to_be_bytes()), None);
+        assert_eq!(moved_close(&[]), None);
+        // The decoder keeps the close frame that ended a WebSocket stream.
+        let mut d = Decoder::new(Framing::Ws, false);
+        let mut frame = vec![0x88, close.len() as u8];
+        frame.extend_from_slice(&close);
+        for piece in frame.chunks(5) {
+            let _ = d.feed(piece, &mut |_| {}).unwrap();
+        }
+        assert_eq!(d.close_payload(), Some(&close[..]));
+    }
+
+    #[test]
+    fn seq_log_remembers_recent_seqs() {
+        let mut l = SeqLog::default();
+        assert_eq!(l.get(1), None);
+        l.push(5, 50);
+        l.push(6, 60);
+        l.push(9, 90); // gap: 7 and 8 unknown
+        l.push(8, 80); // lower than the last: ignored
+        assert_eq!((l.get(4), l.get(5), l.get(6)), (None, Some(50), Some(60)));
+        assert_eq!(
+            (l.get(7), l.get(8), l.get(9), l.get(10)),
+            (None, None, Some(90), None)
+        );
+        for s in 10..10 + SEQ_LOG as u64 {
+            l.push(s, s as u32);
+        }
+        assert_eq!(l.get(9), None);
+        assert_eq!(l.get(10), Some(10));
+        // A jump past the whole log starts over.
+        l.push(1 << 40, 7);
+        assert_eq!((l.get(10), l.get(1 << 40)), (None, Some(7)));
+    }
+
+    #[test]
     fn rng_reproducible() {
         let mut a = Rng::new(7);
         let mut b = Rng::new(7);
@@ -822,5 +1091,82 @@ mod tests {
             assert!(x < 10);
             assert_eq!(x, b.below(10));
         }
+    }
+
+    #[test]
+    fn centrifugo_pushes() {
+        let line = br#"{"channel":"lt1-7","pub":{"data":"lt:5:123","offset":42,"epoch":"tScA"}}"#;
+        assert_eq!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub {
+                channel: Cow::Borrowed("lt1-7"),
+                data: Cow::Borrowed("lt:5:123"),
+                offset: 42
+            })
+        );
+        // Borrowed on the fast path.
+        assert!(matches!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub {
+                channel: Cow::Borrowed(_),
+                ..
+            })
+        ));
+        // Other field orders and extra fields go through serde_json.
+        let line = br#"{"pub":{"offset":3,"data":"lt:1:2","tags":{"a":"b"}},"channel":"c"}"#;
+        assert_eq!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub {
+                channel: Cow::Owned("c".into()),
+                data: Cow::Owned("lt:1:2".into()),
+                offset: 3
+            })
+        );
+        // No history: no offset.
+        let line = br#"{"channel":"c","pub":{"data":"x"}}"#;
+        assert!(matches!(
+            scan_centrifugo(line),
+            Some(CfPush::Pub { offset: 0, .. })
+        ));
+        assert_eq!(
+            scan_centrifugo(br#"{"connect":{"client":"x","version":"6","ping":25}}"#),
+            Some(CfPush::Connect)
+        );
+        assert_eq!(scan_centrifugo(b"{}"), Some(CfPush::Ping));
+        assert_eq!(
+            scan_centrifugo(br#"{"disconnect":{"code":3501,"reason":"bad request"}}"#),
+            Some(CfPush::Other("disconnect".into()))
+        );
+        assert_eq!(scan_centrifugo(b"lt:1:2"), None);
+        assert_eq!(
+            scan_centrifugo(br#"{"channel":"c","pub":{"data":"x","offset":1}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn centrifugo_requests_and_answers() {
+        assert!(centrifugo_api_ok(
+            br#"{"result":{"offset":1,"epoch":"ab"}}"#
+        ));
+        assert!(centrifugo_api_ok(br#"{"result":{}}"#));
+        assert!(!centrifugo_api_ok(
+            br#"{"error":{"code":102,"message":"unknown channel"}}"#
+        ));
+        assert!(!centrifugo_api_ok(b"Unauthorized"));
+        let r = centrifugo_publish_request("h:1", "k", "c\"1", "lt:1:2");
+        let r = String::from_utf8(r).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /api/publish HTTP/1.1\r\n"));
+        assert!(head.contains("X-API-Key: k\r\n"));
+        assert!(head.ends_with(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["channel"], "c\"1");
+        assert_eq!(v["data"], "lt:1:2");
+        let r = String::from_utf8(centrifugo_connect_request("h:1", "a.b.c")).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /connection/uni_http_stream HTTP/1.1\r\n"));
+        assert_eq!(body, r#"{"token":"a.b.c"}"#);
+        assert!(head.ends_with(&format!("Content-Length: {}", body.len())));
     }
 }

@@ -389,6 +389,7 @@ pub fn report_to_json(r: &EngineReport) -> Value {
     json!({
         "type": "report",
         "attempted": r.attempted, "connected": r.connected, "redirects": r.redirects,
+        "moves": r.moves,
         "held_at_settle": r.held_at_settle, "held_at_end": r.held_at_end,
         "opening_at_end": r.opening_at_end,
         "failures": failures_json(&r.failures),
@@ -412,6 +413,7 @@ pub fn report_from_json(v: &Value) -> Result<EngineReport> {
     r.attempted = u("attempted");
     r.connected = u("connected");
     r.redirects = u("redirects");
+    r.moves = u("moves");
     r.held_at_settle = u("held_at_settle");
     r.held_at_end = u("held_at_end");
     r.opening_at_end = u("opening_at_end");
@@ -454,6 +456,7 @@ pub fn merge_reports(parts: &[EngineReport]) -> EngineReport {
         m.attempted += p.attempted;
         m.connected += p.connected;
         m.redirects += p.redirects;
+        m.moves += p.moves;
         m.held_at_settle += p.held_at_settle;
         m.held_at_end += p.held_at_end;
         m.opening_at_end += p.opening_at_end;
@@ -955,6 +958,7 @@ mod tests {
         r.attempted = 10;
         r.connected = 9;
         r.held_at_end = 8;
+        r.moves = 3;
         r.failures.timeout = 1;
         r.failures.closed_while_held = 1;
         r.status_codes.insert(503, 1);
@@ -966,6 +970,7 @@ mod tests {
         }
         let back = report_from_json(&report_to_json(&r)).unwrap();
         assert_eq!(back.attempted, 10);
+        assert_eq!(back.moves, 3);
         assert_eq!(back.failures, r.failures);
         assert_eq!(back.status_codes, r.status_codes);
         assert_eq!(back.errors, r.errors);
@@ -976,6 +981,7 @@ mod tests {
         let m = merge_reports(&[back, r2]);
         assert_eq!(m.attempted, 20);
         assert_eq!(m.held_at_end, 16);
+        assert_eq!(m.moves, 6);
         assert_eq!(m.failures.total(), 4);
         assert_eq!(m.status_codes[&503], 2);
         assert_eq!(m.latency_us.len(), 6);

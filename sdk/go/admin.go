@@ -160,6 +160,16 @@ func (a *Admin) Disconnect(ctx context.Context, uid string) error {
 	return a.do(ctx, http.MethodPost, "/disconnect", url.Values{"uid": {uid}}, nil, &res)
 }
 
+// Move ends uid's stream with the move signal: its client reconnects at once
+// to location, another node's origin ("http://HOST:PORT"), with its own
+// credentials. An *APIError with Status 404 when uid is not connected, 400 when
+// location is not an origin.
+func (a *Admin) Move(ctx context.Context, uid, location string) error {
+	var res string
+	q := url.Values{"uid": {uid}, "location": {location}}
+	return a.do(ctx, http.MethodPost, "/disconnect", q, nil, &res)
+}
+
 // Stats is the answer of GET /stats, summed over the node's cores.
 type Stats struct {
 	AuthFailNumber   uint64 `json:"auth_fail_number"`

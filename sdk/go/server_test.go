@@ -385,6 +385,85 @@ func TestFollow303(t *testing.T) {
 	}
 }
 
+// TestMoved: a stream told to move (asked through n1, held by n2, sent to n1,
+// which redirects back to n2, the owner) reconnects to the location at once,
+// not after its minute-long backoff, and resumes: nothing lost, nothing twice.
+func TestMoved(t *testing.T) {
+	n1, n2 := startCluster(t)
+	admin1 := n1.adminClient(t)
+	n2addr := fmt.Sprintf("127.0.0.1:%d", n2.client)
+	cases := []struct {
+		tr    Transport
+		codec Codec
+	}{{WebSocket, JSON}, {WebSocket, MsgPack}, {SSE, JSON}, {Chunked, MsgPack}}
+	next := 0
+	for _, tc := range cases {
+		var uid string
+		for ; uid == "" && next < 1000; next++ {
+			u := fmt.Sprintf("mover-%d", next)
+			owner, err := admin1.Shard(ctxT(t), u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if owner == n2addr {
+				uid = u
+			}
+		}
+		if uid == "" {
+			t.Fatalf("no uid owned by n2 (%s)", n2addr)
+		}
+		t.Run(string(tc.tr)+"-"+string(tc.codec), func(t *testing.T) {
+			r := newTestRecorderClient(t, n1.clientURL, uid, Options{
+				Transports:  []Transport{tc.tr},
+				Codec:       tc.codec,
+				BackoffBase: time.Minute,
+				BackoffCap:  time.Minute,
+			})
+			r.waitKind(t, "connected", 1, 10*time.Second)
+			if err := admin1.Publish(ctxT(t), uid, "op", "before the move"); err != nil {
+				t.Fatal(err)
+			}
+			r.waitMessages(t, 1, 10*time.Second)
+			if err := admin1.Move(ctxT(t), uid, n1.clientURL); err != nil {
+				t.Fatal(err)
+			}
+			if err := admin1.Publish(ctxT(t), uid, "op", "after the move"); err != nil {
+				t.Fatal(err)
+			}
+			evs := r.waitKind(t, "connected", 2, 10*time.Second)
+			if err := admin1.Publish(ctxT(t), uid, "op", "live again"); err != nil {
+				t.Fatal(err)
+			}
+			msgs := r.waitMessages(t, 3, 10*time.Second)
+			want := []string{"before the move", "after the move", "live again"}
+			if len(msgs) != 3 {
+				t.Fatalf("got %d messages, want 3", len(msgs))
+			}
+			for i, m := range msgs {
+				if m.Body != want[i] || m.Seq != uint64(i+1) {
+					t.Fatalf("message %d: %+v, want %q seq %d", i, m, want[i], i+1)
+				}
+			}
+			var moved []string
+			var conns []Connected
+			for _, e := range evs {
+				switch e.kind {
+				case "moved":
+					moved = append(moved, e.loc)
+				case "connected":
+					conns = append(conns, e.conn)
+				}
+			}
+			if wantLoc := n1.clientURL + "/connect?uid=" + uid; len(moved) != 1 || moved[0] != wantLoc {
+				t.Fatalf("moved events %v, want [%s]", moved, wantLoc)
+			}
+			if len(conns) != 2 || conns[1].URL != n2.clientURL {
+				t.Fatalf("connections %+v, want the second on n2 %s", conns, n2.clientURL)
+			}
+		})
+	}
+}
+
 // TestReplaced: a second connection of the uid replaces the first, which
 // reports it and stops instead of fighting back.
 func TestReplaced(t *testing.T) {

@@ -6,9 +6,10 @@ Usage (from the repository root):
     IPUSH_SERVER=target/debug/ipush_server python3 sdk/vectors/generate.py
 
 Standard library only. Every server_to_client byte string in the vectors is what the server
-wrote on a socket, except the few cases that cannot be captured from one node of this release
-(a seq above 2^32, and the `moved` signal of the dynamic cluster); those are built here by the
-same rules, after this script has checked those rules against every captured byte string.
+wrote on a socket, except a seq above 2^32 (which cannot be reached here) and the `moved`
+signal (built here so that its location is a fixed example; tests/moved_signal.rs checks the
+same bytes against a live server); those are built here by the same rules, after this script
+has checked those rules against every captured byte string.
 Every client_to_server encoding is sent to the server, which must accept it.
 """
 
@@ -876,8 +877,10 @@ def capture(binary, srv):
                         "text": etext, "events": sse_parse(etext)})
     assert all(ev["data"] == '{"y":0}' for ev in sse_parse(etext)), etext
 
-    # ---- the move signal (dynamic cluster; not emitted by a static cluster)
-    location = "http://127.0.0.1:9100/connect?uid=user001&password=pw"
+    # ---- the move signal (the dynamic cluster's, or an operator's `POST /disconnect?uid=U&location=
+    # ORIGIN`; tests/moved_signal.rs checks these bytes against a live server). The location
+    # names the user only: the client reconnects there with its own password and options.
+    location = "http://127.0.0.1:9100/connect?uid=user001"
     moved = json_msg({"error": "moved", "location": location})
     chunked_streams.append({
         "name": "moved", "codec": "json",

@@ -163,6 +163,22 @@ pub fn bus_lines(router: &Router) -> String {
             u8::from(bus.state.is_up(n))
         );
     }
+    if let Some(slots) = view.slots() {
+        out.push_str("# HELP ipush_member_state the dynamic cluster's members: 1 for the state each is in\n# TYPE ipush_member_state gauge\n");
+        for (_, spec, state) in view.members() {
+            let _ = writeln!(
+                out,
+                "ipush_member_state{{member=\"{}\",state=\"{}\"}} 1",
+                spec.name,
+                state.as_str()
+            );
+        }
+        let served = view.served_slots();
+        let _ = writeln!(
+            out,
+            "# HELP ipush_slots_served slots this node serves now\n# TYPE ipush_slots_served gauge\nipush_slots_served {served}\n# HELP ipush_slots the keyspace's slot count\n# TYPE ipush_slots gauge\nipush_slots {slots}"
+        );
+    }
     for (name, help, v) in [
         ("bus_sent", "bus frames sent", bus.state.sent.load(Relaxed)),
         (

@@ -1,5 +1,5 @@
 //! The admin HTTP API (/pub, /sub, /unsub, /msg, /shard, /stats, /metrics, /health,
-//! /disconnect): every core accepts on the admin port and routes each request to the core that
+//! /disconnect, which also sends the move signal): every core accepts on the admin port and routes each request to the core that
 //! owns its user. Runs on every core's executor.
 
 mod batch;
@@ -55,11 +55,18 @@ pub struct Response {
 
 impl Response {
     fn json(status: u16, v: Value) -> Self {
+        // A 503 is always temporary here (a node, the database or a slot in motion): say when
+        // to try again.
+        let headers = if status == 503 {
+            vec![("Retry-After", "1".to_string())]
+        } else {
+            Vec::new()
+        };
         Response {
             status,
             content_type: "text/json; charset=utf-8",
             body: serde_json::to_vec(&v).expect("json values serialize"),
-            headers: Vec::new(),
+            headers,
         }
     }
 
@@ -186,6 +193,7 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
             Ok(()) => Ok(health(router).await),
         },
         "/disconnect" => disconnect(router, head).await,
+        "/drain" => drain(router, head),
         "/" => method_is(head, &[Method::Get, Method::Head]).map(|_| Response {
             status: 200,
             content_type: "text/html; charset=utf-8",
@@ -197,6 +205,18 @@ async fn route(router: &Rc<Router>, head: &RequestHead, body: Vec<u8>) -> Respon
     let reply = res.unwrap_or_else(|r| r);
     count_outcome(shard, reply.status);
     reply
+}
+
+/// `/drain`: a member of the dynamic cluster leaves it (as on SIGTERM), answered at once.
+fn drain(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
+    method_is(head, &[Method::Post])?;
+    if !router.request_leave() {
+        return Err(Response::err(
+            409,
+            "drain needs the dynamic cluster (--storage=scylla --node=NAME, no --nodes)",
+        ));
+    }
+    Ok(Response::json(202, json!({ "result": "leaving" })))
 }
 
 /// `/health`: this node and the state of every peer on the bus; 200 with `status: ok` while
@@ -219,6 +239,21 @@ async fn health(router: &Rc<Router>) -> Response {
         "node": view.me_name(),
         "peers": peers,
     });
+    if let Some(slots) = view.slots() {
+        let members: Vec<Value> = view
+            .members()
+            .map(|(_, spec, state)| {
+                json!({
+                    "name": spec.name,
+                    "state": state.as_str(),
+                    "client": spec.client_addr(),
+                })
+            })
+            .collect();
+        v["members"] = json!(members);
+        v["slots"] = json!(slots);
+        v["slots_served"] = json!(view.served_slots());
+    }
     match storage {
         Ok(()) => Response::ok(v),
         Err(e) => {
@@ -336,11 +371,28 @@ fn where_is(router: &Router, head: &RequestHead) -> Result<Response, Response> {
     Ok(Response::ok(json!(addr)))
 }
 
+/// `POST /disconnect?uid=U[&location=ORIGIN]`: ends U's stream with `{"error":"disconnected"}`,
+/// or, with `location`, with the move signal sending its client to `ORIGIN/connect?uid=U` (an
+/// operator moving users off a node; the cluster does the same through `Shard::move_streams`).
 async fn disconnect(router: &Rc<Router>, head: &RequestHead) -> Result<Response, Response> {
     method_is(head, &[Method::Post])?;
     let uid = id_param(head, "uid")?;
+    let location = match opt_param(head, "location")? {
+        None => None,
+        Some(origin) => Some(
+            crate::protocol::move_location(&origin, &uid).ok_or_else(|| {
+                Response::err(
+                    400,
+                    "invalid location (an origin: http://HOST:PORT or https://HOST:PORT)",
+                )
+            })?,
+        ),
+    };
     let key = uid.clone();
-    match router.call_user(&key, Request::Disconnect { uid }).await {
+    match router
+        .call_user(&key, Request::Disconnect { uid, location })
+        .await
+    {
         Answer::Found(true) => Ok(Response::ok(json!("ok"))),
         Answer::Found(false) => Err(Response::err(404, "user not connected")),
         other => Ok(answer(other)),

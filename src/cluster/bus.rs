@@ -16,6 +16,9 @@ use atomic_waker::AtomicWaker;
 
 use super::wire::{self, Body, Frame};
 use super::{Membership, NodeId};
+
+/// Member ids the bus can name (the dynamic cluster's `control::MAX_MEMBERS`).
+const MAX_MEMBERS: usize = 1024;
 use crate::ids::ShardId;
 use crate::shutdown::Signal;
 
@@ -28,6 +31,8 @@ pub enum Outbound {
     To(NodeId, Vec<u8>),
     /// To every peer.
     All(Vec<u8>),
+    /// The dynamic cluster's peers now (id and bus URL): new ones are dialed, gone ones closed.
+    Peers(Vec<(NodeId, String)>),
 }
 
 /// Liveness and traffic of the bus, shared read-mostly by all threads.
@@ -107,7 +112,13 @@ pub fn start(members: Arc<Membership>, stop: Arc<Signal>) -> Result<(Bus, Vec<Co
     let cores = members.cores();
     let me = members.me();
     let my = members.node(me).clone();
-    let state = Arc::new(BusState::new(members.len()));
+    // The dynamic cluster's ids are assigned for the keyspace's life, up to MAX_MEMBERS.
+    let ids = if members.is_dynamic() {
+        MAX_MEMBERS
+    } else {
+        members.len()
+    };
+    let state = Arc::new(BusState::new(ids));
     let listener = nng::Socket::new(nng::Protocol::Bus0)
         .map_err(|e| format!("cannot open the bus socket: {e}"))?;
     let listen_url = url(&my.host, my.bus_port);
@@ -130,15 +141,9 @@ pub fn start(members: Arc<Membership>, stop: Arc<Signal>) -> Result<(Bus, Vec<Co
     let mut dialers = Vec::new();
     for peer in members.peers() {
         let spec = members.node(peer);
-        let s = nng::Socket::new(nng::Protocol::Bus0)
-            .map_err(|e| format!("cannot open a bus socket: {e}"))?;
-        let _ = s.set_opt::<nng::options::SendBufferSize>(1024);
-        let _ = s.set_opt::<nng::options::ReconnectMinTime>(Some(Duration::from_millis(100)));
-        let _ = s.set_opt::<nng::options::ReconnectMaxTime>(Some(Duration::from_millis(1000)));
-        // Asynchronous: the peer may not be up yet; NNG keeps redialing.
-        s.dial_async(&url(&spec.host, spec.bus_port))
-            .map_err(|e| format!("cannot dial node {} on the bus: {e}", spec.name))?;
-        dialers.push((peer, s));
+        let u = url(&spec.host, spec.bus_port);
+        let s = dial(&u).map_err(|e| format!("cannot dial node {} on the bus: {e}", spec.name))?;
+        dialers.push((peer, u, s));
     }
 
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outbound>();
@@ -176,6 +181,28 @@ pub fn start(members: Arc<Membership>, stop: Arc<Signal>) -> Result<(Bus, Vec<Co
         },
         links,
     ))
+}
+
+/// A dialer to one peer (asynchronous: the peer may not be up yet; NNG keeps redialing).
+fn dial(u: &str) -> Result<nng::Socket, nng::Error> {
+    use nng::options::Options;
+    let s = nng::Socket::new(nng::Protocol::Bus0)?;
+    let _ = s.set_opt::<nng::options::SendBufferSize>(1024);
+    let _ = s.set_opt::<nng::options::ReconnectMinTime>(Some(Duration::from_millis(100)));
+    let _ = s.set_opt::<nng::options::ReconnectMaxTime>(Some(Duration::from_millis(1000)));
+    s.dial_async(u)?;
+    Ok(s)
+}
+
+/// The bus URLs of `members`' peers, for [`Outbound::Peers`].
+pub fn peer_urls(members: &Membership) -> Vec<(NodeId, String)> {
+    members
+        .peers()
+        .map(|p| {
+            let spec = members.node(p);
+            (p, url(&spec.host, spec.bus_port))
+        })
+        .collect()
 }
 
 fn receive(
@@ -225,7 +252,7 @@ fn receive(
 
 fn send_loop(
     me: NodeId,
-    dialers: Vec<(NodeId, nng::Socket)>,
+    mut dialers: Vec<(NodeId, String, nng::Socket)>,
     out: crossbeam_channel::Receiver<Outbound>,
     state: Arc<BusState>,
     stop: Arc<Signal>,
@@ -250,27 +277,45 @@ fn send_loop(
     let mut next_ping = Instant::now();
     while !stop.is_set() {
         if Instant::now() >= next_ping {
-            for (_, s) in &dialers {
+            for (_, _, s) in &dialers {
                 put(s, &ping);
             }
             next_ping = Instant::now() + PING_EVERY;
         }
         match out.recv_timeout(PING_EVERY / 2) {
             Ok(Outbound::To(node, bytes)) => {
-                if let Some((_, s)) = dialers.iter().find(|(n, _)| *n == node) {
+                if let Some((_, _, s)) = dialers.iter().find(|(n, _, _)| *n == node) {
                     put(s, &bytes);
                 }
             }
             Ok(Outbound::All(bytes)) => {
-                for (_, s) in &dialers {
+                for (_, _, s) in &dialers {
                     put(s, &bytes);
+                }
+            }
+            Ok(Outbound::Peers(peers)) => {
+                dialers.retain(|(n, u, s)| {
+                    let keep = peers.iter().any(|(pn, pu)| pn == n && pu == u);
+                    if !keep {
+                        s.close();
+                    }
+                    keep
+                });
+                for (n, u) in peers {
+                    if dialers.iter().any(|(dn, _, _)| *dn == n) {
+                        continue;
+                    }
+                    match dial(&u) {
+                        Ok(s) => dialers.push((n, u, s)),
+                        Err(e) => tracing::warn!(url = %u, error = %e, "cannot dial a peer"),
+                    }
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
-    for (_, s) in dialers {
+    for (_, _, s) in dialers {
         s.close();
     }
 }

@@ -41,6 +41,8 @@ pub struct Settings {
 /// A member's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The member's number for the keyspace's life (`member_ids`): its `NodeId` on the bus.
+    pub id: u16,
     pub name: String,
     pub incarnation: u64,
     pub beat: u64,
@@ -48,12 +50,16 @@ pub struct Member {
     pub client: String,
     pub admin: String,
     pub bus: String,
+    /// Draining: still alive and holding slots, but they go to the others.
+    pub leaving: bool,
 }
 
 /// The cluster as this member last read it; the cores route by it, swapped whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     pub me: Holder,
+    /// This member's id (its `NodeId` on the bus).
+    pub id: u16,
     pub members: Vec<Member>,
     /// Indexed by slot.
     pub slots: Vec<SlotRow>,
@@ -62,10 +68,20 @@ pub struct View {
 }
 
 impl View {
+    /// The alive members that slots may go to (not leaving).
     pub fn live(&self) -> Vec<Holder> {
+        self.holders(|m| m.alive && !m.leaving)
+    }
+
+    /// Every member whose row says alive, leaving ones included (they still hold slots).
+    pub fn alive(&self) -> Vec<Holder> {
+        self.holders(|m| m.alive)
+    }
+
+    fn holders(&self, which: impl Fn(&Member) -> bool) -> Vec<Holder> {
         self.members
             .iter()
-            .filter(|m| m.alive)
+            .filter(|m| which(m))
             .map(|m| Holder {
                 name: m.name.clone(),
                 incarnation: m.incarnation,
@@ -128,6 +144,8 @@ impl LeaseClock {
 /// others this member falls silent, as after a crash.
 pub struct Control {
     stop: Arc<AtomicBool>,
+    /// Set by `leave`: hand every slot over, then end.
+    leave: Arc<AtomicBool>,
     lease: Arc<LeaseClock>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
@@ -142,8 +160,9 @@ impl Control {
         drained: impl FnMut(u32) -> bool + Send + 'static,
     ) -> Result<Control, String> {
         let stop = Arc::new(AtomicBool::new(false));
+        let leave = Arc::new(AtomicBool::new(false));
         let lease = Arc::new(LeaseClock::new());
-        let (stop2, lease2) = (stop.clone(), lease.clone());
+        let (stop2, leave2, lease2) = (stop.clone(), leave.clone(), lease.clone());
         let thread = std::thread::Builder::new()
             .name("ipush-control".into())
             .spawn(move || {
@@ -151,14 +170,28 @@ impl Control {
                     .enable_all()
                     .build()
                     .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
-                rt.block_on(run(s, stop2, lease2, on_view, drained))
+                rt.block_on(run(s, stop2, leave2, lease2, on_view, drained))
             })
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
         Ok(Control {
             stop,
+            leave,
             lease,
             thread: Some(thread),
         })
+    }
+
+    /// Starts leaving the cluster: this member is marked leaving (slots stop coming to it),
+    /// hands each slot over once `drained` says so, marks itself down and the loop ends
+    /// (`is_running` turns false; `stop` then says whether all went well).
+    pub fn leave(&self) {
+        self.leave.store(true, Ordering::Release);
+    }
+
+    /// Whether the loop still runs (it ends by itself only on an error it cannot retry, or
+    /// once it has left).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     pub fn lease(&self) -> Arc<LeaseClock> {
@@ -202,12 +235,27 @@ impl Drop for Control {
 async fn run(
     s: Settings,
     stop: Arc<AtomicBool>,
+    leave: Arc<AtomicBool>,
     clock: Arc<LeaseClock>,
     mut on_view: impl FnMut(Arc<View>),
     mut drained: impl FnMut(u32) -> bool,
 ) -> Result<(), String> {
     let db = Arc::new(Db::connect(&s).await?);
     db.check_slot_count(s.slots).await?;
+    let my_id = loop {
+        match db.claim_id(&s.name).await {
+            Ok(id) => break id,
+            Err(e) if e.starts_with(NO_ID) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming this member's id failed: retrying");
+                if stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(s.timing.beat_every_ms.max(1))).await;
+            }
+        }
+    };
+    tracing::info!(name = %s.name, id = my_id, "member id");
     let every = Duration::from_millis(s.timing.beat_every_ms.max(1));
     let mut last_view: Option<Arc<View>> = None;
     'incarnation: while !stop.load(Ordering::Acquire) {
@@ -221,7 +269,11 @@ async fn run(
         let mut lease = Lease::new(&s.timing, me.incarnation);
         let mut watch = Watch::default();
         let mut releasing: Vec<u32> = Vec::new();
+        let mut marked_leaving = false;
         while !stop.load(Ordering::Acquire) {
+            if leave.load(Ordering::Acquire) && !marked_leaving {
+                marked_leaving = db.set_leaving(&me).await == Outcome::Applied;
+            }
             let started = Instant::now();
             if let Some(w) = lease.beat(clock.now_ms()) {
                 lease.on_beat(&w, db.beat(&me.name, &w).await);
@@ -256,12 +308,13 @@ async fn run(
             }
             let view = View {
                 me: me.clone(),
+                id: my_id,
                 members,
                 slots: rows.clone(),
                 releasing: releasing.clone(),
             };
-            let live = view.live();
-            if lease.valid_at(clock.now_ms()) && live.contains(&me) {
+            let (live, alive) = (view.live(), view.alive());
+            if lease.valid_at(clock.now_ms()) && alive.contains(&me) {
                 for slot in to_release(&me, &rows, &live) {
                     if !releasing.contains(&slot) {
                         releasing.push(slot);
@@ -269,7 +322,7 @@ async fn run(
                 }
                 releasing.retain(|slot| rows[*slot as usize].holder.as_ref() == Some(&me));
                 let ready: Vec<u32> = releasing.iter().copied().filter(|s| drained(*s)).collect();
-                let writes = slot_writes(&me, &rows, &live, &ready);
+                let writes = slot_writes(&me, &rows, &alive, &live, &ready);
                 if !writes.is_empty() && db.change_slots(writes).await > 0 {
                     rows = db.slots(s.slots).await.unwrap_or(rows);
                 }
@@ -281,7 +334,17 @@ async fn run(
             });
             if last_view.as_deref() != Some(&view) {
                 on_view(view.clone());
-                last_view = Some(view);
+                last_view = Some(view.clone());
+            }
+            // Left once nothing is held (or nobody is there to take it): down, not silent, so
+            // the others need not wait out the timeout.
+            let holds = view.slots.iter().any(|r| r.holder.as_ref() == Some(&me));
+            if marked_leaving && (!holds || live.is_empty()) {
+                if db.retire(&me).await == Outcome::Applied {
+                    tracing::info!(name = %me.name, "left the cluster");
+                }
+                clock.until_ms.store(0, Ordering::Release);
+                return Ok(());
             }
             tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
         }
@@ -354,9 +417,17 @@ struct Db {
     move_slot: PreparedStatement,
     slot_count: PreparedStatement,
     set_slot_count: PreparedStatement,
+    set_leaving: PreparedStatement,
+    retire: PreparedStatement,
+    ids: PreparedStatement,
+    claim_id: PreparedStatement,
 }
 
-const MEMBER_COLUMNS: &str = "name, incarnation, beat, alive, client, admin, bus";
+/// Member ids are `NodeId`s on the bus: at most this many names per keyspace.
+pub const MAX_MEMBERS: u16 = 1024;
+const NO_ID: &str = "no free member id";
+
+const MEMBER_COLUMNS: &str = "name, incarnation, beat, alive, client, admin, bus, leaving";
 
 impl Db {
     async fn connect(s: &Settings) -> Result<Db, String> {
@@ -374,17 +445,18 @@ impl Db {
             format!("SELECT {MEMBER_COLUMNS} FROM {ks}.members WHERE name = ?"),
             format!("SELECT {MEMBER_COLUMNS} FROM {ks}.members"),
             format!(
-                "INSERT INTO {ks}.members ({MEMBER_COLUMNS}) VALUES (?, ?, 0, true, ?, ?, ?) \
+                "INSERT INTO {ks}.members ({MEMBER_COLUMNS}) VALUES (?, ?, 0, true, ?, ?, ?, false) \
                  IF NOT EXISTS"
             ),
             format!(
                 "UPDATE {ks}.members SET incarnation = ?, beat = 0, alive = true, client = ?, \
-                 admin = ?, bus = ? WHERE name = ? IF alive = false AND incarnation = ?"
+                 admin = ?, bus = ?, leaving = false WHERE name = ? \
+                 IF alive = false AND incarnation = ?"
             ),
             format!(
                 "UPDATE {ks}.members SET incarnation = ?, beat = 0, alive = true, client = ?, \
-                 admin = ?, bus = ? WHERE name = ? IF alive = true AND incarnation = ? \
-                 AND beat = ?"
+                 admin = ?, bus = ?, leaving = false WHERE name = ? \
+                 IF alive = true AND incarnation = ? AND beat = ?"
             ),
             format!(
                 "UPDATE {ks}.members SET beat = ? WHERE name = ? \
@@ -405,6 +477,16 @@ impl Db {
             ),
             format!("SELECT slots FROM {ks}.cluster WHERE id = 0"),
             format!("INSERT INTO {ks}.cluster (id, slots) VALUES (0, ?) IF NOT EXISTS"),
+            format!(
+                "UPDATE {ks}.members SET leaving = true WHERE name = ? \
+                 IF alive = true AND incarnation = ?"
+            ),
+            format!(
+                "UPDATE {ks}.members SET alive = false WHERE name = ? \
+                 IF alive = true AND incarnation = ?"
+            ),
+            format!("SELECT id, name FROM {ks}.member_ids"),
+            format!("INSERT INTO {ks}.member_ids (id, name) VALUES (?, ?) IF NOT EXISTS"),
         ];
         let mut prepared = Vec::with_capacity(cql.len());
         for c in &cql {
@@ -429,6 +511,10 @@ impl Db {
             move_slot: next(),
             slot_count: next(),
             set_slot_count: next(),
+            set_leaving: next(),
+            retire: next(),
+            ids: next(),
+            claim_id: next(),
             session,
         })
     }
@@ -485,14 +571,51 @@ impl Db {
 
     async fn member(&self, name: &str) -> Result<Option<Member>, String> {
         let rows = self.rows("read this member", &self.member, (name,)).await?;
-        Ok(rows.iter().find_map(member_of))
+        Ok(rows.iter().find_map(|r| member_of(r, &[])))
     }
 
+    /// Every member that has an id (a name registers only after claiming one), by name.
     async fn members(&self) -> Result<Vec<Member>, String> {
+        let ids = self.ids().await?;
         let rows = self.rows("read the members", &self.members, ()).await?;
-        let mut m: Vec<Member> = rows.iter().filter_map(member_of).collect();
+        let mut m: Vec<Member> = rows.iter().filter_map(|r| member_of(r, &ids)).collect();
         m.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(m)
+    }
+
+    async fn ids(&self) -> Result<Vec<(u16, String)>, String> {
+        let rows = self.rows("read the member ids", &self.ids, ()).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| match (r.columns.first(), r.columns.get(1)) {
+                (Some(Some(CqlValue::Int(id))), Some(Some(CqlValue::Text(name)))) => {
+                    Some((u16::try_from(*id).ok()?, name.clone()))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// This name's id: the one it already has, else the lowest free one, claimed.
+    async fn claim_id(&self, name: &str) -> Result<u16, String> {
+        loop {
+            let ids = self.ids().await?;
+            if let Some((id, _)) = ids.iter().find(|(_, n)| n == name) {
+                return Ok(*id);
+            }
+            let Some(free) = (0..MAX_MEMBERS).find(|i| ids.iter().all(|(id, _)| id != i)) else {
+                return Err(format!(
+                    "{NO_ID}: the keyspace has given out all {MAX_MEMBERS} member ids"
+                ));
+            };
+            // Refused: another name took it first; read again.
+            if let Outcome::Unknown = self
+                .lwt("claim a member id", &self.claim_id, (free as i32, name))
+                .await
+            {
+                return Err("claiming a member id has no known outcome".into());
+            }
+        }
     }
 
     /// `expect`: None for no row, else the row's incarnation and, when it looks alive, its beat.
@@ -538,6 +661,18 @@ impl Db {
             also.count as i64,
         );
         self.lwt("heartbeat", &self.beat, v).await
+    }
+
+    async fn set_leaving(&self, me: &Holder) -> Outcome {
+        let v = (me.name.as_str(), me.incarnation as i64);
+        self.lwt("mark this member leaving", &self.set_leaving, v)
+            .await
+    }
+
+    /// This incarnation ends: marked down by itself.
+    async fn retire(&self, me: &Holder) -> Outcome {
+        let v = (me.name.as_str(), me.incarnation as i64);
+        self.lwt("mark this member down", &self.retire, v).await
     }
 
     async fn kill(&self, name: &str, b: Beat) -> Outcome {
@@ -618,7 +753,8 @@ impl Db {
     }
 }
 
-fn member_of(r: &Row) -> Option<Member> {
+/// A member row with its id from `ids` (an empty `ids`: id 0, for reading one's own row).
+fn member_of(r: &Row, ids: &[(u16, String)]) -> Option<Member> {
     let text = |i: usize| match r.columns.get(i) {
         Some(Some(CqlValue::Text(t))) => t.clone(),
         _ => String::new(),
@@ -628,13 +764,21 @@ fn member_of(r: &Row) -> Option<Member> {
     else {
         return None;
     };
+    let name = text(0);
+    let id = match ids.iter().find(|(_, n)| *n == name) {
+        Some((id, _)) => *id,
+        None if ids.is_empty() => 0,
+        None => return None,
+    };
     Some(Member {
-        name: text(0),
+        id,
+        name,
         incarnation: *inc as u64,
         beat: *beat as u64,
         alive: matches!(r.columns.get(3), Some(Some(CqlValue::Boolean(true)))),
         client: text(4),
         admin: text(5),
         bus: text(6),
+        leaving: matches!(r.columns.get(7), Some(Some(CqlValue::Boolean(true)))),
     })
 }

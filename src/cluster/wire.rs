@@ -140,9 +140,10 @@ fn encode_req(w: &mut W, r: &Request) {
             w.u8(5);
             w.str(uid);
         }
-        Request::Disconnect { uid } => {
+        Request::Disconnect { uid, location } => {
             w.u8(6);
             w.str(uid);
+            w.opt(location);
         }
         Request::Client { uid, msg } => {
             w.u8(7);
@@ -343,7 +344,10 @@ fn decode_req(r: &mut R<'_>) -> Result<Request, WireError> {
             cid: r.str()?,
         },
         5 => Request::Msg { uid: r.str()? },
-        6 => Request::Disconnect { uid: r.str()? },
+        6 => Request::Disconnect {
+            uid: r.str()?,
+            location: r.opt()?,
+        },
         7 => {
             let uid = r.str()?;
             let y = MsgType::from_u8(r.u8()?).ok_or(WireError::Malformed)?;

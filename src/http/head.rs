@@ -74,6 +74,8 @@ pub struct RequestHead {
     pub accept_event_stream: bool,
     pub last_event_id: Option<String>,
     pub host: Option<String>,
+    /// `Origin` (a browser's cross-origin request), for CORS.
+    pub origin: Option<String>,
 }
 
 /// Why a request head was refused; [`HeadError::status`] is the response to send before closing.
@@ -230,6 +232,8 @@ fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HeadError>
             set_once(&mut head.websocket_version, value)?;
         } else if name.eq_ignore_ascii_case("last-event-id") {
             set_once(&mut head.last_event_id, value)?;
+        } else if name.eq_ignore_ascii_case("origin") {
+            set_once(&mut head.origin, value)?;
         }
     }
 

@@ -9,8 +9,10 @@
 //! - [`chunk`]: chunked transfer framing; each ipush message is one chunk.
 //! - [`response`]: status lines, error bodies, the stream head, redirects, the cached `Date`.
 //! - [`query`]: percent-decoding of the request's query string.
+//! - [`cors`]: the client port's CORS policy and headers.
 
 pub mod chunk;
+pub mod cors;
 pub mod head;
 pub mod query;
 pub mod response;

@@ -170,6 +170,17 @@ pub fn strip_body_for_head(out: &mut Vec<u8>, start: usize) {
 /// An error response with body `{"error":"<reason>"}` (reason JSON-escaped) and
 /// `Content-Type: text/json; charset=utf-8`.
 pub fn write_error(out: &mut Vec<u8>, status: u16, reason: &str, keep_alive: bool) {
+    write_error_with(out, status, reason, &[], keep_alive)
+}
+
+/// [`write_error`] with extra headers (e.g. CORS).
+pub fn write_error_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    extra_headers: &[(&str, &str)],
+    keep_alive: bool,
+) {
     let mut body = Vec::with_capacity(reason.len() + 12);
     body.extend_from_slice(b"{\"error\":");
     write_json_escaped(&mut body, reason);
@@ -178,7 +189,7 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, reason: &str, keep_alive: boo
         out,
         status,
         "text/json; charset=utf-8",
-        &[],
+        extra_headers,
         &body,
         keep_alive,
     );
@@ -186,21 +197,28 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, reason: &str, keep_alive: boo
 
 /// The head that opens a chunked message stream:
 /// `HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Type: text/html; charset=utf-8\r\n`
-/// `Transfer-Encoding: chunked\r\nDate: ..\r\n\r\n`.
-pub fn write_stream_head(out: &mut Vec<u8>) {
+/// `Transfer-Encoding: chunked\r\nDate: ..\r\n{each extra header}\r\n`.
+pub fn write_stream_head(out: &mut Vec<u8>, extra_headers: &[(&str, &str)]) {
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\n",
     );
     date_header(out);
-    out.extend_from_slice(b"\r\n");
+    end_head(out, extra_headers);
 }
 
-/// The head of a Server-Sent Events stream.
-pub fn write_sse_head(out: &mut Vec<u8>) {
+/// The head of a Server-Sent Events stream, then `extra_headers`.
+pub fn write_sse_head(out: &mut Vec<u8>, extra_headers: &[(&str, &str)]) {
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\n",
     );
     date_header(out);
+    end_head(out, extra_headers);
+}
+
+fn end_head(out: &mut Vec<u8>, extra_headers: &[(&str, &str)]) {
+    for (name, value) in extra_headers {
+        header(out, name, value);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -213,11 +231,13 @@ pub fn write_upgrade_head(out: &mut Vec<u8>, accept: &str) {
 
 /// `HTTP/1.1 303 See Other\r\nDate: ..\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n`.
 /// The connection stays persistent (HTTP/1.1 default); `location` must not contain CR or LF.
-pub fn write_redirect(out: &mut Vec<u8>, location: &str) {
+/// `extra_headers` (e.g. CORS) come after `Content-Length`.
+pub fn write_redirect(out: &mut Vec<u8>, location: &str, extra_headers: &[(&str, &str)]) {
     status_line(out, 303);
     date_header(out);
     header(out, "Location", location);
-    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    out.extend_from_slice(b"Content-Length: 0\r\n");
+    end_head(out, extra_headers);
 }
 
 /// Writes `s` as a JSON string, quotes included: `"`, `\` and control characters escaped
@@ -358,7 +378,7 @@ mod tests {
     #[test]
     fn stream_head_exact_bytes() {
         let mut out = Vec::new();
-        write_stream_head(&mut out);
+        write_stream_head(&mut out, &[]);
         assert_eq!(
             mask_date(&out),
             "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\nDate: <date>\r\n\r\n"
@@ -371,11 +391,20 @@ mod tests {
         write_redirect(
             &mut out,
             "http://10.0.0.2:9000/connect?uid=user001&password=pwd001",
+            &[],
         );
         assert_eq!(
             mask_date(&out),
             "HTTP/1.1 303 See Other\r\nDate: <date>\r\nLocation: http://10.0.0.2:9000/connect?uid=user001&password=pwd001\r\nContent-Length: 0\r\n\r\n"
         );
+        out.clear();
+        write_redirect(
+            &mut out,
+            "http://h:1/c",
+            &[("Access-Control-Allow-Origin", "*")],
+        );
+        assert!(mask_date(&out)
+            .ends_with("Content-Length: 0\r\nAccess-Control-Allow-Origin: *\r\n\r\n"));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub mod close {
     pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// "Service restart": with the move signal as its reason, "reconnect to this location".
+    pub const SERVICE_RESTART: u16 = 1012;
 }
 
 /// A message to `to` (`y` 3 or 4, with `s` unless `seq` is None) in `codec`.
@@ -67,6 +69,14 @@ pub fn encode_error(out: &mut Vec<u8>, codec: Codec, reason: &str) {
     match codec {
         Codec::Json => super::encode_json_error(out, reason),
         Codec::MsgPack => msgpack::encode_error(out, reason),
+    }
+}
+
+/// The move signal `{"error":"moved","location":..}` in `codec`.
+pub fn encode_moved(out: &mut Vec<u8>, codec: Codec, location: &str) {
+    match codec {
+        Codec::Json => super::encode_json_moved(out, location),
+        Codec::MsgPack => msgpack::encode_moved(out, location),
     }
 }
 

@@ -368,6 +368,35 @@ pub fn encode_json_error(out: &mut Vec<u8>, reason: &str) {
     out.push(b'}');
 }
 
+/// The move signal `{"error":"moved","location":..}`.
+pub fn encode_json_moved(out: &mut Vec<u8>, location: &str) {
+    write_key_str(out, br#"{"error":"moved","location":"#, location);
+    out.push(b'}');
+}
+
+/// The move signal's location for `uid` on the node at `origin` (`http(s)://HOST[:PORT]`, a
+/// trailing `/` allowed): `ORIGIN/connect?uid=U`. The query names the user only: a client
+/// reconnects there with its own credentials and options. None when `origin` is not one.
+pub fn move_location(origin: &str, uid: &str) -> Option<String> {
+    let origin = origin.strip_suffix('/').unwrap_or(origin);
+    let (_, authority) = origin
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))?;
+    let host_char = |b: u8| b.is_ascii_alphanumeric() || b".-_~:[]%".contains(&b);
+    if authority.is_empty() || !authority.bytes().all(host_char) || authority.len() > 255 {
+        return None;
+    }
+    let mut out = format!("{origin}/connect?uid=");
+    for b in uid.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,5 +728,33 @@ mod tests {
         assert_eq!(m.b.as_deref(), Some(r"\ud800\"));
         let m = ok(r#"{"y":3,"t":"u","b":"\uD83D\uDE00"}"#);
         assert_eq!(m.b.as_deref(), Some("😀"));
+    }
+
+    #[test]
+    fn move_locations() {
+        assert_eq!(
+            move_location("http://10.0.0.2:9000", "user001").as_deref(),
+            Some("http://10.0.0.2:9000/connect?uid=user001")
+        );
+        assert_eq!(
+            move_location("https://push.example.com/", "a b/é").as_deref(),
+            Some("https://push.example.com/connect?uid=a%20b%2F%C3%A9")
+        );
+        assert_eq!(
+            move_location("http://[::1]:9000", "u").as_deref(),
+            Some("http://[::1]:9000/connect?uid=u")
+        );
+        for bad in [
+            "",
+            "10.0.0.2:9000",
+            "ftp://h:1",
+            "http://",
+            "http://h:1/connect",
+            "http://h:1?x=1",
+            "http://h\"x",
+            "http://h\r\nX: y",
+        ] {
+            assert_eq!(move_location(bad, "u"), None, "{bad:?}");
+        }
     }
 }

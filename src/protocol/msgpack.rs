@@ -82,6 +82,13 @@ pub fn encode_error(out: &mut Vec<u8>, reason: &str) {
     key_str(out, "error", reason);
 }
 
+/// The move signal: a map `{"error":"moved","location":..}`.
+pub fn encode_moved(out: &mut Vec<u8>, location: &str) {
+    let _ = rmp::encode::write_map_len(out, 2);
+    key_str(out, "error", "moved");
+    key_str(out, "location", location);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,7 @@ impl Router {
                 Route::Node(_) => {
                     Answer::Unavailable("user not on this node (views differ)".into())
                 }
+                Route::Moving => super::moving(),
             };
             (at, spread(got, k))
         });

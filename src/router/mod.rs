@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use glommio::channels::local_channel;
 use glommio::channels::shared_channel::ConnectedSender;
+use glommio::sync::Semaphore;
 use glommio::{GlommioError, ResourceType};
 
 use crate::cluster::bus::CoreLink;
-use crate::cluster::{Membership, NodeId, Owner};
+use crate::cluster::{Membership, NodeId, Owner, ViewCell};
 use crate::ids::ShardId;
 use crate::msg::{Answer, CoreMsg, Request};
 use crate::shard::Shard;
@@ -31,33 +32,49 @@ use crate::storage::StorageError;
 pub enum Route {
     Core(ShardId),
     Node(NodeId),
+    /// The dynamic cluster: its slot is held by nobody, or is being handed over to or from
+    /// this node; it is served again within about a second.
+    Moving,
 }
+
+/// How long a request waits for a slot in motion before it fails with 503.
+const MOVING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Router {
     shard: Rc<Shard>,
-    /// The cluster view this core routes by; replaced whole when it changes (no lock: only
-    /// this core reads it).
+    /// The cluster view this core routes by: a copy of `cell`'s, replaced whole when the
+    /// cell's generation moves (one atomic load per look; the cell's lock only on a change).
     view: RefCell<Arc<Membership>>,
+    cell: Arc<ViewCell>,
     peers: Vec<Option<ConnectedSender<CoreMsg>>>,
     pending: RefCell<HashMap<u64, local_channel::LocalSender<Answer>, ahash::RandomState>>,
     next_req: Cell<u64>,
     /// This core's end of the cluster bus (set at start-up when there is a cluster).
     bus: OnceCell<CoreLink>,
+    /// Bounds the other cores' requests being served here at once (`on_message`).
+    inbox_permits: Rc<Semaphore>,
 }
+
+/// Requests from other cores served at once on a core.
+const INBOX_CONCURRENT: u64 = 1024;
 
 impl Router {
     pub fn new(
         shard: Rc<Shard>,
-        view: Arc<Membership>,
+        cell: Arc<ViewCell>,
         peers: Vec<Option<ConnectedSender<CoreMsg>>>,
     ) -> Self {
+        let view = cell.current();
+        cell.installed(shard.id(), view.generation());
         Router {
             shard,
             view: RefCell::new(view),
+            cell,
             peers,
             pending: RefCell::default(),
             next_req: Cell::new(1),
             bus: OnceCell::new(),
+            inbox_permits: Rc::new(Semaphore::new(INBOX_CONCURRENT)),
         }
     }
 
@@ -75,27 +92,95 @@ impl Router {
 
     /// The cluster view in force now.
     pub fn view(&self) -> Arc<Membership> {
+        self.refresh();
         self.view.borrow().clone()
     }
 
-    /// Replaces the cluster view (a control task does this when membership changes).
-    pub fn set_view(&self, view: Arc<Membership>) {
-        *self.view.borrow_mut() = view;
+    /// Installs the cell's newer view, if there is one: users of slots this node stopped
+    /// serving leave this core (their streams told to move), then the cell learns that this
+    /// core is on the new generation. Cheap when nothing changed.
+    pub fn refresh(&self) {
+        let g = self.cell.generation();
+        if g == self.view.borrow().generation() {
+            return;
+        }
+        let next = self.cell.current();
+        let released = self.shard.release_users(
+            |uid| next.serves(uid).is_none(),
+            |uid| self.moved_location(&next, uid),
+        );
+        if released > 0 {
+            tracing::info!(core = %self.id(), released, generation = next.generation(), "users moved away");
+        }
+        let g = next.generation();
+        *self.view.borrow_mut() = next;
+        self.cell.installed(self.id(), g);
+    }
+
+    /// Asks this member to leave the dynamic cluster; false when it is not one.
+    pub fn request_leave(&self) -> bool {
+        let dynamic = self.view().is_dynamic();
+        if dynamic {
+            self.cell.request_leave();
+        }
+        dynamic
+    }
+
+    /// Where a stream of `uid`, which `view` no longer serves here, is sent: its slot's next
+    /// holder, or back here (this node answers 303 or holds it up to a second once the slot
+    /// has settled).
+    fn moved_location(&self, view: &Membership, uid: &str) -> String {
+        let to = view
+            .moved_to(uid)
+            .map_or_else(|| self.shard.cfg().advertise_addr(), |n| n.client_addr());
+        crate::protocol::move_location(&format!("http://{to}"), uid)
+            .unwrap_or_else(|| format!("http://{to}/connect"))
+    }
+
+    /// A stream of `uid` just attached here: if its slot left this node meanwhile (the view
+    /// changed while the user loaded), it is released at once like the others were.
+    pub fn recheck_stream(&self, uid: &str) {
+        let view = self.view();
+        if view.serves(uid).is_none() {
+            self.shard
+                .release_users(|u| u == uid, |u| self.moved_location(&view, u));
+        }
     }
 
     /// Where `uid` lives: node and core.
     pub fn owner(&self, uid: &str) -> Owner {
-        self.view.borrow().locate(uid)
+        self.view().locate(uid)
     }
 
-    /// Where `uid`'s work runs: a core here, or another node.
+    /// Where `uid`'s work runs: a core here, another node, or nowhere for a moment.
     pub fn route(&self, uid: &str) -> Route {
-        let view = self.view.borrow();
+        let view = self.view();
         let o = view.locate(uid);
-        if o.node == view.me() {
+        if o.node != view.me() {
+            Route::Node(o.node)
+        } else if view.serves(uid).is_some() {
             Route::Core(o.core)
         } else {
-            Route::Node(o.node)
+            Route::Moving
+        }
+    }
+
+    /// Waits (at most `MOVING_WAIT`) while `uid`'s slot is in motion — held by nobody, being
+    /// handed over by this node, or on its way here — and returns the route then (the old
+    /// holder, if the slot has not arrived by then).
+    pub async fn settled_route(&self, uid: &str) -> Route {
+        let t0 = std::time::Instant::now();
+        loop {
+            let r = self.route(uid);
+            let waiting = match r {
+                Route::Moving => true,
+                Route::Node(_) => self.view().incoming(uid),
+                Route::Core(_) => false,
+            };
+            if !waiting || t0.elapsed() >= MOVING_WAIT {
+                return r;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -195,8 +280,9 @@ impl Router {
         }
     }
 
-    /// Acts on a request or an answer from another core, in arrival order (hand-offs are the
-    /// transport's: the core's inbox pump gives them to it).
+    /// Acts on a request or an answer from another core, in arrival order: an answer at once,
+    /// a request as a task of its own started now (hand-offs are the transport's: the core's
+    /// inbox pump gives them to it).
     pub async fn on_message(self: &Rc<Self>, msg: CoreMsg) {
         match msg {
             CoreMsg::Handoff(_) => {
@@ -213,9 +299,22 @@ impl Router {
                 })
                 .detach();
             }
+            // Served concurrently, as requests from this core's own connections are: awaited
+            // here one at a time, a request waiting on storage (a database write takes
+            // milliseconds) held up every later one from that core. They start in arrival
+            // order; at most `INBOX_CONCURRENT` run at once, then this loop waits and the
+            // bounded channel pushes back on the sender.
             CoreMsg::Request { id, from, req } => {
-                let answer = self.serve(req).await;
-                self.reply(from, id, answer);
+                let Ok(permit) = self.inbox_permits.acquire_static_permit(1).await else {
+                    return;
+                };
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let answer = me.serve(req).await;
+                    drop(permit);
+                    me.reply(from, id, answer);
+                })
+                .detach();
             }
             CoreMsg::Answer { id, answer } => self.resolve(id, answer),
         }
@@ -285,7 +384,10 @@ impl Router {
                 .offline_lines(&uid)
                 .await
                 .map_or_else(storage_err, Answer::Msgs),
-            Request::Disconnect { uid } => Answer::Found(shard.disconnect(&uid)),
+            Request::Disconnect { uid, location } => Answer::Found(match location {
+                Some(to) => shard.move_stream(&uid, &to),
+                None => shard.disconnect(&uid),
+            }),
             Request::Stats => {
                 let rates = (shard.id().0 == 0).then(|| shard.sampler().borrow().rates.clone());
                 Answer::Stats(Box::new((shard.id(), shard.stats().snapshot(), rates)))
@@ -302,21 +404,68 @@ impl Router {
         }
     }
 
-    /// Runs `req` wherever `uid` lives and returns the answer.
+    /// Waits (at most `MOVING_WAIT`) until this node serves `uid`: a node that sent a request
+    /// here saw the slot's new holder before this node did. False if it still does not, or
+    /// if the slot has gone on to another node.
+    pub async fn wait_served(&self, uid: &str) -> bool {
+        let t0 = std::time::Instant::now();
+        loop {
+            match self.route(uid) {
+                Route::Core(_) => return true,
+                // It went on to another node: the sender follows it there.
+                Route::Node(_) if !self.view().incoming(uid) => return false,
+                Route::Node(_) if t0.elapsed() >= MOVING_WAIT => return false,
+                Route::Node(_) => {}
+                Route::Moving if t0.elapsed() >= MOVING_WAIT => return false,
+                Route::Moving => {}
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs `req` wherever `uid` lives and returns the answer. In the dynamic cluster a
+    /// request that was certainly not served — its node is down, or it answered that the slot
+    /// is moving — follows the slot for up to `MOVING_WAIT`.
     pub async fn call_user(self: &Rc<Self>, uid: &str, req: Request) -> Answer {
-        match self.route(uid) {
-            Route::Core(c) => self.call(c, req).await,
-            Route::Node(n) => self.call_node(n, req).await,
+        let t0 = std::time::Instant::now();
+        loop {
+            let route = self.settled_route(uid).await;
+            let retry = self.view().is_dynamic() && t0.elapsed() < MOVING_WAIT;
+            let answer = match route {
+                Route::Core(c) => return self.call(c, req).await,
+                Route::Moving => return moving(),
+                Route::Node(n) if !retry => return self.call_node(n, req).await,
+                Route::Node(n) if !self.node_up(n) => None,
+                // A copy only where it may be needed again (the dynamic cluster).
+                Route::Node(n) => Some(self.call_node(n, req.clone()).await),
+            };
+            match answer {
+                Some(a) if !is_moving(&a) => return a,
+                _ => glommio::timer::sleep(std::time::Duration::from_millis(20)).await,
+            }
         }
     }
 
     /// Runs `req` wherever `uid` lives, without an answer.
     pub async fn cast_user(self: &Rc<Self>, uid: &str, req: Request) {
-        match self.route(uid) {
+        match self.settled_route(uid).await {
             Route::Core(c) => self.cast(c, req).await,
             Route::Node(n) => self.send_node(Some(n), 0, req),
+            Route::Moving => tracing::warn!(uid, "client message dropped: its slot is moving"),
         }
     }
+}
+
+const MOVING: &str = "the user's slot is moving between nodes: retry";
+
+/// A 503 for a user whose slot is in motion (the client retries after `Retry-After`); the
+/// request was not served.
+pub(crate) fn moving() -> Answer {
+    Answer::Unavailable(MOVING.into())
+}
+
+fn is_moving(a: &Answer) -> bool {
+    matches!(a, Answer::Unavailable(e) if e == MOVING)
 }
 
 /// The database not answering is a 503 (retry later); anything else a 500.

@@ -35,6 +35,11 @@ impl Router {
         });
     }
 
+    /// Whether the bus has heard from `node` lately (a request to it would be sent).
+    pub(super) fn node_up(&self, node: NodeId) -> bool {
+        self.bus.get().is_some_and(|b| b.state.is_up(node))
+    }
+
     /// Runs `req` on another node and waits (at most `--cluster_timeout_ms`) for its answer.
     pub async fn call_node(self: &Rc<Self>, node: NodeId, req: Request) -> Answer {
         let Some(bus) = self.bus.get() else {
@@ -96,7 +101,12 @@ impl Router {
             Request::PubBatch(items) => self.publish_remote_batch(items).await,
             Request::Stats | Request::Latency => Answer::Err("stats are per node".into()),
             Request::Health => Answer::Err("health is per node".into()),
-            req => self.serve(req).await,
+            // Sent by a node whose view says the user is here: served only if this node's
+            // view agrees (after a bounded wait for a slot in motion), never forwarded again.
+            req => match req.uid().map(str::to_string) {
+                Some(uid) if !self.wait_served(&uid).await => super::moving(),
+                _ => self.serve(req).await,
+            },
         }
     }
 

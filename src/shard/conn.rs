@@ -31,11 +31,15 @@ pub enum Out {
     /// The end of the stream without a message: the terminating chunk, or a WebSocket close
     /// with the code.
     End(u16),
+    /// The move signal with the location the client reconnects to, then the end of the stream
+    /// (chunked: a final chunk; WebSocket: close 1012 with the JSON as reason; SSE: an
+    /// `event: moved`).
+    Moved(Rc<str>),
 }
 
 impl Out {
     pub fn is_final(&self) -> bool {
-        matches!(self, Out::Error(..) | Out::End(_))
+        matches!(self, Out::Error(..) | Out::End(_) | Out::Moved(_))
     }
 }
 
@@ -139,6 +143,11 @@ impl Conn {
             None => Out::End(GOING_AWAY),
         };
         self.push_final(item);
+    }
+
+    /// Ends the stream with the move signal: the client reconnects to `location` at once.
+    pub fn moved(&self, location: &str) {
+        self.push_final(Out::Moved(Rc::from(location)));
     }
 
     /// Ends the stream for bad input: `{"error":reason}`, then a WebSocket closes with `code`.

@@ -54,6 +54,37 @@ impl Shard {
             .push_back((self.clock(), Rc::downgrade(user)));
     }
 
+    /// The users `gone` picks (their slot left this node) leave memory at once and their
+    /// streams get the move signal to `location(uid)`: whoever serves the slot next loads
+    /// them from the store, so nothing this core holds may outlive its ownership. How many
+    /// left.
+    pub fn release_users(
+        &self,
+        gone: impl Fn(&str) -> bool,
+        location: impl Fn(&str) -> String,
+    ) -> usize {
+        let out: Vec<Rc<User>> = {
+            let mut users = self.users.borrow_mut();
+            let uids: Vec<Rc<str>> = users.keys().filter(|u| gone(u)).cloned().collect();
+            uids.iter().filter_map(|u| users.remove(u)).collect()
+        };
+        if out.is_empty() {
+            return 0;
+        }
+        let mut held = self.held.borrow_mut();
+        for user in &out {
+            held.remove(&user.uid);
+            // Straight to its stream: the user is out of the map already.
+            if let Some(conn) = user.conn() {
+                conn.moved(&location(&user.uid));
+                self.bump(&self.stats.moved);
+            }
+        }
+        drop(held);
+        self.count_resident();
+        out.len()
+    }
+
     /// Users resident on this core now.
     pub fn resident_users(&self) -> usize {
         self.users.borrow().len()

@@ -173,6 +173,41 @@ impl Shard {
         }
     }
 
+    /// Ends the stream of `uid` with the move signal: its client reconnects to `location` (a
+    /// `http://HOST:PORT/connect?…` URL) at once. False when it has no stream here.
+    pub fn move_stream(&self, uid: &str, location: &str) -> bool {
+        match self.stream_of(uid) {
+            Some(c) => {
+                c.moved(location);
+                self.bump(&self.stats.moved);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends, with the move signal, every stream of this core whose uid `which` selects (say,
+    /// the users of slots that now belong to another node, or all of them on drain); each
+    /// client is sent to `location(uid)`. Returns how many streams were told to move.
+    pub fn move_streams(
+        &self,
+        which: impl Fn(&str) -> bool,
+        location: impl Fn(&str) -> String,
+    ) -> usize {
+        let streams: Vec<Rc<Conn>> = self
+            .conns
+            .borrow()
+            .values()
+            .filter(|c| !c.is_ending() && which(&c.uid))
+            .cloned()
+            .collect();
+        for c in &streams {
+            c.moved(&location(&c.uid));
+            self.bump(&self.stats.moved);
+        }
+        streams.len()
+    }
+
     /// Once a second: a heartbeat to each quiet stream; a stream whose final item nobody reads
     /// is given up on.
     pub fn tick_streams(&self) {

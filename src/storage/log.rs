@@ -10,6 +10,12 @@
 //! before them load as they are (an older binary refuses a log that holds them, naming the
 //! record as malformed): 6 is an append (type 1's fields) followed by its idempotency record
 //! (id, fingerprint, answer, expiry), 7 is an idempotency record alone.
+//!
+//! Types 8 and 9 (added the same way) store a message with many recipients so that one
+//! recipient's replay reads only the body: 8 is the body alone (type 1's fields up to the
+//! expiry), 9 is a list of `(uid, seq)` entries of the latest type 8 record before it in the
+//! same file. The store's index points at the record that holds a message's body (type 1, 6
+//! or 8), so reading it back is one `pread` and a checksum.
 
 use std::rc::Rc;
 
@@ -30,6 +36,8 @@ const T_UNSUB: u8 = 4;
 const T_META: u8 = 5;
 const T_APPEND_KEYED: u8 = 6;
 const T_IDEM: u8 = 7;
+const T_BODY: u8 = 8;
+const T_REFS: u8 = 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -89,6 +97,18 @@ pub enum Record<'a> {
         idem: Option<IdemRec<'a>>,
     },
     Idem(IdemRec<'a>),
+    /// A message's body alone (type 8): its recipients follow in `Refs` records.
+    Body {
+        kind: MsgType,
+        from: &'a str,
+        channel: Option<&'a str>,
+        body: &'a str,
+        expires: u64,
+    },
+    /// Recipients of the latest `Body` before this record in its file (type 9).
+    Refs {
+        entries: Vec<(&'a str, u64)>,
+    },
     Ack {
         uid: &'a str,
         last_ack: u64,
@@ -157,6 +177,19 @@ pub fn encode_append_keyed(
     });
 }
 
+/// A message's body alone; its recipients go in `encode_refs` records after it.
+pub fn encode_body(out: &mut Vec<u8>, body: &MsgBody, expires: u64) {
+    frame(out, |p| body_fields(p, T_BODY, body, expires));
+}
+
+/// Recipients of the latest body record before this one.
+pub fn encode_refs(out: &mut Vec<u8>, entries: &[(Rc<str>, u64)]) {
+    frame(out, |p| {
+        p.push(T_REFS);
+        entry_fields(p, entries);
+    });
+}
+
 pub fn encode_idem(out: &mut Vec<u8>, idem: IdemRec<'_>) {
     frame(out, |p| {
         p.push(T_IDEM);
@@ -178,6 +211,11 @@ fn append_fields(
     expires: u64,
     entries: &[(Rc<str>, u64)],
 ) {
+    body_fields(p, tag, body, expires);
+    entry_fields(p, entries);
+}
+
+fn body_fields(p: &mut Vec<u8>, tag: u8, body: &MsgBody, expires: u64) {
     p.push(tag);
     p.push(body.kind as u8);
     put_str(p, &body.from);
@@ -190,6 +228,9 @@ fn append_fields(
     }
     put_str(p, &body.body);
     put_u64(p, expires);
+}
+
+fn entry_fields(p: &mut Vec<u8>, entries: &[(Rc<str>, u64)]) {
     p.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (uid, seq) in entries {
         put_str(p, uid);
@@ -252,6 +293,32 @@ impl<'a> Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A body's fields after its type byte: `(kind, from, channel, body, expires)`.
+    #[allow(clippy::type_complexity)]
+    fn body(&mut self) -> Option<(MsgType, &'a str, Option<&'a str>, &'a str, u64)> {
+        let kind = MsgType::from_u8(self.u8()?)?;
+        let from = self.str()?;
+        let channel = match self.u8()? {
+            0 => None,
+            1 => Some(self.str()?),
+            _ => return None,
+        };
+        Some((kind, from, channel, self.str()?, self.u64()?))
+    }
+
+    fn entries(&mut self) -> Option<Vec<(&'a str, u64)>> {
+        let n = self.u32()? as usize;
+        // Each entry takes at least 12 bytes: refuse counts the payload cannot hold.
+        if n > (self.buf.len() - self.pos) / 12 {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push((self.str()?, self.u64()?));
+        }
+        Some(entries)
+    }
+
     fn idem(&mut self) -> Option<IdemRec<'a>> {
         Some(IdemRec {
             id: self.str()?,
@@ -266,24 +333,8 @@ fn payload(p: &[u8]) -> Option<Record<'_>> {
     let mut r = Reader { buf: p, pos: 0 };
     let rec = match r.u8()? {
         tag @ (T_APPEND | T_APPEND_KEYED) => {
-            let kind = MsgType::from_u8(r.u8()?)?;
-            let from = r.str()?;
-            let channel = match r.u8()? {
-                0 => None,
-                1 => Some(r.str()?),
-                _ => return None,
-            };
-            let body = r.str()?;
-            let expires = r.u64()?;
-            let n = r.u32()? as usize;
-            // Each entry takes at least 12 bytes: refuse counts the payload cannot hold.
-            if n > (p.len() - r.pos) / 12 {
-                return None;
-            }
-            let mut entries = Vec::with_capacity(n);
-            for _ in 0..n {
-                entries.push((r.str()?, r.u64()?));
-            }
+            let (kind, from, channel, body, expires) = r.body()?;
+            let entries = r.entries()?;
             let idem = if tag == T_APPEND_KEYED {
                 Some(r.idem()?)
             } else {
@@ -299,6 +350,19 @@ fn payload(p: &[u8]) -> Option<Record<'_>> {
                 idem,
             }
         }
+        T_BODY => {
+            let (kind, from, channel, body, expires) = r.body()?;
+            Record::Body {
+                kind,
+                from,
+                channel,
+                body,
+                expires,
+            }
+        }
+        T_REFS => Record::Refs {
+            entries: r.entries()?,
+        },
         T_IDEM => Record::Idem(r.idem()?),
         T_ACK => Record::Ack {
             uid: r.str()?,
@@ -342,6 +406,37 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     match payload(p) {
         Some(r) => Decoded::Record(r, 8 + len),
         None => Decoded::Corrupt("malformed record"),
+    }
+}
+
+/// The message a body-holding record (types 1, 6, 8) stores, and its expiry; `None` for any
+/// other record.
+pub fn message_of(r: &Record<'_>) -> Option<(MsgBody, u64)> {
+    match *r {
+        Record::Append {
+            kind,
+            from,
+            channel,
+            body,
+            expires,
+            ..
+        }
+        | Record::Body {
+            kind,
+            from,
+            channel,
+            body,
+            expires,
+        } => Some((
+            MsgBody {
+                kind,
+                from: from.into(),
+                channel: channel.map(Into::into),
+                body: body.into(),
+            },
+            expires,
+        )),
+        _ => None,
     }
 }
 
@@ -455,6 +550,46 @@ mod tests {
             idem: None,
         };
         assert_eq!(decode(&rec), Decoded::Record(want, rec.len()));
+    }
+
+    #[test]
+    fn a_body_and_its_refs_round_trip() {
+        let mut buf = Vec::new();
+        encode_body(&mut buf, &body(), 99);
+        let first = buf.len();
+        encode_refs(&mut buf, &[(Rc::from("a"), 1), (Rc::from("b"), 7)]);
+        let rec = match decode(&buf) {
+            Decoded::Record(r, n) => {
+                assert_eq!(n, first);
+                r
+            }
+            other => panic!("{other:?}"),
+        };
+        let (m, exp) = message_of(&rec).expect("a body");
+        assert_eq!(
+            (&*m.body, m.channel.as_deref(), exp),
+            (&*body().body, Some("ch"), 99)
+        );
+        match decode(&buf[first..]) {
+            Decoded::Record(Record::Refs { entries }, n) => {
+                assert_eq!(entries, [("a", 1), ("b", 7)]);
+                assert_eq!(first + n, buf.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(message_of(&Record::Refs { entries: vec![] }).is_none());
+        for cut in 0..first {
+            assert_eq!(decode(&buf[..cut]), Decoded::Incomplete, "cut at {cut}");
+        }
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x41;
+            let at = if i < first { 0 } else { first };
+            assert!(
+                !matches!(decode(&bad[at..]), Decoded::Record(..)),
+                "flip at {i}"
+            );
+        }
     }
 
     #[test]

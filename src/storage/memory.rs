@@ -1,7 +1,8 @@
 //! `--storage=memory`: one core's users, messages and memberships in plain maps; runs on that core.
 //!
 //! Nothing survives a restart. Acked and expired messages are dropped, so memory is bounded by
-//! what clients have not yet acknowledged.
+//! what clients have not yet acknowledged. The maps (`Index`) are generic over what is held per
+//! message: the body itself here, where its record lives on disk in the embedded store.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -12,31 +13,58 @@ use crate::protocol::MsgBody;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Members = HashSet<Rc<str>, ahash::RandomState>;
-/// `(seq, expires_at, body)` of one stored message.
-pub type SeqMsg = (u64, u64, Rc<MsgBody>);
 
-#[derive(Default)]
-struct UserRecord {
+/// What the index holds for one stored message besides its seq.
+pub trait Held: Clone {
+    /// Unix seconds after which the message is never delivered or listed.
+    fn expires_at(&self) -> u64;
+}
+
+/// The memory store's message: its expiry and its body.
+#[derive(Debug, Clone)]
+pub struct InMemory {
+    pub expires_at: u64,
+    pub body: Rc<MsgBody>,
+}
+
+impl Held for InMemory {
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
+/// `(seq, what is held)` of one stored message.
+pub type SeqMsg<P> = (u64, P);
+
+struct UserRecord<P> {
     meta: UserMeta,
-    msgs: SeqLog,
+    msgs: SeqLog<P>,
+}
+
+impl<P> Default for UserRecord<P> {
+    fn default() -> Self {
+        UserRecord {
+            meta: UserMeta::default(),
+            msgs: SeqLog(VecDeque::new()),
+        }
+    }
 }
 
 /// One user's unacked messages, ascending by seq. New seqs almost always come last and acks
 /// remove from the front, so a deque beats a tree here (a `BTreeMap` insert was 17% of the
 /// server's CPU in a 10,000-member fan-out profile).
-#[derive(Default)]
-struct SeqLog(VecDeque<SeqMsg>);
+struct SeqLog<P>(VecDeque<SeqMsg<P>>);
 
-impl SeqLog {
+impl<P: Held> SeqLog<P> {
     /// Appends a message whose seq is above every stored one (the caller knows it from the
     /// user's `max_seq`): no read of the deque's tail, which is a cache miss per member in a
     /// large fan-out.
-    fn push_newest(&mut self, seq: u64, expires_at: u64, body: &Rc<MsgBody>) {
-        self.0.push_back((seq, expires_at, body.clone()));
+    fn push_newest(&mut self, seq: u64, held: &P) {
+        self.0.push_back((seq, held.clone()));
     }
 
-    fn insert(&mut self, seq: u64, expires_at: u64, body: &Rc<MsgBody>) {
-        let item = (seq, expires_at, body.clone());
+    fn insert(&mut self, seq: u64, held: &P) {
+        let item = (seq, held.clone());
         match self.0.back() {
             None => self.0.push_back(item),
             Some(last) if last.0 < seq => self.0.push_back(item),
@@ -64,7 +92,7 @@ impl SeqLog {
 
     fn retain_unexpired(&mut self, now: u64) -> usize {
         let before = self.0.len();
-        self.0.retain(|m| m.1 > now);
+        self.0.retain(|m| m.1.expires_at() > now);
         self.shrink_if_empty();
         before - self.0.len()
     }
@@ -77,16 +105,16 @@ impl SeqLog {
     }
 
     /// Messages with `from <= seq <= to`, ascending.
-    fn range(&self, from: u64, to: u64) -> impl DoubleEndedIterator<Item = &SeqMsg> {
+    fn range(&self, from: u64, to: u64) -> impl DoubleEndedIterator<Item = &SeqMsg<P>> {
         let lo = self.0.partition_point(|m| m.0 < from);
         let hi = self.0.partition_point(|m| m.0 <= to).max(lo);
         self.0.range(lo..hi)
     }
 }
 
-#[derive(Default)]
-pub struct MemoryStore {
-    users: RefCell<Map<Rc<str>, UserRecord>>,
+/// One core's users, their unacked messages (`P` each) and memberships.
+pub struct Index<P> {
+    users: RefCell<Map<Rc<str>, UserRecord<P>>>,
     channels: RefCell<Map<Rc<str>, Members>>,
     /// Boxed: `Store`'s variants stay of similar size.
     idem: RefCell<Box<IdemIndex>>,
@@ -120,7 +148,20 @@ impl IdemIndex {
     }
 }
 
-impl MemoryStore {
+/// The memory store: the index holding every body.
+pub type MemoryStore = Index<InMemory>;
+
+impl<P> Default for Index<P> {
+    fn default() -> Self {
+        Index {
+            users: RefCell::default(),
+            channels: RefCell::default(),
+            idem: RefCell::default(),
+        }
+    }
+}
+
+impl<P: Held> Index<P> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -135,14 +176,9 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
-    /// Stores `body` for each entry; entries expired at `now` only move `max_seq`.
-    pub fn apply_append(
-        &self,
-        body: &Rc<MsgBody>,
-        expires_at: u64,
-        entries: &[(Rc<str>, u64)],
-        now: u64,
-    ) {
+    /// Stores `held` for each entry; entries expired at `now` only move `max_seq`.
+    pub fn apply_append(&self, held: &P, entries: &[(Rc<str>, u64)], now: u64) {
+        let expires_at = held.expires_at();
         let mut users = self.users.borrow_mut();
         for (uid, seq) in entries {
             let rec = match users.get_mut(uid) {
@@ -154,9 +190,9 @@ impl MemoryStore {
             rec.meta.max_seq = rec.meta.max_seq.max(*seq);
             if *seq > rec.meta.last_ack && expires_at > now {
                 if newest {
-                    rec.msgs.push_newest(*seq, expires_at, body);
+                    rec.msgs.push_newest(*seq, held);
                 } else {
-                    rec.msgs.insert(*seq, expires_at, body);
+                    rec.msgs.insert(*seq, held);
                 }
             }
         }
@@ -210,7 +246,8 @@ impl MemoryStore {
         }
     }
 
-    pub fn list(&self, uid: &str, after: u64, upto: u64, limit: usize, now: u64) -> Vec<StoredMsg> {
+    /// The newest `limit` unexpired messages with `after < seq <= upto`, ascending.
+    pub fn list(&self, uid: &str, after: u64, upto: u64, limit: usize, now: u64) -> Vec<SeqMsg<P>> {
         let users = self.users.borrow();
         let Some(rec) = users.get(uid) else {
             return Vec::new();
@@ -218,17 +255,13 @@ impl MemoryStore {
         if upto <= after {
             return Vec::new();
         }
-        let mut out: Vec<StoredMsg> = rec
+        let mut out: Vec<SeqMsg<P>> = rec
             .msgs
             .range(after + 1, upto)
             .rev()
-            .filter(|(_, exp, _)| *exp > now)
+            .filter(|(_, held)| held.expires_at() > now)
             .take(limit)
-            .map(|(seq, exp, body)| StoredMsg {
-                seq: *seq,
-                expires_at: *exp,
-                body: body.clone(),
-            })
+            .cloned()
             .collect();
         out.reverse();
         out
@@ -307,16 +340,23 @@ impl MemoryStore {
         self.users.borrow().keys().cloned().collect()
     }
 
-    /// Calls `f` with a user's counters and unacked messages `(seq, expires, body)` in seq
-    /// order, in place (a snapshot visits every stored message: no copies); nothing for an
-    /// unknown user.
+    /// Calls `f` with a user's counters and unacked messages in seq order, in place (a
+    /// snapshot visits every stored message: no copies); nothing for an unknown user.
     pub fn visit_user(
         &self,
         uid: &str,
-        f: impl FnOnce(UserMeta, &mut dyn Iterator<Item = &SeqMsg>),
+        f: impl FnOnce(UserMeta, &mut dyn Iterator<Item = &SeqMsg<P>>),
     ) {
         if let Some(rec) = self.users.borrow().get(uid) {
             f(rec.meta, &mut rec.msgs.0.iter());
+        }
+    }
+
+    /// Calls `f` on each of a user's unacked messages, to change what is held (the embedded
+    /// store moves them to a new file after a compaction); not their seqs.
+    pub fn update_user(&self, uid: &str, mut f: impl FnMut(&mut P)) {
+        if let Some(rec) = self.users.borrow_mut().get_mut(uid) {
+            rec.msgs.0.iter_mut().for_each(|(_, held)| f(held));
         }
     }
 
@@ -327,6 +367,15 @@ impl MemoryStore {
             .iter()
             .map(|(c, m)| (c.clone(), m.iter().cloned().collect()))
             .collect()
+    }
+}
+
+impl MemoryStore {
+    fn held(body: &Rc<MsgBody>, expires_at: u64) -> InMemory {
+        InMemory {
+            expires_at,
+            body: body.clone(),
+        }
     }
 }
 
@@ -341,7 +390,7 @@ impl Storage for MemoryStore {
         expires_at: u64,
         entries: &[(Rc<str>, u64)],
     ) -> Result<(), StorageError> {
-        self.apply_append(body, expires_at, entries, 0);
+        self.apply_append(&Self::held(body, expires_at), entries, 0);
         Ok(())
     }
 
@@ -352,7 +401,7 @@ impl Storage for MemoryStore {
         entries: &[(Rc<str>, u64)],
         idem: &IdemRecord,
     ) -> Result<(), StorageError> {
-        self.apply_append(body, expires_at, entries, 0);
+        self.apply_append(&Self::held(body, expires_at), entries, 0);
         self.apply_idem(idem, crate::stats::unix_now());
         Ok(())
     }
@@ -383,7 +432,15 @@ impl Storage for MemoryStore {
         limit: usize,
         now: u64,
     ) -> Result<Vec<StoredMsg>, StorageError> {
-        Ok(self.list(uid, after, upto, limit, now))
+        Ok(self
+            .list(uid, after, upto, limit, now)
+            .into_iter()
+            .map(|(seq, m)| StoredMsg {
+                seq,
+                expires_at: m.expires_at,
+                body: m.body,
+            })
+            .collect())
     }
 
     async fn subscribe(&self, cid: &str, uid: &str) -> Result<(), StorageError> {
@@ -457,11 +514,11 @@ mod tests {
     #[test]
     fn seq_log_keeps_order_whatever_the_insert_order() {
         let b = body("x");
-        let mut log = SeqLog::default();
+        let mut log = SeqLog(VecDeque::new());
         for seq in [5, 1, 3, 7, 3, 6] {
-            log.insert(seq, seq * 10, &b);
+            log.insert(seq, &MemoryStore::held(&b, seq * 10));
         }
-        let seqs = |l: &SeqLog| l.0.iter().map(|m| m.0).collect::<Vec<_>>();
+        let seqs = |l: &SeqLog<InMemory>| l.0.iter().map(|m| m.0).collect::<Vec<_>>();
         assert_eq!(seqs(&log), [1, 3, 5, 6, 7]);
         assert_eq!(log.range(2, 6).map(|m| m.0).collect::<Vec<_>>(), [3, 5, 6]);
         assert_eq!(log.range(8, 9).count(), 0);

@@ -4,6 +4,7 @@
 //! memberships). Operations issued from one core take effect in issue order: a read sees every
 //! write issued before it. The replay seam relies on this (see `shard::attach`).
 
+mod bodies;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod embedded;

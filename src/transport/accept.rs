@@ -1,8 +1,9 @@
 //! The client port: accepts, reads the request head (bounded in size and time), authenticates,
 //! picks the transport (chunked, WebSocket, SSE) and codec, and starts the stream on the core
-//! that owns the uid; also serves `/demo` and `/send`. Runs on every core's executor.
+//! that owns the uid; also serves `/demo` and `/send`, and the CORS preflight (`OPTIONS`) of
+//! both. Runs on every core's executor.
 
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,9 +13,12 @@ use glommio::net::{TcpListener, TcpStream};
 use super::stream::NewStream;
 use super::{read_body, read_head, ws, HeadRead};
 use crate::auth::Authenticator;
+use crate::http::cors;
 use crate::http::head::{Method, RequestHead, MAX_HEAD_BYTES};
 use crate::http::query::query_param;
-use crate::http::response::{strip_body_for_head, write_error, write_redirect, write_response};
+use crate::http::response::{
+    strip_body_for_head, write_error_with, write_redirect, write_response,
+};
 use crate::msg::{Answer, CoreMsg, Handoff, Opening, Request};
 use crate::protocol::{codec, valid_id, Codec, Mode, Transport};
 use crate::router::Router;
@@ -33,9 +37,48 @@ pub struct ClientPort {
     pub auth: Authenticator,
 }
 
-pub async fn client_loop(port: Rc<ClientPort>, listener: TcpListener) {
+/// Connections accepted in a row before the accept loop lets the heads of the ones it took
+/// be read: a burst is answered as it is taken in, not after the whole queue is drained.
+const ACCEPT_BATCH: u32 = 32;
+
+/// A core's listening socket on the client port, with its fd for [`accept_now`] (glommio's
+/// listener does not give it out).
+pub struct ClientListener {
+    fd: RawFd,
+    inner: TcpListener,
+}
+
+impl FromRawFd for ClientListener {
+    /// `fd` must be a non-blocking listening socket (see `server::listen`).
+    unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        ClientListener {
+            fd,
+            // SAFETY: the caller hands over the fd; the glommio listener owns and closes it.
+            inner: unsafe { TcpListener::from_raw_fd(fd) },
+        }
+    }
+}
+
+pub async fn client_loop(port: Rc<ClientPort>, listener: ClientListener) {
+    let mut in_row = 0u32;
     loop {
-        match listener.accept().await {
+        // Drain the accept queue with one accept4(2) per connection (glommio's accept costs
+        // four syscalls: it toggles O_NONBLOCK around each); wait through glommio when empty.
+        let stream = match accept_now(listener.fd) {
+            Some(r) => {
+                in_row += 1;
+                if in_row >= ACCEPT_BATCH {
+                    in_row = 0;
+                    futures_lite::future::yield_now().await;
+                }
+                r
+            }
+            None => {
+                in_row = 0;
+                listener.inner.accept().await.map_err(std::io::Error::from)
+            }
+        };
+        match stream {
             Ok(stream) => {
                 glommio::spawn_local(on_client(port.clone(), stream)).detach();
             }
@@ -48,14 +91,51 @@ pub async fn client_loop(port: Rc<ClientPort>, listener: TcpListener) {
     }
 }
 
-async fn respond(stream: TcpStream, status: u16, reason: &str) {
-    respond_to(stream, false, status, reason).await
+/// One connection from the accept queue without waiting (the listener is non-blocking, see
+/// `server::listen`); `None` when the queue is empty.
+fn accept_now(listener: RawFd) -> Option<std::io::Result<TcpStream>> {
+    loop {
+        // SAFETY: accept4 on our listening fd; null address pointers are allowed. The new fd
+        // is blocking like the ones glommio's accept returns (its I/O never relies on
+        // O_NONBLOCK) and close-on-exec.
+        let fd = unsafe {
+            libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh fd that nothing else owns.
+            return Some(Ok(unsafe { TcpStream::from_raw_fd(fd) }));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            // ECONNABORTED: that peer gave up; the next one may be there.
+            std::io::ErrorKind::ConnectionAborted => continue,
+            std::io::ErrorKind::WouldBlock => return None,
+            _ => return Some(Err(e)),
+        }
+    }
 }
 
-/// [`respond`] to a request whose method is known: `head_only` (HEAD) sends the head alone.
-async fn respond_to(mut stream: TcpStream, head_only: bool, status: u16, reason: &str) {
+async fn respond(stream: TcpStream, status: u16, reason: &str) {
+    respond_to(stream, false, &[], status, reason).await
+}
+
+/// [`respond`] to a request whose method is known: `head_only` (HEAD) sends the head alone;
+/// `extra` are its CORS headers.
+async fn respond_to(
+    mut stream: TcpStream,
+    head_only: bool,
+    extra: &[(&str, &str)],
+    status: u16,
+    reason: &str,
+) {
     let mut out = Vec::with_capacity(256);
-    write_error(&mut out, status, reason, false);
+    write_error_with(&mut out, status, reason, extra, false);
     if head_only {
         strip_body_for_head(&mut out, 0);
     }
@@ -100,7 +180,7 @@ fn codec_param(shard: &Shard, head: &RequestHead) -> Result<Codec, Refusal> {
 }
 
 /// The client address of the node that owns the uid of a `/connect`, when that is another node.
-fn remote_owner(router: &Router, head: &RequestHead) -> Option<String> {
+async fn remote_owner(router: &Router, head: &RequestHead) -> Option<String> {
     let view = router.view();
     if !view.is_cluster() {
         return None;
@@ -108,6 +188,13 @@ fn remote_owner(router: &Router, head: &RequestHead) -> Option<String> {
     let uid = query_param(&head.query, "uid").ok()??;
     if !valid_id(&uid) {
         return None;
+    }
+    if view.is_dynamic() {
+        // A slot in motion here may settle on another node: wait (bounded) and send it there.
+        return match router.settled_route(&uid).await {
+            crate::router::Route::Node(n) => Some(router.view().node(n).client_addr()),
+            _ => None,
+        };
     }
     let node = view.locate(&uid).node;
     (node != view.me()).then(|| view.node(node).client_addr())
@@ -150,7 +237,13 @@ fn opening(port: &ClientPort, head: &RequestHead, leftover: Vec<u8>) -> Result<O
         mode: Mode { transport, codec },
         ws_accept,
         last_event_id,
+        allow_origin: allow_origin(shard, head).map(str::to_owned),
     })
+}
+
+/// `Access-Control-Allow-Origin` for this request under `--client_allow_origin`.
+fn allow_origin<'a>(shard: &'a Shard, head: &'a RequestHead) -> Option<&'a str> {
+    cors::allow_origin(&shard.cfg().client_allow_origin, head.origin.as_deref())
 }
 
 async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
@@ -176,6 +269,9 @@ async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
             return respond(stream, 408, "request timeout").await;
         }
     };
+    if head.method == Method::Options && matches!(head.path.as_str(), "/connect" | "/send") {
+        return preflight(&shard, stream, &head).await;
+    }
     match head.path.as_str() {
         "/connect" => {
             shard.bump(&stats.req_connect);
@@ -195,9 +291,20 @@ async fn on_client(port: Rc<ClientPort>, mut stream: TcpStream) {
         }
         _ => {
             shard.bump(&stats.req_other);
-            respond_to(stream, head.method == Method::Head, 404, "not found").await
+            respond_to(stream, head.method == Method::Head, &[], 404, "not found").await
         }
     }
+}
+
+/// `OPTIONS /connect` or `/send`: `204` with `Allow`, and for an allowed origin the CORS
+/// preflight answer (a browser sends one before a cross-origin request with `Last-Event-ID`
+/// or a JSON `Content-Type`).
+async fn preflight(shard: &Shard, mut stream: TcpStream, head: &RequestHead) {
+    let headers = cors::preflight_headers(allow_origin(shard, head));
+    let mut out = Vec::with_capacity(400);
+    write_response(&mut out, 204, "", &headers, b"", false);
+    let _ = stream.write_all(&out).await;
+    super::linger_close(&mut stream).await;
 }
 
 /// A static page (HEAD: its head alone), then the end of the connection.
@@ -219,25 +326,36 @@ async fn connect(
     head: RequestHead,
     leftover: Vec<u8>,
 ) {
-    if let Some(addr) = remote_owner(&port.router, &head) {
+    if let Some(addr) = remote_owner(&port.router, &head).await {
         let location = format!("http://{addr}/connect?{}", head.query);
         let shard = port.router.shard();
         shard.bump(&shard.stats().redirect);
         let mut out = Vec::with_capacity(256);
-        write_redirect(&mut out, &location);
+        let cors = cors::answer_headers(allow_origin(shard, &head));
+        write_redirect(&mut out, &location, &cors);
         let _ = stream.write_all(&out).await;
         return super::linger_close(&mut stream).await;
     }
     match opening(&port, &head, leftover) {
         Ok(o) => start(port.router.clone(), stream, o).await,
         Err((status, reason)) => {
-            respond_to(stream, head.method == Method::Head, status, &reason).await
+            let shard = port.router.shard();
+            let cors = cors::answer_headers(allow_origin(shard, &head));
+            respond_to(stream, head.method == Method::Head, &cors, status, &reason).await
         }
     }
 }
 
 /// Starts the stream here, or hands the socket to the uid's owner core.
 async fn start(router: Rc<Router>, stream: TcpStream, opening: Opening) {
+    if router.settled_route(&opening.uid).await == crate::router::Route::Moving {
+        return respond(
+            stream,
+            503,
+            "the user's slot is moving between nodes: retry",
+        )
+        .await;
+    }
     let owner = router.owner(&opening.uid).core;
     if owner == router.id() {
         let new = Box::new(NewStream { stream, opening });
@@ -296,20 +414,21 @@ async fn send(port: Rc<ClientPort>, mut stream: TcpStream, head: RequestHead, le
         }
     }
     .await;
+    let cors = cors::answer_headers(allow_origin(&shard, &head));
     match res {
         Ok(()) => {
-            let mut out = Vec::with_capacity(200);
+            let mut out = Vec::with_capacity(300);
             write_response(
                 &mut out,
                 200,
                 "text/json; charset=utf-8",
-                &[],
+                &cors,
                 br#"{"result":"ok"}"#,
                 false,
             );
             let _ = stream.write_all(&out).await;
             super::linger_close(&mut stream).await;
         }
-        Err((status, reason)) => respond(stream, status, &reason).await,
+        Err((status, reason)) => respond_to(stream, false, &cors, status, &reason).await,
     }
 }

@@ -28,8 +28,12 @@ use glommio::net::TcpStream;
 use super::decode::{Decoder, Input};
 use super::ws;
 use crate::http::chunk::{encode_chunk, LAST_CHUNK};
-use crate::http::response::{write_error, write_sse_head, write_stream_head, write_upgrade_head};
+use crate::http::cors;
+use crate::http::response::{
+    write_error_with, write_sse_head, write_stream_head, write_upgrade_head,
+};
 use crate::msg::Opening;
+use crate::protocol::close;
 use crate::protocol::{codec, ClientMessage, Codec, Mode, Transport};
 use crate::router::Router;
 use crate::shard::conn::{Conn, Out};
@@ -57,7 +61,9 @@ pub struct NewStream {
 /// Starts a stream: registration, 200 head and offline replay run in this (short-lived)
 /// task; the stream itself then lives in a task of its own whose state is only `StreamTask`.
 pub async fn run(router: Rc<Router>, new: Box<NewStream>) {
+    let uid = new.opening.uid.clone();
     if let Some((stream, conn, io)) = open(router.shard(), new).await {
+        router.recheck_stream(&uid);
         glommio::spawn_local(StreamTask {
             router,
             conn,
@@ -269,6 +275,7 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
             tracing::warn!(uid = %opening.uid, error = %e, "Last-Event-ID ack failed");
         }
     }
+    let cors = cors::answer_headers(opening.allow_origin.as_deref());
     let attached = match shard.attach(&opening.uid).await {
         Ok(x) => x,
         Err(e) => {
@@ -277,7 +284,7 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
                 AttachError::Storage(_) => 500,
             };
             let mut out = Vec::new();
-            write_error(&mut out, status, &e.to_string(), false);
+            write_error_with(&mut out, status, &e.to_string(), &cors, false);
             let _ = stream.write_all(&out).await;
             return None;
         }
@@ -285,11 +292,11 @@ async fn open(shard: &Rc<Shard>, new: Box<NewStream>) -> Option<(TcpStream, Rc<C
     let conn = attached.conn;
     let mut head = Vec::with_capacity(200);
     match opening.mode.transport {
-        Transport::Chunked => write_stream_head(&mut head),
+        Transport::Chunked => write_stream_head(&mut head, &cors),
         Transport::WebSocket => {
             write_upgrade_head(&mut head, opening.ws_accept.as_deref().unwrap_or_default())
         }
-        Transport::Sse => write_sse_head(&mut head),
+        Transport::Sse => write_sse_head(&mut head, &cors),
     }
     conn.mode.set(opening.mode);
     if stream.write_all(&head).await.is_err() {
@@ -524,6 +531,12 @@ fn fill(out: &mut Vec<u8>, shard: &Shard, conn: &Conn, mode: Mode) -> bool {
                     }
                     continue;
                 }
+                Out::Moved(location) => {
+                    encode_moved(out, &mut payload, mode, location);
+                    shard.bump(&shard.stats().send_number);
+                    ending = true;
+                    break;
+                }
                 Out::End(_) => None,
             };
             if !payload.is_empty() {
@@ -546,6 +559,38 @@ fn fill(out: &mut Vec<u8>, shard: &Shard, conn: &Conn, mode: Mode) -> bool {
         }
     });
     ending
+}
+
+/// The move signal and the end of the stream, in the transport's form (docs/protocol.md §8):
+/// chunked, a final chunk (in the stream's codec) and the last chunk; SSE, `event: moved` with
+/// the JSON; WebSocket, a close 1012 whose reason is the JSON. A close reason holds 123 bytes:
+/// a longer signal goes first as a data frame, and the close reason is then just `moved`.
+fn encode_moved(out: &mut Vec<u8>, payload: &mut Vec<u8>, mode: Mode, location: &str) {
+    match mode.transport {
+        Transport::Chunked => {
+            codec::encode_moved(payload, mode.codec, location);
+            encode_chunk(out, payload);
+            out.extend_from_slice(LAST_CHUNK);
+        }
+        Transport::Sse => {
+            codec::encode_moved(payload, Codec::Json, location);
+            out.extend_from_slice(b"event: moved\ndata: ");
+            out.extend_from_slice(payload);
+            out.extend_from_slice(b"\n\n");
+        }
+        Transport::WebSocket => {
+            codec::encode_moved(payload, Codec::Json, location);
+            if payload.len() <= ws::MAX_CLOSE_REASON {
+                let reason = std::str::from_utf8(payload).expect("our JSON is UTF-8");
+                ws::encode_close(out, close::SERVICE_RESTART, reason);
+            } else {
+                payload.clear();
+                codec::encode_moved(payload, mode.codec, location);
+                frame_message(out, mode, payload, None);
+                ws::encode_close(out, close::SERVICE_RESTART, "moved");
+            }
+        }
+    }
 }
 
 /// Frames one message for the transport: a chunk, a WebSocket data frame, or an SSE event

@@ -135,13 +135,17 @@ pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     let mut p = Vec::with_capacity(2 + reason.len());
     p.extend_from_slice(&code.to_be_bytes());
     // A close reason is at most 123 bytes; cut at a char boundary.
-    let mut n = reason.len().min(123);
+    let mut n = reason.len().min(MAX_CLOSE_REASON);
     while !reason.is_char_boundary(n) {
         n -= 1;
     }
     p.extend_from_slice(&reason.as_bytes()[..n]);
     encode_frame(out, OpCode::Control(Control::Close), &p);
 }
+
+/// The longest close reason: a control frame's payload is at most 125 bytes, 2 of them the
+/// code (RFC 6455 §5.5).
+pub const MAX_CLOSE_REASON: usize = 123;
 
 pub const TEXT: OpCode = OpCode::Data(Data::Text);
 pub const BINARY: OpCode = OpCode::Data(Data::Binary);

@@ -327,3 +327,71 @@ test('(d) the dashboard shows the connection count going up as pages connect', {
   assert.deepEqual(dash.problems, []);
   await dash.close_all();
 });
+
+// ---- a 2-node cluster: the SDK in a page of node A, for a user of node B ------------------
+// Env CLUSTER_A, CLUSTER_B (client base URLs) and CLUSTER_ADMIN_A; without them these tests
+// are skipped (tests/browser_pages.rs always sets them).
+const CLUSTER_A = (process.env.CLUSTER_A || '').replace(/\/$/, '');
+const CLUSTER_B = (process.env.CLUSTER_B || '').replace(/\/$/, '');
+const CLUSTER_ADMIN_A = (process.env.CLUSTER_ADMIN_A || '').replace(/\/$/, '');
+const cluster = { skip: !(CLUSTER_A && CLUSTER_B && CLUSTER_ADMIN_A) && 'set CLUSTER_A, CLUSTER_B, CLUSTER_ADMIN_A' };
+
+/** A uid that node B owns, as node A's admin port says. */
+async function uidOfB(prefix) {
+  const want = new URL(CLUSTER_B).host;
+  for (let i = 0; i < 500; i++) {
+    const uid = `${prefix}${RUN}${i}`;
+    const r = await fetch(`${CLUSTER_ADMIN_A}/shard?uid=${uid}`);
+    if ((await r.json()).result === want) return uid;
+  }
+  throw new Error('no uid of node B');
+}
+
+async function clusterPub(uid, body) {
+  const r = await fetch(`${CLUSTER_ADMIN_A}/pub?to=${uid}&from=op`, { method: 'POST', body });
+  assert.equal(r.status, 200, await r.text());
+}
+
+for (const transport of ['websocket', 'sse', 'chunked']) {
+  test(`SDK on node A's page follows the 303 to node B cross-origin (${transport}), then a move`, { ...cluster, timeout: TIMEOUT }, async () => {
+    const uid = await uidOfB(`x${transport.slice(0, 2)}`);
+    const page = await newPage();
+    await page.goto(CLUSTER_A + '/demo');
+    const connected = await page.evaluate(async ({ A, uid, transport }) => {
+      const { Client } = await import('/ipush.js');
+      const got = [];
+      const events = [];
+      const c = new Client(A, uid, 'pw', { transport, backoff: { baseMs: 50, capMs: 200 } });
+      c.on('message', (m) => got.push(m.body));
+      c.on('connected', (e) => events.push({ kind: 'connected', transport: e.transport, node: e.node }));
+      c.on('moved', (e) => events.push({ kind: 'moved', location: e.location }));
+      c.on('error', (e) => events.push({ kind: 'error', message: e.message }));
+      Object.assign(window, { xc: c, xgot: got, xevents: events });
+      const late = new Promise((_, reject) => setTimeout(() => reject(new Error(
+        `not connected within 15 s: ${JSON.stringify(events)}`)), 15_000));
+      await Promise.race([c.connect(), late]);
+      return events.filter((e) => e.kind === 'connected');
+    }, { A: CLUSTER_A, uid, transport });
+    assert.deepEqual(connected, [{ kind: 'connected', transport, node: CLUSTER_B }],
+      `connected to node B over ${transport}: ${JSON.stringify(await page.evaluate(() => window.xevents))}`);
+
+    await clusterPub(uid, 'one');
+    await pollUntil('"one" in the page', () => page.evaluate(() => window.xgot.includes('one')));
+
+    // Node B tells the stream to move to node A (which sends it back: B owns the user): the
+    // SDK goes to the location at once and resumes, nothing lost, nothing twice.
+    const r = await fetch(`${CLUSTER_ADMIN_A}/disconnect?uid=${uid}&location=${encodeURIComponent(CLUSTER_A)}`, { method: 'POST' });
+    assert.equal(r.status, 200, await r.text());
+    await clusterPub(uid, 'two');
+    await pollUntil('"two" in the page', () => page.evaluate(() => window.xgot.includes('two')));
+    const { got, events } = await page.evaluate(() => ({ got: window.xgot, events: window.xevents }));
+    assert.deepEqual(got, ['one', 'two'], JSON.stringify(events));
+    const moved = events.find((e) => e.kind === 'moved');
+    assert.ok(moved && moved.location.startsWith(CLUSTER_A + '/connect?uid='), JSON.stringify(events));
+    const reconnects = events.filter((e) => e.kind === 'connected');
+    assert.equal(reconnects.length, 2, JSON.stringify(events));
+    assert.equal(reconnects[1].node, CLUSTER_B, 'back on node B through A\'s 303');
+    await page.evaluate(() => window.xc.close());
+    await page.close_all();
+  });
+}

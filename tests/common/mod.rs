@@ -83,6 +83,8 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 pub struct Server {
+    /// Run the server as this user id (root only), e.g. for iptables owner rules.
+    pub uid: Option<u32>,
     pub child: Option<Child>,
     pub client_port: u16,
     pub admin_port: u16,
@@ -94,11 +96,21 @@ impl Server {
     /// Starts a server with `--cores=2 --storage=memory` plus `extra` flags, on ports the
     /// kernel picks (it reports them when ready).
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_as(None, extra)
+    }
+
+    /// [`Server::start`] as user `uid` (its directory is made writable for it).
+    pub fn start_as(uid: Option<u32>, extra: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(unique("test"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        if uid.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
         let pid_file = dir.join("ipush.pid");
         let mut s = Server {
+            uid,
             child: None,
             client_port: 0,
             admin_port: 0,
@@ -117,7 +129,12 @@ impl Server {
         assert!(self.child.is_none(), "stop or kill the server first");
         let args = server_args(&self.dir, self.client_port, self.admin_port, extra);
         // Run inside the test's directory: a relative --data_dir lands there.
-        let mut child = Command::new(server_bin())
+        let mut cmd = Command::new(server_bin());
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd
             .args(&args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -332,7 +349,7 @@ impl Client {
         false
     }
 
-    fn recv_chunk_or_timeout(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, ()> {
+    pub fn recv_chunk_or_timeout(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, ()> {
         self.sock.set_read_timeout(Some(limit)).unwrap();
         let mut tmp = [0u8; 65536];
         loop {
@@ -381,6 +398,20 @@ pub fn raw_exchange(addr: &str, request: &[u8], limit: Duration) -> (u16, String
 
 /// Reads one HTTP/1.1 response (head, then Content-Length body or until EOF) within `limit`.
 pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec<u8>) {
+    try_read_response(sock, limit).unwrap_or_else(|got| {
+        panic!(
+            "no complete response head within {limit:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        )
+    })
+}
+
+/// [`read_response`], or `Err(the bytes read)` when no complete head arrived within `limit`
+/// (say, the port is not an HTTP server's).
+pub fn try_read_response(
+    sock: &mut TcpStream,
+    limit: Duration,
+) -> Result<(u16, String, Vec<u8>), Vec<u8>> {
     let end = Instant::now() + limit;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 65536];
@@ -399,7 +430,7 @@ pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec
                         .nth(1)
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
-                    return (status, head, buf[he..he + cl].to_vec());
+                    return Ok((status, head, buf[he..he + cl].to_vec()));
                 }
             }
         }
@@ -414,19 +445,16 @@ pub fn read_response(sock: &mut TcpStream, limit: Duration) -> (u16, String, Vec
             Err(_) => break,
         }
     }
-    let he = head_end.unwrap_or_else(|| {
-        panic!(
-            "no complete response head within {limit:?}; got {:?}",
-            String::from_utf8_lossy(&buf)
-        )
-    });
+    let Some(he) = head_end else {
+        return Err(buf);
+    };
     let head = String::from_utf8_lossy(&buf[..he]).to_string();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head, buf[he..].to_vec())
+    Ok((status, head, buf[he..].to_vec()))
 }
 
 /// Value of header `name` (case-insensitive) in a response head.
@@ -878,4 +906,30 @@ pub fn listed(s: &Server, uid: &str) -> Vec<(u64, String)> {
             )
         })
         .collect()
+}
+
+/// One admin request to `127.0.0.1:port` on a fresh connection: its status, or None when
+/// it got no answer (refused, reset, timed out after 10 s).
+pub fn admin_raw_port(port: u16, method: &str, path: &str, body: &[u8]) -> Option<u16> {
+    admin_port_exchange(port, method, path, body).map(|(st, _)| st)
+}
+
+/// [`admin_raw_port`] with the answer's body.
+pub fn admin_port_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    (!out.is_empty()).then(|| parse_response(&out))
 }

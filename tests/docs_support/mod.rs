@@ -1,15 +1,21 @@
-//! Support for the docs tests (`vectors.rs`, `tls_nginx.rs`): the shared vectors, a server
-//! started from `IPUSH_SERVER` (default `target/debug/ipush_server`) on free ports with its
-//! own directory, and raw client sockets (chunked, WebSocket, SSE).
+//! Support for the docs tests (`vectors.rs`, `tls_nginx.rs`, `moved_signal.rs`, `cors.rs`):
+//! the shared vectors, a server (`common::server_bin`) on ports chosen here, so that a 2-node
+//! static cluster can name them in `--nodes`, with its own directory, and raw client sockets
+//! (chunked, WebSocket, SSE) over any byte transport (TLS too). Request and response helpers
+//! come from `tests/common`: a test that uses this module declares `mod common;` too.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+// Re-exported for the tests that use this module (not every one uses each).
+#[allow(unused_imports)]
+pub use crate::common::{find, header_value as header, unused_port as free_port, wait_until};
 
 /// Bounded wait for anything a test reads from a server.
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -36,33 +42,6 @@ pub fn unhex(s: &str) -> Vec<u8> {
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The server binary: `IPUSH_SERVER`, else `<repo>/target/debug/ipush_server`.
-pub fn server_binary() -> PathBuf {
-    match std::env::var_os("IPUSH_SERVER") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => repo_root().join("target/debug/ipush_server"),
-    }
-}
-
-/// A port that was free a moment ago (bind 0, release).
-pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
-
-pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
 }
 
 /// A running `ipush_server`, killed (and its directory removed) on drop.
@@ -95,7 +74,7 @@ impl Server {
     }
 
     fn try_start(ports: (u16, u16, u16), port_flags: bool, extra: &[&str]) -> Option<Server> {
-        let bin = server_binary();
+        let bin = crate::common::server_bin();
         assert!(
             bin.exists(),
             "no server binary at {} (build it with cargo build, or set IPUSH_SERVER)",
@@ -150,6 +129,45 @@ impl Server {
             std::thread::sleep(Duration::from_millis(30));
         }
         panic!("ipush_server not healthy within 60 s");
+    }
+
+    /// A 2-node static cluster (`--nodes`, nodes n1 and n2) on free ports, plus `extra` on
+    /// both; retried on a port race.
+    pub fn pair(extra: &[&str]) -> (Server, Server) {
+        for _ in 0..5 {
+            let p: Vec<(u16, u16, u16)> = (0..2)
+                .map(|_| (free_port(), free_port(), free_port()))
+                .collect();
+            let list = format!(
+                "--nodes=n1=127.0.0.1:{}:{}:{},n2=127.0.0.1:{}:{}:{}",
+                p[0].0, p[0].1, p[0].2, p[1].0, p[1].1, p[1].2
+            );
+            let args = |node: &'static str| {
+                let mut a = vec![node, list.as_str()];
+                a.extend_from_slice(extra);
+                a
+            };
+            let a = Server::start_node(p[0], &args("--node=n1"));
+            let b = Server::start_node(p[1], &args("--node=n2"));
+            if let (Some(a), Some(b)) = (a, b) {
+                for (s, peer) in [(&a, "n2"), (&b, "n1")] {
+                    wait_until(LIMIT, "the cluster bus up", || {
+                        s.admin("GET", "/health", b"")
+                            .ok()
+                            .and_then(|(_, _, body)| serde_json::from_slice::<Value>(&body).ok())
+                            .is_some_and(|v| v["result"]["peers"][peer] == "up")
+                    });
+                }
+                return (a, b);
+            }
+        }
+        panic!("no 2-node cluster after 5 tries");
+    }
+
+    /// The client port (`HOST:PORT`) of `uid`'s node, as `/shard` says.
+    pub fn shard_of(&self, uid: &str) -> String {
+        let v = self.admin_ok("GET", &format!("/shard?uid={}", enc(uid)), b"");
+        v["result"].as_str().expect("/shard result").to_string()
     }
 
     /// One admin request on its own connection: (status, head, body).
@@ -211,66 +229,13 @@ impl Drop for Server {
 }
 
 /// Sends `req` on a new connection to 127.0.0.1:`port`; reads one response (Content-Length
-/// body, else until EOF).
+/// body, else until EOF) with `common::try_read_response`. `Err` when nothing listens there or
+/// what does sends no HTTP response (a server starting on a port another process took).
 pub fn exchange(port: u16, req: &[u8]) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(LIMIT))?;
     let _ = s.write_all(req);
-    read_response(&mut s)
-}
-
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// One HTTP/1.1 response: (status, head, body).
-pub fn read_response(s: &mut impl Read) -> std::io::Result<(u16, String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 65536];
-    let end = Instant::now() + LIMIT;
-    loop {
-        if let Some(he) = find(&buf, b"\r\n\r\n").map(|i| i + 4) {
-            let head = String::from_utf8_lossy(&buf[..he]).to_string();
-            let status = head
-                .split(' ')
-                .nth(1)
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0);
-            if let Some(cl) = header(&head, "content-length") {
-                let cl: usize = cl.parse().expect("content-length");
-                if buf.len() >= he + cl {
-                    return Ok((status, head, buf[he..he + cl].to_vec()));
-                }
-            }
-            if Instant::now() > end {
-                return Ok((status, head, buf[he..].to_vec()));
-            }
-        }
-        match s.read(&mut tmp) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
-    }
-    let he = find(&buf, b"\r\n\r\n")
-        .map(|i| i + 4)
-        .ok_or_else(|| std::io::Error::other("no response head"))?;
-    let head = String::from_utf8_lossy(&buf[..he]).to_string();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0);
-    Ok((status, head, buf[he..].to_vec()))
-}
-
-/// A header's value (case-insensitive name) in a response head.
-pub fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
+    crate::common::try_read_response(&mut s, LIMIT)
+        .map_err(|_| std::io::Error::other("no response head"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

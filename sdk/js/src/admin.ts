@@ -253,9 +253,13 @@ export class AdminClient {
     return (await this.get('/health')) as Record<string, unknown>;
   }
 
-  /** Ends the user's stream with `{"error":"disconnected"}` (404 if not connected). */
-  async disconnect(uid: string): Promise<unknown> {
-    return this.post('/disconnect', { uid });
+  /**
+   * Ends the user's stream with `{"error":"disconnected"}` (404 if not connected); with
+   * `location` (another node's origin, `http://HOST:PORT`), with the move signal instead: its
+   * client reconnects there at once.
+   */
+  async disconnect(uid: string, location?: string): Promise<unknown> {
+    return this.post('/disconnect', { uid, location });
   }
 }
 

@@ -132,7 +132,11 @@ function origin(url: string): string {
   return `${proto}//${u.host}`;
 }
 
-/** Where a failed WebSocket upgrade was sent, if anywhere (the server answers 303 before auth). */
+/**
+ * Where a failed WebSocket upgrade was sent, if anywhere (the server answers 303 before auth).
+ * A browser hides a manual redirect's Location; then the HEAD is sent again, following it, and
+ * the URL it ended at names the node (the nodes answer with CORS headers, `--client_allow_origin`).
+ */
 async function probeRedirect(
   doFetch: typeof fetch,
   httpUrl: string,
@@ -142,7 +146,17 @@ async function probeRedirect(
   const timer = setTimeout(() => ctl.abort(), timeoutMs);
   try {
     const r = await doFetch(httpUrl, { method: 'HEAD', redirect: 'manual', signal: ctl.signal });
-    if (r.type === 'opaqueredirect') return 'hidden';
+    if (r.type === 'opaqueredirect') {
+      const followed = await doFetch(httpUrl, {
+        method: 'HEAD',
+        redirect: 'follow',
+        signal: ctl.signal,
+      }).catch(() => null);
+      if (followed?.redirected && followed.url && origin(followed.url) !== origin(httpUrl)) {
+        return followed.url;
+      }
+      return 'hidden';
+    }
     if (r.status >= 300 && r.status < 400) return r.headers.get('location');
     return null;
   } catch {

@@ -89,3 +89,47 @@ for (const [transport, codec] of [
     }
   });
 }
+
+for (const [transport, codec] of [
+  ['websocket', 'json'],
+  ['websocket', 'msgpack'],
+  ['sse', 'json'],
+  ['chunked', 'msgpack'],
+]) {
+  test(`moved over ${transport} (${codec}): reconnects to the location at once, resumes once`, async () => {
+    const admin = new AdminClient(n1.admin);
+    const uid = await uidOwnedByN2(admin);
+    // A long backoff: only the move's immediate reconnect can make this test pass in time.
+    const c = new Client(n1.client, uid, 'pw', {
+      WebSocket,
+      transport,
+      codec,
+      backoff: { baseMs: 60000, capMs: 60000 },
+    });
+    const rec = new Recorder(c);
+    try {
+      await c.connect();
+      await admin.publish(uid, 'op', 'before the move');
+      await rec.wait('message');
+      // n2 (asked through n1) tells the stream to go to n1, which sends it back to n2 (its
+      // owner): the client follows the location, then the 303, and resumes from its last ack.
+      await admin.disconnect(uid, n1.client);
+      await admin.publish(uid, 'op', 'after the move');
+      const [moved] = await rec.wait('moved');
+      assert.equal(moved.location, `${n1.client}/connect?uid=${uid}`);
+      await rec.wait('message', 2);
+      await rec.wait('connected', 2);
+      await admin.publish(uid, 'op', 'live again');
+      await rec.wait('message', 3);
+      const bodies = rec.messages().map((m) => m.body);
+      assert.deepEqual(bodies, ['before the move', 'after the move', 'live again']);
+      const seqs = rec.messages().map((m) => m.seq);
+      assert.deepEqual(seqs, [1, 2, 3], 'no gap, no duplicate');
+      const conns = rec.all('connected');
+      assert.equal(conns[1].node, n2.client, 'back on the owner');
+      assert.equal(conns[1].transport, transport);
+    } finally {
+      c.close();
+    }
+  });
+}

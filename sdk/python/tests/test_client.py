@@ -297,8 +297,8 @@ def cluster(make_server: Callable[..., Server]) -> List[Server]:
     raise AssertionError("unreachable")
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_follow_303_to_owner(cluster: List[Server], transport: str) -> None:
+async def uid_of_n2(cluster: List[Server], prefix: str) -> str:
+    """Once the bus is up both ways, a uid that n2 owns (as n1 says)."""
     n1, n2 = cluster
     admin1 = AdminClient(n1.admin_url)
 
@@ -308,12 +308,17 @@ async def test_follow_303_to_owner(cluster: List[Server], transport: str) -> Non
         return h1["peers"].get("n2") == "up" and h2["peers"].get("n1") == "up"
 
     await wait_until(peers_up, timeout=15, what="the bus between n1 and n2 up")
-    uid = None
     for i in range(200):
-        if await admin1.shard(f"owned{i}") == f"127.0.0.1:{n2.client_port}":
-            uid = f"owned{i}"
-            break
-    assert uid is not None, "no uid owned by n2 among 200"
+        if await admin1.shard(f"{prefix}{i}") == f"127.0.0.1:{n2.client_port}":
+            return f"{prefix}{i}"
+    raise AssertionError("no uid owned by n2 among 200")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_follow_303_to_owner(cluster: List[Server], transport: str) -> None:
+    n1, n2 = cluster
+    admin1 = AdminClient(n1.admin_url)
+    uid = await uid_of_n2(cluster, "owned")
     c = Client(n1.client_url, uid, "pw", transport=transport)
     rec = Recorder(c)
     await c.connect(timeout=15)
@@ -321,6 +326,40 @@ async def test_follow_303_to_owner(cluster: List[Server], transport: str) -> Non
         assert rec.of("connected") == [("connected", transport, n2.client_url)]
         await admin1.publish(uid, "op", "via n1")  # routed to n2 over the bus
         await wait_until(lambda: bodies(rec.messages) == ["via n1"], what="message on n2")
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize(
+    "transport,codec",
+    [("websocket", "json"), ("websocket", "msgpack"), ("sse", "json"), ("chunked", "msgpack")],
+)
+async def test_moved_reconnects_to_the_location_and_resumes_once(
+    cluster: List[Server], transport: str, codec: str
+) -> None:
+    n1, n2 = cluster
+    admin1 = AdminClient(n1.admin_url)
+    uid = await uid_of_n2(cluster, "mover")
+    # A long backoff: only the move's immediate reconnect makes this pass in time.
+    c = Client(
+        n1.client_url, uid, "pw", transport=transport, codec=codec, backoff_base=60, backoff_cap=60
+    )
+    rec = Recorder(c)
+    await c.connect(timeout=15)
+    try:
+        await admin1.publish(uid, "op", "before the move")
+        await wait_until(lambda: bodies(rec.messages) == ["before the move"], what="first")
+        # n2 (asked through n1) tells the stream to go to n1, which sends it back to n2, its
+        # owner: the client follows the location, then the 303, and resumes from its last ack.
+        await admin1.disconnect(uid, location=n1.client_url)
+        await admin1.publish(uid, "op", "after the move")
+        await wait_until(lambda: len(rec.of("connected")) >= 2, timeout=10, what="reconnected")
+        await admin1.publish(uid, "op", "live again")
+        want = ["before the move", "after the move", "live again"]
+        await wait_until(lambda: bodies(rec.messages) == want, timeout=10, what="all three, once")
+        assert [m.seq for m in rec.messages] == [1, 2, 3]
+        assert rec.of("moved") == [("moved", f"{n1.client_url}/connect?uid={uid}")]
+        assert rec.of("connected")[1] == ("connected", transport, n2.client_url)
     finally:
         await c.close()
 

@@ -242,34 +242,59 @@ pub struct SlotWrite {
 /// The member a slot belongs with among the live ones (rendezvous over names, so a join or a
 /// leave moves about 1/N of the slots).
 pub fn desired(slot: u32, live: &[Holder]) -> Option<&Holder> {
-    if live.is_empty() {
-        return None;
-    }
-    let names: Vec<&str> = live.iter().map(|h| h.name.as_str()).collect();
-    Some(&live[Rendezvous::new(&names).owner(&format!("slot-{slot}"))])
+    Placer::new(live).owner(slot)
 }
 
-/// What `me` should write to the slot table now. `live`: the members whose rows say alive
-/// (this incarnation each), `me` among them; `releasing`: slots `me` has stopped serving.
-/// - a slot nobody live holds, that belongs with `me`: claim it;
-/// - a slot `me` holds that belongs with another live member: hand it over — only once it is
-///   in `releasing` (the caller stops serving it first, then asks again).
+/// [`desired`] for many slots: the hash state is built once per member set.
+pub struct Placer<'a> {
+    live: &'a [Holder],
+    ring: Rendezvous,
+}
+
+impl<'a> Placer<'a> {
+    pub fn new(live: &'a [Holder]) -> Self {
+        let names: Vec<&str> = live.iter().map(|h| h.name.as_str()).collect();
+        Placer {
+            live,
+            ring: Rendezvous::new(&names),
+        }
+    }
+
+    pub fn owner(&self, slot: u32) -> Option<&'a Holder> {
+        if self.live.is_empty() {
+            return None;
+        }
+        Some(&self.live[self.ring.owner(&format!("slot-{slot}"))])
+    }
+}
+
+/// What `me` should write to the slot table now. `alive`: the members whose rows say alive
+/// (this incarnation each); `placement`: those of them slots may go to (the alive ones not
+/// leaving; `me` among them unless it leaves); `releasing`: slots `me` has stopped serving.
+/// - a slot no alive member holds, that belongs with `me`: claim it;
+/// - a slot `me` holds that belongs with another member: hand it over — only once it is in
+///   `releasing` (the caller stops serving it first, then asks again).
+///
+/// A leaving member's slots are still held (it is alive): nobody claims them; it hands them
+/// over one by one as it drains.
 pub fn slot_writes(
     me: &Holder,
     rows: &[SlotRow],
-    live: &[Holder],
+    alive: &[Holder],
+    placement: &[Holder],
     releasing: &[u32],
 ) -> Vec<SlotWrite> {
     let mut out = Vec::new();
+    let placer = Placer::new(placement);
     for (slot, row) in rows.iter().enumerate() {
         let slot = slot as u32;
-        let Some(want) = desired(slot, live) else {
+        let Some(want) = placer.owner(slot) else {
             continue;
         };
         if row.epoch >= MAX_EPOCH {
             continue;
         }
-        let held_by_live = row.holder.as_ref().is_some_and(|h| live.contains(h));
+        let held_by_live = row.holder.as_ref().is_some_and(|h| alive.contains(h));
         let next = SlotRow {
             holder: Some(want.clone()),
             epoch: row.epoch + 1,
@@ -286,12 +311,14 @@ pub fn slot_writes(
     out
 }
 
-/// Slots `me` holds that belong with another live member: stop serving them, then hand over.
+/// Slots `me` holds that belong with another member of `placement` (all of them when `me`
+/// leaves): stop serving them, then hand over.
 pub fn to_release(me: &Holder, rows: &[SlotRow], live: &[Holder]) -> Vec<u32> {
+    let placer = Placer::new(live);
     rows.iter()
         .enumerate()
         .filter(|(slot, row)| {
-            row.holder.as_ref() == Some(me) && desired(*slot as u32, live).is_some_and(|w| w != me)
+            row.holder.as_ref() == Some(me) && placer.owner(*slot as u32).is_some_and(|w| w != me)
         })
         .map(|(slot, _)| slot as u32)
         .collect()
@@ -422,8 +449,8 @@ mod tests {
                 epoch: 0,
             })
             .collect();
-        let a = slot_writes(&live[0], &rows, &live, &[]);
-        let b = slot_writes(&live[1], &rows, &live, &[]);
+        let a = slot_writes(&live[0], &rows, &live, &live, &[]);
+        let b = slot_writes(&live[1], &rows, &live, &live, &[]);
         assert_eq!(
             a.len() + b.len(),
             32,
@@ -437,18 +464,40 @@ mod tests {
                 epoch: 4,
             })
             .collect();
-        assert!(slot_writes(&live[1], &rows, &live, &[]).is_empty());
+        assert!(slot_writes(&live[1], &rows, &live, &live, &[]).is_empty());
         let release = to_release(&live[0], &rows, &live);
         assert_eq!(release.len(), b.len());
-        assert!(slot_writes(&live[0], &rows, &live, &[]).is_empty());
-        let writes = slot_writes(&live[0], &rows, &live, &release);
+        assert!(slot_writes(&live[0], &rows, &live, &live, &[]).is_empty());
+        let writes = slot_writes(&live[0], &rows, &live, &live, &release);
         assert_eq!(writes.len(), release.len());
         assert!(writes
             .iter()
             .all(|w| w.next.epoch == 5 && w.next.holder == Some(h("b"))));
         // A dead holder's slots go to the live members it belonged with.
         let alone = vec![h("b")];
-        assert_eq!(slot_writes(&alone[0], &rows, &alone, &[]).len(), 32);
+        assert_eq!(slot_writes(&alone[0], &rows, &alone, &alone, &[]).len(), 32);
+    }
+
+    #[test]
+    fn a_leaving_member_hands_everything_over_and_nobody_claims_it_first() {
+        let alive = vec![h("a"), h("b")];
+        let placement = vec![h("b")];
+        let rows: Vec<SlotRow> = (0..32)
+            .map(|_| SlotRow {
+                holder: Some(h("a")),
+                epoch: 2,
+            })
+            .collect();
+        // a is alive while it drains: b claims nothing behind its back.
+        assert!(slot_writes(&alive[1], &rows, &alive, &placement, &[]).is_empty());
+        let release = to_release(&alive[0], &rows, &placement);
+        assert_eq!(release.len(), 32);
+        assert!(slot_writes(&alive[0], &rows, &alive, &placement, &[]).is_empty());
+        let writes = slot_writes(&alive[0], &rows, &alive, &placement, &release[..5]);
+        assert_eq!(writes.len(), 5);
+        assert!(writes
+            .iter()
+            .all(|w| w.next.epoch == 3 && w.next.holder == Some(h("b"))));
     }
 
     #[test]

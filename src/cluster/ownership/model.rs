@@ -705,7 +705,7 @@ impl Sim {
             .copied()
             .filter(|s| !busy.contains(s))
             .collect();
-        let writes = slot_writes(&me, &p.rows, &p.live, &ready);
+        let writes = slot_writes(&me, &p.rows, &p.live, &p.live, &ready);
         let writes: Vec<SlotWrite> = writes
             .into_iter()
             .filter(|w| !p.slot_ops.contains(&w.slot))

@@ -485,7 +485,7 @@ mod tests {
     fn schema_file_renames_its_keyspace() {
         let cql = include_str!("../../../cql/create_schema.cql");
         let stmts = schema_statements(cql, "ipush_test_42");
-        assert_eq!(stmts.len(), 9, "{stmts:#?}");
+        assert_eq!(stmts.len(), 10, "{stmts:#?}");
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ipush_test_42"));
         let tables = [
             "messages",
@@ -494,7 +494,10 @@ mod tests {
             "channel_members",
             "idempotency",
         ];
-        for table in tables.into_iter().chain(["cluster", "members", "slots"]) {
+        for table in tables
+            .into_iter()
+            .chain(["cluster", "members", "member_ids", "slots"])
+        {
             let create = format!("CREATE TABLE IF NOT EXISTS ipush_test_42.{table} (");
             assert!(
                 stmts.iter().any(|s| s.starts_with(&create)),

@@ -1,11 +1,13 @@
 //! The raw write rate of the database, for comparison with ipush's persisted publish rate
 //! (perf/scylla-bench.sh): `writes` single-row INSERTs into `<keyspace>.messages` (the row
 //! ipush writes for a one-recipient message: the body inline, USING TTL), `inflight` at a
-//! time, through one driver session on a 2-thread tokio runtime. With `batch=1` each write is
+//! time, through one driver session on a tokio runtime of `threads` workers (default 2; 0 = a
+//! current-thread runtime, as each ipush bridge thread runs). With `batch=1` each write is
 //! ipush's exact statement instead: an unlogged single-partition batch of that row and the
 //! `users.max_seq` update. Prints one JSON line: writes, seconds, writes/s, latency p50/p99 µs.
 //!
 //!   scylla-raw nodes=127.0.0.1:9042 keyspace=ipush_bench writes=100000 inflight=512 [batch=1]
+//!              [threads=0]
 //!
 //! The keyspace must hold cql/create_schema.cql (ipush_server --scylla_init_schema=true makes
 //! it). Rows go to users `raw<N>`, never to ipush's own users. `drop_keyspace=1` drops the
@@ -28,6 +30,8 @@ struct Args {
     batch: bool,
     body_bytes: usize,
     drop_keyspace: bool,
+    /// 0: a current-thread runtime (as one ipush bridge thread runs the driver); else workers.
+    threads: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,6 +44,7 @@ fn parse() -> Result<Args, String> {
         batch: false,
         body_bytes: 64,
         drop_keyspace: false,
+        threads: 2,
     };
     for arg in std::env::args().skip(1) {
         let (k, v) = arg
@@ -58,6 +63,7 @@ fn parse() -> Result<Args, String> {
             "batch" => a.batch = v == "1" || v == "true",
             "body_bytes" => a.body_bytes = num(v)? as usize,
             "drop_keyspace" => a.drop_keyspace = v == "1" || v == "true",
+            "threads" => a.threads = num(v)? as usize,
             _ => {
                 return Err(format!(
                     "unknown argument {k} (see the head of src/main.rs)"
@@ -76,11 +82,17 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = if args.threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
     if let Err(e) = rt.block_on(run(args)) {
         eprintln!("scylla-raw: {e}");
         std::process::exit(1);

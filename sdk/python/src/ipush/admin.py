@@ -224,9 +224,12 @@ class AdminClient:
             raise ProtocolError(f"/health result is not an object: {result!r}")
         return result
 
-    async def disconnect(self, uid: str) -> Any:
-        """``POST /disconnect?uid=``: ends the user's stream (404 if not connected)."""
-        return await self._call("POST", "/disconnect", [("uid", uid)], b"")
+    async def disconnect(self, uid: str, location: Optional[str] = None) -> Any:
+        """``POST /disconnect?uid=[&location=]``: ends the user's stream (404 if not
+        connected); with ``location`` (another node's origin, ``http://HOST:PORT``) it ends it
+        with the move signal instead, and the client reconnects there at once."""
+        params = [("uid", uid)] + ([("location", location)] if location is not None else [])
+        return await self._call("POST", "/disconnect", params, b"")
 
 
 def _body(body: Any) -> bytes:

@@ -284,6 +284,19 @@ public final class AdminClient {
     call("POST", "/disconnect", pairs("uid", req(uid, "uid")), new byte[0]);
   }
 
+  /**
+   * {@code POST /disconnect?uid=U&location=ORIGIN}: ends U's stream with the move signal; its
+   * client reconnects at once to {@code location}, another node's origin ({@code
+   * http://HOST:PORT}), with its own credentials.
+   */
+  public void move(String uid, String location) throws IOException {
+    call(
+        "POST",
+        "/disconnect",
+        pairs("uid", req(uid, "uid"), "location", req(location, "location")),
+        new byte[0]);
+  }
+
   @SuppressWarnings("unchecked")
   private static Map<String, Object> object(Object r, String what) throws IOException {
     if (!(r instanceof Map)) {
