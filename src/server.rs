@@ -107,6 +107,8 @@ pub fn run(mut cfg: Config, stop: Arc<Signal>, ready: impl FnOnce(&Bound)) -> an
             cores,
             cfg: cfg.clone(),
             cell: cell.clone(),
+            #[cfg(feature = "scylla")]
+            fences: dynamic.as_ref().map(|d| d.fences()),
             started_us,
             stop: stop.clone(),
             go: go.clone(),
@@ -518,6 +520,9 @@ struct Core {
     cores: usize,
     cfg: Arc<Config>,
     cell: Arc<ViewCell>,
+    /// The dynamic cluster's fences, which this core's scylla store writes by.
+    #[cfg(feature = "scylla")]
+    fences: Option<Arc<crate::cluster::fences::Fences>>,
     started_us: u64,
     stop: Arc<Signal>,
     /// Fired by the main thread once every core is ready.
@@ -745,7 +750,11 @@ async fn open_scylla(core: &Core) -> Result<Store, String> {
         core: core.id.0 as u32,
         cores: core.cores as u32,
     };
-    let store = ScyllaStore::open(params).await.map_err(|e| e.to_string())?;
+    let store = match &core.fences {
+        Some(f) => ScyllaStore::open_fenced(params, f.clone()).await,
+        None => ScyllaStore::open(params).await,
+    }
+    .map_err(|e| e.to_string())?;
     tracing::info!(core = %core.id, keyspace = %cfg.scylla_keyspace, "scylla store connected");
     Ok(Store::Scylla(store))
 }

@@ -405,6 +405,98 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     check(&all, &l, &streams);
 }
 
+/// A paused member (SIGSTOP for longer than the member timeout) is declared down and its slots
+/// claimed; requests that queued up on it meanwhile are served the moment it runs again, with
+/// its stale view of who holds what. Fencing must keep every one of them from being answered
+/// `ok` unless it is durable and from putting a second body under a seq; it then rejoins.
+#[test]
+fn a_paused_member_comes_back_without_corrupting_anyone() {
+    let _serial = serial();
+    let Some(ks) = TestKeyspace::new("dynamic_cluster_pause") else {
+        return;
+    };
+    ks.create();
+    let n1 = start_node(&ks, "n1");
+    let n2 = start_node(&ks, "n2");
+    let n3 = start_node(&ks, "n3");
+    wait_until(
+        Duration::from_secs(30),
+        "three members share the slots",
+        || settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"]),
+    );
+    let watchers: Vec<(String, _)> = (0..24)
+        .map(|i| format!("u{}", i * 7))
+        .map(|u| {
+            let h = watch(&n1, &u);
+            (u, h)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Log::default()));
+    // One publisher through n1, one through n3 itself: its requests wait in the kernel while
+    // it is stopped and reach its cores, stale view and all, at SIGCONT.
+    let through_n1 = Arc::new(Mutex::new(vec![n1.admin_port]));
+    let through_n3 = Arc::new(Mutex::new(vec![n3.admin_port]));
+    let p1 = publisher("a", through_n1, stop.clone(), log.clone());
+    // Several at once, so that several requests are waiting on n3 when it runs again.
+    let p3: Vec<_> = ["b", "c", "d", "e", "f", "g"]
+        .into_iter()
+        .map(|tag| publisher(tag, through_n3.clone(), stop.clone(), log.clone()))
+        .collect();
+    let oks = || log.lock().unwrap().ok.values().map(Vec::len).sum::<usize>();
+    wait_until(Duration::from_secs(30), "publishing under way", || {
+        oks() >= 300
+    });
+
+    unsafe { libc::kill(n3.pid() as i32, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(20), "n3's slots claimed", || {
+        settled(&[&n1, &n2], &["n1", "n2"])
+    });
+    eprintln!(
+        "dynamic_cluster: n3 paused -> its slots claimed after {:?}",
+        t0.elapsed()
+    );
+    let before = oks();
+    wait_until(Duration::from_secs(30), "publishing goes on", || {
+        oks() >= before + 200
+    });
+    unsafe { libc::kill(n3.pid() as i32, libc::SIGCONT) };
+    wait_until(
+        Duration::from_secs(30),
+        "n3 rejoins and takes its share back",
+        || settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"]),
+    );
+    let before = oks();
+    wait_until(Duration::from_secs(30), "publishing goes on", || {
+        oks() >= before + 300
+    });
+    stop.store(true, Ordering::Release);
+    p1.join().unwrap();
+    for p in p3 {
+        p.join().unwrap();
+    }
+
+    let all = stored(&n1);
+    let (mut n1, mut n2, mut n3) = (n1, n2, n3);
+    n1.stop();
+    n2.stop();
+    n3.stop();
+    let streams: Vec<(String, Vec<(u64, String)>)> = watchers
+        .into_iter()
+        .map(|(u, h)| (u, h.join().unwrap().0))
+        .collect();
+    let l = log.lock().unwrap();
+    eprintln!(
+        "dynamic_cluster: pause: {} acknowledged, {} in doubt, {} refused; refusals {:?}",
+        l.ok.values().map(Vec::len).sum::<usize>(),
+        l.unknown.values().map(Vec::len).sum::<usize>(),
+        l.failed,
+        l.reasons
+    );
+    check(&all, &l, &streams);
+}
+
 /// iptables rules that drop TCP packets, removed again when dropped (the test's own, by a
 /// comment naming this process).
 struct Cut {

@@ -159,9 +159,18 @@ impl Control {
         on_view: impl FnMut(Arc<View>) + Send + 'static,
         drained: impl FnMut(u32) -> bool + Send + 'static,
     ) -> Result<Control, String> {
+        Self::start_with_lease(s, Arc::new(LeaseClock::new()), on_view, drained)
+    }
+
+    /// `start`, keeping this member's lease on `lease` (which the stores' fences read).
+    pub fn start_with_lease(
+        s: Settings,
+        lease: Arc<LeaseClock>,
+        on_view: impl FnMut(Arc<View>) + Send + 'static,
+        drained: impl FnMut(u32) -> bool + Send + 'static,
+    ) -> Result<Control, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let leave = Arc::new(AtomicBool::new(false));
-        let lease = Arc::new(LeaseClock::new());
         let (stop2, leave2, lease2) = (stop.clone(), leave.clone(), lease.clone());
         let thread = std::thread::Builder::new()
             .name("ipush-control".into())

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::bus::{peer_urls, Outbound};
 use super::control::{Control, Settings, View};
+use super::fences::Fences;
 use super::ownership::Timing;
 use super::{Membership, ViewCell};
 use crate::config::Config;
@@ -22,9 +23,10 @@ fn beat_every_ms(member_timeout_ms: u64) -> u64 {
 /// Clock drift the lease allows for: 1 %, far above what NTP-disciplined clocks show.
 const MAX_DRIFT_PPM: u64 = 10_000;
 
-#[derive(Default)]
 struct Shared {
     cores: usize,
+    /// What the scylla stores fence by: set from each view before the cores see it.
+    fences: Arc<Fences>,
     generation: u64,
     cell: Option<Arc<ViewCell>>,
     bus: Option<crossbeam_channel::Sender<Outbound>>,
@@ -72,6 +74,11 @@ impl Shared {
         }
         self.generation += 1;
         let g = self.generation;
+        // The stores first: a slot this member stops serving refuses writes before any core
+        // routes by the view that released it, and one it gains is writable when they do.
+        for slot in 0..view.slots.len() as u32 {
+            self.fences.set(slot, view.serving(slot));
+        }
         self.releasing.retain(|s, _| view.releasing.contains(s));
         for s in &view.releasing {
             self.releasing.entry(*s).or_insert(g);
@@ -97,6 +104,7 @@ impl Shared {
 
 /// A running member of the dynamic cluster.
 pub struct Dynamic {
+    fences: Arc<Fences>,
     shared: Arc<Mutex<Shared>>,
     beat_every_ms: u64,
     cell: Arc<ViewCell>,
@@ -130,13 +138,21 @@ impl Dynamic {
             slots: cfg.cluster_slots,
             timeout: Duration::from_millis(cfg.scylla_timeout_ms),
         };
+        let lease = Arc::new(super::control::LeaseClock::new());
+        let fences = Arc::new(Fences::new(cfg.cluster_slots, lease.clone()));
         let shared = Arc::new(Mutex::new(Shared {
             cores,
-            ..Shared::default()
+            fences: fences.clone(),
+            generation: 0,
+            cell: None,
+            bus: None,
+            latest: None,
+            releasing: HashMap::new(),
         }));
         let (a, b) = (shared.clone(), shared.clone());
-        let control = Control::start(
+        let control = Control::start_with_lease(
             settings,
+            lease,
             move |v| lock(&a).on_view(v),
             move |slot| lock(&b).drained(slot),
         )?;
@@ -174,6 +190,7 @@ impl Dynamic {
             cell
         };
         Ok(Dynamic {
+            fences,
             shared,
             beat_every_ms: beat_every_ms(cfg.member_timeout_ms),
             cell,
@@ -183,6 +200,11 @@ impl Dynamic {
 
     pub fn cell(&self) -> Arc<ViewCell> {
         self.cell.clone()
+    }
+
+    /// What this member's scylla stores fence their writes by.
+    pub fn fences(&self) -> Arc<Fences> {
+        self.fences.clone()
     }
 
     /// From now on the bus dials the peers of every view (starting with the current one).

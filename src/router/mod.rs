@@ -105,8 +105,14 @@ impl Router {
             return;
         }
         let next = self.cell.current();
+        let prev = self.view.borrow().clone();
+        // Gone, or served at another epoch (lost and regained between two views this core
+        // installed): what this core holds of the user is stale either way.
         let released = self.shard.release_users(
-            |uid| next.serves(uid).is_none(),
+            |uid| {
+                let now = next.serves(uid);
+                now.is_none() || now != prev.serves(uid)
+            },
             |uid| self.moved_location(&next, uid),
         );
         if released > 0 {
@@ -432,7 +438,8 @@ impl Router {
             let route = self.settled_route(uid).await;
             let retry = self.view().is_dynamic() && t0.elapsed() < MOVING_WAIT;
             let answer = match route {
-                Route::Core(c) => return self.call(c, req).await,
+                Route::Core(c) if !retry => return self.call(c, req).await,
+                Route::Core(c) => Some(self.call(c, req.clone()).await),
                 Route::Moving => return moving(),
                 Route::Node(n) if !retry => return self.call_node(n, req).await,
                 Route::Node(n) if !self.node_up(n) => None,
@@ -471,6 +478,8 @@ fn is_moving(a: &Answer) -> bool {
 /// The database not answering is a 503 (retry later); anything else a 500.
 fn storage_err(e: StorageError) -> Answer {
     match e {
+        // Refused unwritten: the slot left this member (the request follows it).
+        StorageError::Unavailable(m) if m.ends_with(crate::storage::NOT_SERVED) => moving(),
         StorageError::Unavailable(_) => Answer::Unavailable(e.to_string()),
         StorageError::Corrupt(_) => Answer::Err(e.to_string()),
     }

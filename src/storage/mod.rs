@@ -50,6 +50,11 @@ pub struct IdemRecord {
     pub expires_at: u64,
 }
 
+/// What a fenced store says of a user whose slot this member does not serve (at the epoch
+/// its routing thought): refused before anything was written, so the request may follow the
+/// slot elsewhere.
+pub const NOT_SERVED: &str = "this member does not serve its slot now";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("storage unavailable: {0}")]

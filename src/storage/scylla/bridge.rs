@@ -110,7 +110,7 @@ async fn forward(
 }
 
 fn not_served(uid: &str) -> String {
-    format!("scylla: {uid}: this member does not serve its slot now")
+    format!("scylla: {uid}: {}", crate::storage::NOT_SERVED)
 }
 
 /// A request whose items wait in users' queues: answered once all of them have settled.
