@@ -9,6 +9,7 @@ pub mod bus;
 pub mod control;
 #[cfg(feature = "scylla")]
 pub mod dynamic;
+#[cfg(feature = "scylla")]
 pub mod fences;
 pub mod ownership;
 pub mod wire;
