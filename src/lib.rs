@@ -52,7 +52,7 @@
 //! | 3 | [`cluster`] | the cluster view, bus frames, the NNG bus threads |
 //! | 2 | [`shard`], [`msg`] | per-core state and its operations; the cross-core vocabulary |
 //! | 1 | [`storage`] | the `Storage` trait and its memory / embedded / scylla backends |
-//! | 0 | [`protocol`], [`http`], [`ids`], [`config`], [`auth`], [`stats`], [`shutdown`], [`net`], [`lockfile`], [`diagnose`] | pure codecs and parsers, identities, flags, counters, signals, binding, locks |
+//! | 0 | [`protocol`], [`http`], [`ids`], [`config`], [`auth`], [`stats`], [`shutdown`], [`net`], [`lockfile`], [`diagnose`], [`fencing`] | pure codecs and parsers, identities, flags, counters, signals, binding, locks, fencing's timestamps and lease |
 //!
 //! # Modules
 //! - [`config`]: flags and flagfiles.  - [`server`]: start-up, per-core life cycle, shutdown.
@@ -72,12 +72,15 @@
 //! - [`ids`]: `ShardId`, `ConnId`, `NodeId`.  - [`shutdown`]: one-shot cross-thread signals.
 //! - [`net`]: binding with retry.  - [`lockfile`]: the data-dir and pid-file locks.
 //! - [`diagnose`]: start-up failures explained (cause and fix).
+//! - [`fencing`]: fenced write timestamps, one write in flight per user, the lease clock and
+//!   the per-slot epochs a dynamic-cluster member serves (what the scylla store obeys).
 
 pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod diagnose;
+pub mod fencing;
 pub mod http;
 pub mod ids;
 pub mod lockfile;

@@ -522,7 +522,7 @@ struct Core {
     cell: Arc<ViewCell>,
     /// The dynamic cluster's fences, which this core's scylla store writes by.
     #[cfg(feature = "scylla")]
-    fences: Option<Arc<crate::cluster::fences::Fences>>,
+    fences: Option<Arc<crate::fencing::Fences>>,
     started_us: u64,
     stop: Arc<Signal>,
     /// Fired by the main thread once every core is ready.

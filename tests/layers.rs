@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &[
         "ids", "protocol", "http", "config", "auth", "stats", "shutdown", "net", "lockfile",
-        "diagnose",
+        "diagnose", "fencing",
     ],
     &["storage"],
     &["shard", "msg"],

@@ -7,9 +7,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipush::cluster::control::LeaseClock;
-use ipush::cluster::fences::Fences;
 use ipush::config::ScyllaConsistency;
+use ipush::fencing::{Fences, LeaseClock};
 use ipush::protocol::{MsgBody, MsgType};
 use ipush::storage::scylla::{self, ScyllaParams, ScyllaStore};
 use ipush::storage::{Storage, StorageError};

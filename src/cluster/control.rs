@@ -3,7 +3,7 @@
 //! `ownership`, and a new [`View`] for the cores whenever it changes. Runs on a thread of its
 //! own (a tokio current-thread runtime with its own scylla session); cores never wait on it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -97,48 +97,7 @@ impl View {
     }
 }
 
-/// Until when this member's lease runs, readable from any thread without a lock: a core checks
-/// it before it answers `ok` (rule 6 of `ownership`).
-#[derive(Debug)]
-pub struct LeaseClock {
-    base: Instant,
-    until_ms: AtomicU64,
-}
-
-impl Default for LeaseClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl LeaseClock {
-    /// A clock with no lease yet (the control loop extends it with each heartbeat).
-    pub fn new() -> Self {
-        LeaseClock {
-            base: Instant::now(),
-            until_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// The lease runs for `d` from now (zero: it has ended). For a member driven by hand
-    /// (tests, tools); the control loop sets it from its heartbeats.
-    pub fn hold_for(&self, d: Duration) {
-        let until = if d.is_zero() {
-            0
-        } else {
-            self.now_ms() + d.as_millis() as u64
-        };
-        self.until_ms.store(until, Ordering::Release);
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
-    }
-
-    pub fn valid_now(&self) -> bool {
-        self.now_ms() < self.until_ms.load(Ordering::Acquire)
-    }
-}
+pub use crate::fencing::LeaseClock;
 
 /// A running control loop. Dropping it stops the loop without leaving the cluster: to the
 /// others this member falls silent, as after a crash.
@@ -287,10 +246,10 @@ async fn run(
             if let Some(w) = lease.beat(clock.now_ms()) {
                 lease.on_beat(&w, db.beat(&me.name, &w).await);
                 let until = lease.until().unwrap_or(0);
-                clock.until_ms.store(until, Ordering::Release);
+                clock.set_until(until);
             }
             if lease.is_lost() {
-                clock.until_ms.store(0, Ordering::Release);
+                clock.set_until(0);
                 tracing::warn!(name = %me.name, "declared down by the others: joining again");
                 continue 'incarnation;
             }
@@ -352,7 +311,7 @@ async fn run(
                 if db.retire(&me).await == Outcome::Applied {
                     tracing::info!(name = %me.name, "left the cluster");
                 }
-                clock.until_ms.store(0, Ordering::Release);
+                clock.set_until(0);
                 return Ok(());
             }
             tokio::time::sleep(every.saturating_sub(started.elapsed())).await;

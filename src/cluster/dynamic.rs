@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::bus::{peer_urls, Outbound};
 use super::control::{Control, Settings, View};
-use super::fences::Fences;
 use super::ownership::Timing;
 use super::{Membership, ViewCell};
 use crate::config::Config;
+use crate::fencing::Fences;
 
 /// How often a member heartbeats (and reads the members and slots): a tenth of the timeout,
 /// so the live set is known everywhere well within a second at the default 3 s timeout.
@@ -138,7 +138,7 @@ impl Dynamic {
             slots: cfg.cluster_slots,
             timeout: Duration::from_millis(cfg.scylla_timeout_ms),
         };
-        let lease = Arc::new(super::control::LeaseClock::new());
+        let lease = Arc::new(crate::fencing::LeaseClock::new());
         let fences = Arc::new(Fences::new(cfg.cluster_slots, lease.clone()));
         let shared = Arc::new(Mutex::new(Shared {
             cores,

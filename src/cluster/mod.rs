@@ -9,8 +9,6 @@ pub mod bus;
 pub mod control;
 #[cfg(feature = "scylla")]
 pub mod dynamic;
-#[cfg(feature = "scylla")]
-pub mod fences;
 pub mod ownership;
 pub mod wire;
 

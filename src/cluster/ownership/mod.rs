@@ -30,35 +30,9 @@
 #[cfg(test)]
 mod model;
 
+pub use crate::fencing::{epoch_of, fence, shadow, UserQueue, FENCE_BASE, MAX_EPOCH, MAX_FENCED};
 pub use ipush_placement::slot_of;
 use ipush_placement::Rendezvous;
-
-/// Fenced timestamps sit above any real microsecond clock (2^61 µs is ~73,000 years), so a
-/// cell written without a fence can never beat one written with it.
-pub const FENCE_BASE: i64 = 1 << 61;
-const EPOCH_SHIFT: u32 = 42;
-/// Highest epoch a slot can reach (2^18 - 1 hand-overs).
-pub const MAX_EPOCH: u32 = (1 << 18) - 1;
-/// Highest value (seq, last_ack) a fenced timestamp can order.
-pub const MAX_FENCED: u64 = (1 << EPOCH_SHIFT) - 1;
-
-/// The write timestamp of a cell whose value only grows within an epoch (a message row by its
-/// seq, the highest seq, `last_ack`): epoch first, then the value.
-pub fn fence(epoch: u32, value: u64) -> i64 {
-    debug_assert!(epoch <= MAX_EPOCH && value <= MAX_FENCED);
-    FENCE_BASE | (i64::from(epoch.min(MAX_EPOCH)) << EPOCH_SHIFT) | value.min(MAX_FENCED) as i64
-}
-
-/// The timestamp of a new owner's shadow (the highest seq it read, written back): above every
-/// older epoch's writes, below all of its own.
-pub fn shadow(epoch: u32) -> i64 {
-    fence(epoch, 0)
-}
-
-/// The epoch a fenced timestamp was written in.
-pub fn epoch_of(ts: i64) -> u32 {
-    ((ts & !FENCE_BASE) >> EPOCH_SHIFT) as u32
-}
 
 /// The protocol's clocks, in milliseconds of each member's own monotonic clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,48 +296,6 @@ pub fn to_release(me: &Holder, rows: &[SlotRow], live: &[Holder]) -> Vec<u32> {
         })
         .map(|(slot, _)| slot as u32)
         .collect()
-}
-
-/// One user's writes: at most one in flight, what arrives meanwhile waits for the next.
-#[derive(Debug)]
-pub struct UserQueue<T> {
-    in_flight: bool,
-    waiting: Vec<T>,
-}
-
-impl<T> Default for UserQueue<T> {
-    fn default() -> Self {
-        UserQueue {
-            in_flight: false,
-            waiting: Vec::new(),
-        }
-    }
-}
-
-impl<T> UserQueue<T> {
-    /// Queues `item`; returns the batch to write now when nothing is in flight.
-    pub fn push(&mut self, item: T) -> Option<Vec<T>> {
-        self.waiting.push(item);
-        self.next()
-    }
-
-    /// The write in flight is settled (its outcome known); returns the next batch, if any.
-    pub fn done(&mut self) -> Option<Vec<T>> {
-        self.in_flight = false;
-        self.next()
-    }
-
-    pub fn is_idle(&self) -> bool {
-        !self.in_flight && self.waiting.is_empty()
-    }
-
-    fn next(&mut self) -> Option<Vec<T>> {
-        if self.in_flight || self.waiting.is_empty() {
-            return None;
-        }
-        self.in_flight = true;
-        Some(std::mem::take(&mut self.waiting))
-    }
 }
 
 #[cfg(test)]

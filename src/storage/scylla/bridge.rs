@@ -16,7 +16,7 @@ use super::ops::{Answer, Answers, BodyData, Read, Reply, Write};
 use super::queries::{check, connect, idem_values, read, store_body, write, Ctx, Stamp};
 use super::users::{self, Fencing, Item, Landed, Outcome, Row, RowBody, UserState};
 use super::{ttl_for, ScyllaParams};
-use crate::cluster::ownership::{fence, MAX_FENCED};
+use crate::fencing::{fence, MAX_FENCED};
 use crate::storage::{IdemRecord, UserMeta};
 
 pub(super) enum Req {

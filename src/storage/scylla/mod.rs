@@ -93,8 +93,8 @@ pub use self::schema::{
 };
 use self::users::Fencing;
 use super::{IdemRecord, MsgBody, Storage, StorageError, StoredMsg, UserMeta};
-use crate::cluster::fences::Fences;
 use crate::config::ScyllaConsistency;
+use crate::fencing::Fences;
 
 /// Statements in flight per core (the bridge's pipeline depth).
 pub(super) const MAX_STATEMENTS: usize = 256;

@@ -15,8 +15,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::ops::Fencing;
 use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
-use super::users::Fencing;
 use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
 use crate::storage::IdemRecord;
 

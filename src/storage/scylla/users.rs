@@ -21,44 +21,10 @@ use uuid::Uuid;
 
 use super::ops::{timed, BodyData};
 use super::queries::{first_row, Ctx};
-use crate::cluster::fences::Fences;
-use crate::cluster::ownership::{epoch_of, fence, shadow, UserQueue, FENCE_BASE, MAX_FENCED};
+use crate::fencing::{epoch_of, fence, shadow, UserQueue, FENCE_BASE, MAX_FENCED};
 use crate::storage::UserMeta;
 
-/// Which epoch a user's writes carry, and whether an answer may be an `ok`.
-#[derive(Clone)]
-pub(crate) enum Fencing {
-    /// The static cluster: epoch 0, always held, always within the lease.
-    Static,
-    Dynamic(Arc<Fences>),
-}
-
-impl Fencing {
-    /// The epoch at which this member serves `uid` now, if it does.
-    pub(super) fn epoch(&self, uid: &str) -> Option<u32> {
-        match self {
-            Fencing::Static => Some(0),
-            Fencing::Dynamic(f) => f.held(f.slot_of(uid)),
-        }
-    }
-
-    /// May a write at `epoch` whose answer came back now be acknowledged (rule 6)?
-    pub(super) fn valid(&self, uid: &str, epoch: u32) -> bool {
-        match self {
-            Fencing::Static => true,
-            Fencing::Dynamic(f) => f.lease_valid() && f.held(f.slot_of(uid)) == Some(epoch),
-        }
-    }
-
-    /// Is `uid`'s slot still held at `epoch` (a write of it still worth retrying)?
-    pub(super) fn holds(&self, uid: &str, epoch: u32) -> bool {
-        self.epoch(uid) == Some(epoch)
-    }
-
-    pub(super) fn is_static(&self) -> bool {
-        matches!(self, Fencing::Static)
-    }
-}
+pub(crate) use super::ops::Fencing;
 
 /// Where a shared (channel) body is written: resolved once its row in `bodies` is (or is not).
 pub(super) type BodyGate = watch::Receiver<Option<Result<(), String>>>;
