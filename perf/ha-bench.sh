@@ -229,11 +229,22 @@ n_ok = sum(len(s) for s in acked.values())
 print(f"check: {n_ok} publishes answered 200, {sum(len(s) for s in doubt.values())} without an answer, {len(log) - n_ok} refused in all; {'every one stored once, seqs contiguous' if problems == 0 else f'{problems} PROBLEMS'}")
 PY
 
-echo "== throughput: loadtest unicast through node 1, dynamic vs static" >&2
+# The same node count for both throughput runs: n2 joins again and the slots settle.
+start n2 2 "$KS"
+for _ in $(seq 300); do
+  total=0
+  for i in 1 2 3; do
+    s=$(curl -sf "127.0.0.$i:${A[$i]}/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"].get("slots_served", 0))' 2>/dev/null || echo 0)
+    total=$((total + s))
+  done
+  [[ $total == 1024 ]] && break
+  sleep 0.1
+done
+echo "== throughput: loadtest unicast through node 1, dynamic (3 nodes) vs static (3 nodes)" >&2
 LT_ARGS=(unicast --users 10000 --messages "$MSGS" --seed 1 --window 1024 --pub-conns 64 --src 127.0.0.4-127.0.0.9 --quiet --json)
 timeout 300 "$LT" "${LT_ARGS[@]}" --target "127.0.0.1:${C[1]}" --admin "127.0.0.1:${A[1]}" >"$OUT/dynamic.json" 2>"$OUT/dynamic.err" || true
-for n in n1 n3; do kill "$(cat "$WORK/$n.pid")" 2>/dev/null || true; done
-for n in n1 n3; do for _ in $(seq 100); do kill -0 "$(cat "$WORK/$n.pid")" 2>/dev/null || break; sleep 0.1; done; done
+for n in n1 n2 n3; do kill "$(cat "$WORK/$n.pid")" 2>/dev/null || true; done
+for n in n1 n2 n3; do for _ in $(seq 100); do kill -0 "$(cat "$WORK/$n.pid")" 2>/dev/null || break; sleep 0.1; done; done
 rm -f "$WORK"/n*.pid
 NODES="n1=127.0.0.1:${C[1]}:${A[1]}:${B[1]},n2=127.0.0.2:${C[2]}:${A[2]}:${B[2]},n3=127.0.0.3:${C[3]}:${A[3]}:${B[3]}"
 start s1 1 "$KS_STATIC" --scylla_init_schema=true --nodes="$NODES" --node=n1
