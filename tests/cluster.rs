@@ -492,7 +492,7 @@ fn a_batch_reaches_users_on_every_node_in_order() {
 fn foreign_bus_frames_are_counted_and_dropped() {
     let c = Cluster::start(2);
     let n = &c.nodes[0];
-    let s = nng::Socket::new(nng::Protocol::Bus0).unwrap();
+    let s = nng::Socket::new(nng::Protocol::Push0).unwrap();
     s.dial(&format!("tcp://{}:{}", n.ip, n.bus)).unwrap();
     for junk in [&b"hello"[..], b"IPB\x09 wrong version.......", &[0u8; 64]] {
         s.send(nng::Message::from(junk)).unwrap();
