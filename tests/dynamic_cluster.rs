@@ -189,6 +189,28 @@ fn host_of(url: &str) -> Option<String> {
     Some(rest.split('/').next()?.to_string())
 }
 
+/// Publishes acknowledged so far.
+fn acked(log: &Mutex<Log>) -> usize {
+    log.lock().unwrap().ok.values().map(Vec::len).sum()
+}
+
+/// Waits (bounded) until `n` more publishes than now are acknowledged.
+fn more_acked(log: &Mutex<Log>, n: usize, what: &str) {
+    let before = acked(log);
+    wait_until(Duration::from_secs(30), what, || acked(log) >= before + n);
+}
+
+/// Streams of 24 users spread over the nodes (every 7th uid), found through `any`.
+fn watch_some(any: &Server) -> Vec<(String, std::thread::JoinHandle<Watched>)> {
+    (0..24)
+        .map(|i| format!("u{}", i * 7))
+        .map(|u| {
+            let h = watch(any, &u);
+            (u, h)
+        })
+        .collect()
+}
+
 /// Every user's stored messages (seq -> body), read from `s`.
 fn stored(s: &Server) -> BTreeMap<String, Vec<(u64, String)>> {
     let mut out = BTreeMap::new();
@@ -284,21 +306,12 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     );
 
     // Streams of a few users of each node, then continuous publishing through n1.
-    let watchers: Vec<(String, _)> = (0..24)
-        .map(|i| format!("u{}", i * 7))
-        .map(|u| {
-            let h = watch(&n1, &u);
-            (u, h)
-        })
-        .collect();
+    let watchers = watch_some(&n1);
     let targets = Arc::new(Mutex::new(vec![n1.admin_port]));
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Log::default()));
     let pubs = publisher("a", targets.clone(), stop.clone(), log.clone());
-    let oks = || log.lock().unwrap().ok.values().map(Vec::len).sum::<usize>();
-    wait_until(Duration::from_secs(30), "publishing under way", || {
-        oks() >= 300
-    });
+    more_acked(&log, 300, "publishing under way");
 
     // Crash: n3 dies; its users are served again by n1 or n2 within the bound.
     let mut n3 = n3;
@@ -342,10 +355,7 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     wait_until(Duration::from_secs(30), "n3 takes its share back", || {
         settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"])
     });
-    let before = oks();
-    wait_until(Duration::from_secs(30), "publishing goes on", || {
-        oks() >= before + 300
-    });
+    more_acked(&log, 300, "publishing goes on");
 
     // Leave: SIGTERM to n2 hands its slots over first, then it exits 0; publishing through
     // n1 goes on, its users' requests held (at most a second) while their slot moves.
@@ -360,10 +370,7 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
         "two members share the slots",
         || settled(&[&n1, &n3], &["n1", "n3"]),
     );
-    let before = oks();
-    wait_until(Duration::from_secs(30), "publishing goes on", || {
-        oks() >= before + 300
-    });
+    more_acked(&log, 300, "publishing goes on");
     let failed_leave = log.lock().unwrap().failed - failed_before;
     eprintln!("dynamic_cluster: SIGTERM of n2 -> left in {left:?}, {failed_leave} publishes refused meanwhile");
     assert!(
@@ -424,13 +431,7 @@ fn a_paused_member_comes_back_without_corrupting_anyone() {
         "three members share the slots",
         || settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"]),
     );
-    let watchers: Vec<(String, _)> = (0..24)
-        .map(|i| format!("u{}", i * 7))
-        .map(|u| {
-            let h = watch(&n1, &u);
-            (u, h)
-        })
-        .collect();
+    let watchers = watch_some(&n1);
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Log::default()));
     // One publisher through n1, one through n3 itself: its requests wait in the kernel while
@@ -443,10 +444,7 @@ fn a_paused_member_comes_back_without_corrupting_anyone() {
         .into_iter()
         .map(|tag| publisher(tag, through_n3.clone(), stop.clone(), log.clone()))
         .collect();
-    let oks = || log.lock().unwrap().ok.values().map(Vec::len).sum::<usize>();
-    wait_until(Duration::from_secs(30), "publishing under way", || {
-        oks() >= 300
-    });
+    more_acked(&log, 300, "publishing under way");
 
     unsafe { libc::kill(n3.pid() as i32, libc::SIGSTOP) };
     let t0 = Instant::now();
@@ -457,20 +455,14 @@ fn a_paused_member_comes_back_without_corrupting_anyone() {
         "dynamic_cluster: n3 paused -> its slots claimed after {:?}",
         t0.elapsed()
     );
-    let before = oks();
-    wait_until(Duration::from_secs(30), "publishing goes on", || {
-        oks() >= before + 200
-    });
+    more_acked(&log, 200, "publishing goes on");
     unsafe { libc::kill(n3.pid() as i32, libc::SIGCONT) };
     wait_until(
         Duration::from_secs(30),
         "n3 rejoins and takes its share back",
         || settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"]),
     );
-    let before = oks();
-    wait_until(Duration::from_secs(30), "publishing goes on", || {
-        oks() >= before + 300
-    });
+    more_acked(&log, 300, "publishing goes on");
     stop.store(true, Ordering::Release);
     p1.join().unwrap();
     for p in p3 {
@@ -610,10 +602,7 @@ fn a_member_cut_off_from_its_peers_keeps_its_slots_and_loses_nothing() {
         stop.clone(),
         log.clone(),
     );
-    let oks = || log.lock().unwrap().ok.values().map(Vec::len).sum::<usize>();
-    wait_until(Duration::from_secs(30), "publishing under way", || {
-        oks() >= 300
-    });
+    more_acked(&log, 300, "publishing under way");
 
     let victim = (0..USERS)
         .map(|i| format!("u{i}"))
@@ -674,10 +663,7 @@ fn a_member_cut_off_from_its_peers_keeps_its_slots_and_loses_nothing() {
             st == 200
         },
     );
-    let before = oks();
-    wait_until(Duration::from_secs(30), "publishing goes on", || {
-        oks() >= before + 200
-    });
+    more_acked(&log, 200, "publishing goes on");
     stop.store(true, Ordering::Release);
     p1.join().unwrap();
     p3.join().unwrap();
