@@ -1,5 +1,7 @@
 //! The storage conformance suite (`ipush::storage::conformance`) against every backend:
 //! memory and embedded always, scylla when `IPUSH_TEST_SCYLLA=host:port` is set.
+
+mod common;
 use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -12,22 +14,8 @@ use ipush::storage::memory::MemoryStore;
 use ipush::storage::scylla::{self, ScyllaParams, ScyllaStore};
 use ipush::storage::{conformance, Storage, StorageError, Store};
 
-fn on_executor<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap();
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ipush-conf-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::fresh_dir("conf", name)
 }
 
 fn embedded(dir: PathBuf, core: u32, cores: u32, fsync: bool) -> Store {
@@ -36,7 +24,7 @@ fn embedded(dir: PathBuf, core: u32, cores: u32, fsync: bool) -> Store {
 
 #[test]
 fn memory_backend() {
-    on_executor(|| async {
+    common::on_executor(|| async {
         conformance::run("mem-", false, |_| async {
             Store::Memory(MemoryStore::new())
         })
@@ -48,7 +36,7 @@ fn memory_backend() {
 fn embedded_backend() {
     let dir = temp_dir("emb");
     let d = dir.clone();
-    on_executor(move || async move {
+    common::on_executor(move || async move {
         conformance::run("emb-", true, |_| {
             let d = d.clone();
             async move { embedded(d, 0, 1, false) }
@@ -62,7 +50,7 @@ fn embedded_backend() {
 fn embedded_backend_fsync_always() {
     let dir = temp_dir("emb-fsync");
     let d = dir.clone();
-    on_executor(move || async move {
+    common::on_executor(move || async move {
         conformance::run("embf-", true, |_| {
             let d = d.clone();
             async move { embedded(d, 0, 1, true) }
@@ -77,7 +65,7 @@ fn embedded_backend_restarted_from_a_snapshot() {
     // Same suite, but every reopen first compacts the log into a snapshot.
     let dir = temp_dir("emb-snap");
     let d = dir.clone();
-    on_executor(move || async move {
+    common::on_executor(move || async move {
         conformance::run("embs-", true, |generation| {
             let d = d.clone();
             async move {
@@ -188,7 +176,7 @@ fn scylla_backend_when_configured() {
     let pid = std::process::id();
     with_keyspace(addr, "", |params| {
         let p = params(0, 1);
-        on_executor(move || async move {
+        common::on_executor(move || async move {
             // reopen = a new bridge thread and session on the same keyspace
             conformance::run(&format!("scy-{pid}-"), true, |_| open_scylla(p.clone())).await;
         });
@@ -220,7 +208,7 @@ fn scylla_answers_each_request_of_a_batch_on_its_own() {
     };
     with_keyspace(addr, "b", |params| {
         let p = params(0, 1);
-        on_executor(move || async move {
+        common::on_executor(move || async move {
             let store = Rc::new(open_scylla(p).await);
             let now = ipush::stats::unix_now();
             let uids: Vec<Rc<str>> = (0..40)

@@ -2,44 +2,18 @@
 //! and from snapshots, a compaction copies the ones still needed and deletes the files it
 //! replaces, a channel message is stored once for all its members, and a damaged record is a
 //! corruption error naming its file, never wrong bytes.
+
+mod common;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use ipush::protocol::{MsgBody, MsgType};
 use ipush::storage::embedded::EmbeddedStore;
 use ipush::storage::{Storage, StorageError, StoredMsg};
 
 const FAR: u64 = 4_000_000_000;
 
-fn on_executor<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap();
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ipush-bodies-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn msg(text: &str, channel: Option<&str>) -> Rc<MsgBody> {
-    Rc::new(MsgBody {
-        kind: if channel.is_some() {
-            MsgType::Channel
-        } else {
-            MsgType::User
-        },
-        from: "op".into(),
-        channel: channel.map(Into::into),
-        body: text.into(),
-    })
+    common::fresh_dir("bodies", name)
 }
 
 fn open(dir: &Path) -> EmbeddedStore {
@@ -76,14 +50,18 @@ async fn publish(s: &EmbeddedStore) {
     for i in 0..20u32 {
         let uid: Rc<str> = Rc::from(format!("u{i}"));
         for seq in 1..=5 {
-            let b = msg(&format!("u{i} m{seq}"), None);
+            let b = ipush::storage::conformance::body(&format!("u{i} m{seq}"), None);
             s.append(&b, FAR, &[(uid.clone(), seq)]).await.unwrap();
         }
     }
     let members: Vec<(Rc<str>, u64)> = (0..20).map(|i| (Rc::from(format!("u{i}")), 6)).collect();
-    s.append(&msg("to everyone", Some("ch")), FAR, &members)
-        .await
-        .unwrap();
+    s.append(
+        &ipush::storage::conformance::body("to everyone", Some("ch")),
+        FAR,
+        &members,
+    )
+    .await
+    .unwrap();
     for i in 0..20u32 {
         s.set_ack(&format!("u{i}"), 2).await.unwrap();
     }
@@ -93,7 +71,7 @@ async fn publish(s: &EmbeddedStore) {
 fn bodies_are_read_back_across_compactions_and_restarts() {
     let dir = temp_dir("compact");
     let d = dir.clone();
-    on_executor(move || async move {
+    common::on_executor(move || async move {
         let s = open(&d);
         publish(&s).await;
         for i in 0..20 {
@@ -110,9 +88,13 @@ fn bodies_are_read_back_across_compactions_and_restarts() {
         for i in 0..20 {
             assert_eq!(texts(&all(&s, &format!("u{i}")).await), expected(i));
         }
-        s.append(&msg("late", None), FAR, &[(Rc::from("u3"), 7)])
-            .await
-            .unwrap();
+        s.append(
+            &ipush::storage::conformance::body("late", None),
+            FAR,
+            &[(Rc::from("u3"), 7)],
+        )
+        .await
+        .unwrap();
         let mut want = expected(3);
         want.push((7, "late".into()));
         assert_eq!(texts(&all(&s, "u3").await), want);
@@ -142,14 +124,18 @@ fn bodies_are_read_back_across_compactions_and_restarts() {
 fn a_channel_message_is_stored_once_for_all_its_members() {
     let dir = temp_dir("fanout");
     let d = dir.clone();
-    on_executor(move || async move {
+    common::on_executor(move || async move {
         let s = open(&d);
         let big = "b".repeat(20_000);
         let members: Vec<(Rc<str>, u64)> =
             (0..1000).map(|i| (Rc::from(format!("m{i}")), 1)).collect();
-        s.append(&msg(&big, Some("ch")), FAR, &members)
-            .await
-            .unwrap();
+        s.append(
+            &ipush::storage::conformance::body(&big, Some("ch")),
+            FAR,
+            &members,
+        )
+        .await
+        .unwrap();
         s.flush().await.unwrap();
         let bytes = |d: &Path| -> u64 {
             std::fs::read_dir(d)
@@ -186,14 +172,22 @@ fn a_channel_message_is_stored_once_for_all_its_members() {
 fn a_damaged_body_is_a_corruption_error_naming_the_file() {
     let dir = temp_dir("damaged");
     let d = dir.clone();
-    on_executor(move || async move {
+    common::on_executor(move || async move {
         let s = open(&d);
-        s.append(&msg("first-body", None), FAR, &[(Rc::from("a"), 1)])
-            .await
-            .unwrap();
-        s.append(&msg("other-body", None), FAR, &[(Rc::from("b"), 1)])
-            .await
-            .unwrap();
+        s.append(
+            &ipush::storage::conformance::body("first-body", None),
+            FAR,
+            &[(Rc::from("a"), 1)],
+        )
+        .await
+        .unwrap();
+        s.append(
+            &ipush::storage::conformance::body("other-body", None),
+            FAR,
+            &[(Rc::from("b"), 1)],
+        )
+        .await
+        .unwrap();
         s.flush().await.unwrap();
         // Damage a's body in place while the store runs (after the start-up check).
         let wal = files(&d)

@@ -12,7 +12,8 @@ use std::rc::Rc;
 use super::{IdemRecord, Storage, Store, UserMeta};
 use crate::protocol::{MsgBody, MsgType};
 
-fn body(text: &str, channel: Option<&str>) -> Rc<MsgBody> {
+/// A message body from `op` (a channel message when `channel` is given), for store tests.
+pub fn body(text: &str, channel: Option<&str>) -> Rc<MsgBody> {
     Rc::new(MsgBody {
         kind: if channel.is_some() {
             MsgType::Channel

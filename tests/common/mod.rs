@@ -933,3 +933,25 @@ pub fn admin_port_exchange(
     s.read_to_end(&mut out).ok()?;
     (!out.is_empty()).then(|| parse_response(&out))
 }
+
+// ---- store-level tests (no server) ----
+
+/// Runs `f` on a glommio executor of its own and waits for it (the stores run on one).
+pub fn on_executor<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// A fresh (removed if present) directory path `ipush-TAG-PID-NAME` under the temp dir.
+pub fn fresh_dir(tag: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ipush-{tag}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
