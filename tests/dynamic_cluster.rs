@@ -304,6 +304,11 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
         "three members share the slots",
         || settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"]),
     );
+    // Every user joins a channel before any slot moves: the memberships must move with them.
+    for i in 0..USERS {
+        let (st, v) = n1.get(&format!("/sub?uid=u{i}&cid=room"));
+        assert_eq!(st, 200, "subscribing u{i}: {v}");
+    }
 
     // Streams of a few users of each node, then continuous publishing through n1.
     let watchers = watch_some(&n1);
@@ -379,6 +384,17 @@ fn members_join_crash_and_come_back_without_losing_an_ok() {
     );
     stop.store(true, Ordering::Release);
     pubs.join().unwrap();
+
+    // After a crash, a join and a leave moved most slots, the channel still reaches everyone.
+    let (st, v) = n1.post("/pub?channel=room&from=op", "room-final");
+    assert_eq!(st, 200, "the channel publish: {v}");
+    // The checker holds every member to it: stored exactly once, after its other messages.
+    for i in 0..USERS {
+        let mut l = log.lock().unwrap();
+        l.ok.entry(format!("u{i}"))
+            .or_default()
+            .push("room-final".into());
+    }
 
     let all = stored(&n1);
     let streams: Vec<(String, Watched)> = {

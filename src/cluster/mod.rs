@@ -257,6 +257,25 @@ impl Membership {
         }
     }
 
+    /// Whether a slot is in motion to or from this node, or held by nobody: a channel
+    /// message waits a moment for it, so that members between holders are reached.
+    pub fn in_motion(&self) -> bool {
+        let Place::Slots {
+            holder,
+            serving,
+            incoming,
+            ..
+        } = &self.place
+        else {
+            return false;
+        };
+        (0..holder.len()).any(|s| {
+            incoming[s]
+                || holder[s].is_none()
+                || (holder[s] == Some(self.me) && serving[s].is_none())
+        })
+    }
+
     /// The dynamic cluster's slot count (None for the static one).
     pub fn slots(&self) -> Option<u32> {
         match &self.place {

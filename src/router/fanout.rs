@@ -11,6 +11,7 @@ use crate::stats::{LatencySnapshot, Rates, Snapshot};
 impl Router {
     /// A channel message for this node's members: every core delivers to its own.
     pub async fn publish_channel_node(self: &Rc<Self>, req: Request) -> Answer {
+        self.settle_slots().await;
         let calls: Vec<_> = (0..self.cores())
             .map(|c| {
                 let (me, req) = (self.clone(), req.clone());

@@ -118,6 +118,10 @@ impl Router {
         if released > 0 {
             tracing::info!(core = %self.id(), released, generation = next.generation(), "users moved away");
         }
+        if next.is_dynamic() {
+            // Memberships live with their slot: the served slots may differ now.
+            self.shard.forget_channels();
+        }
         let g = next.generation();
         *self.view.borrow_mut() = next;
         self.cell.installed(self.id(), g);
@@ -235,6 +239,15 @@ impl Router {
         let from = self.id();
         self.send_to(to, CoreMsg::Request { id: 0, from, req })
             .await;
+    }
+
+    /// Waits (at most `MOVING_WAIT`) while a slot is in motion to or from this node: a
+    /// channel message reads the members of the slots served once they have settled.
+    pub async fn settle_slots(&self) {
+        let t0 = std::time::Instant::now();
+        while self.view().in_motion() && t0.elapsed() < MOVING_WAIT {
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends over the bounded channel to `to`, waiting for room when it is full.

@@ -14,6 +14,8 @@ pub(super) enum Channel {
     Loading {
         changes: Vec<(Rc<str>, bool)>,
         waiters: Vec<Waker>,
+        /// The users this core serves changed while it read: the read is done again.
+        stale: bool,
     },
     Loaded(Set<Rc<str>>),
 }
@@ -46,6 +48,19 @@ impl Shard {
             None => {}
         }
         uid
+    }
+
+    /// Drops every cached member list: the slots this node serves changed (a dynamic
+    /// cluster's new view), so the next publish reads the members it serves now. A read in
+    /// flight is done again.
+    pub fn forget_channels(&self) {
+        self.channels.borrow_mut().retain(|_, c| match c {
+            Channel::Loaded(_) => false,
+            Channel::Loading { stale, .. } => {
+                *stale = true;
+                true
+            }
+        });
     }
 
     /// Keeps only the users that are members of `cid` now.
@@ -93,11 +108,20 @@ impl Shard {
             Channel::Loading {
                 changes: Vec::new(),
                 waiters: Vec::new(),
+                stale: false,
             },
         );
-        let loaded = self.store.channel_members(cid).await;
+        let loaded = loop {
+            let loaded = self.store.channel_members(cid).await;
+            match self.channels.borrow_mut().get_mut(cid) {
+                Some(Channel::Loading { stale, .. }) if *stale && loaded.is_ok() => *stale = false,
+                _ => break loaded,
+            }
+        };
         let (changes, waiters) = match self.channels.borrow_mut().remove(&key) {
-            Some(Channel::Loading { changes, waiters }) => (changes, waiters),
+            Some(Channel::Loading {
+                changes, waiters, ..
+            }) => (changes, waiters),
             _ => (Vec::new(), Vec::new()),
         };
         let res = match loaded {

@@ -55,7 +55,7 @@ pub(super) fn bridge_thread(
         }
     };
     rt.block_on(async move {
-        match connect(&params).await {
+        match connect(&params, &fencing).await {
             Ok(ctx) => {
                 if ready.send(Ok(())).is_ok() {
                     let (tx, answers) = mpsc::unbounded_channel();

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::ops::Fencing;
 use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
 use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
+use crate::fencing::Fences;
 use crate::storage::IdemRecord;
 
 /// The `users` key a health check reads: not a valid uid (it has a space), so never a user's.
@@ -76,18 +77,41 @@ pub(super) struct Statements {
     subscribe: PreparedStatement,
     unsubscribe: PreparedStatement,
     members: PreparedStatement,
+    /// The members of one channel in several slots' partitions (a dynamic cluster).
+    slot_members: PreparedStatement,
 }
+
+/// Where a core's channel memberships live (`channel_members.shard`).
+pub(super) enum MemberLayout {
+    /// One partition per core of a static deployment: `NODE/CORE/CORES`.
+    Core(String),
+    /// One partition per slot of a dynamic cluster (`s/SLOT`), so memberships move with their
+    /// slot; a core reads the slots its node serves and keeps the uids of its own core.
+    Slots {
+        fences: Arc<Fences>,
+        core: u32,
+        cores: u32,
+    },
+}
+
+/// A slot's `channel_members.shard` in a dynamic cluster.
+pub(super) fn slot_shard(slot: u32) -> String {
+    format!("s/{slot}")
+}
+
+/// Partitions per `IN` of a member read: bounds the coordinator's fan-out per statement.
+const SLOTS_PER_READ: usize = 64;
 
 pub(super) struct Ctx {
     pub(super) session: Session,
     pub(super) st: Statements,
     pub(super) timeout: Duration,
-    shard: String,
+    members: MemberLayout,
     /// Bounds the statements in flight (a bridge-local semaphore; the core never touches it).
     pub(super) permits: Arc<Semaphore>,
 }
 
-pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
+pub(super) async fn connect(p: &ScyllaParams, fencing: &Fencing) -> Result<Ctx, String> {
     let profile = ExecutionProfile::builder()
         .consistency(consistency(p.consistency))
         .request_timeout(Some(p.timeout))
@@ -124,6 +148,11 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
     ))
     .await?;
     members.set_page_size(MEMBER_PAGE);
+    let mut slot_members = prepare(format!(
+        "SELECT uid FROM {ks}.channel_members WHERE cid = ? AND shard IN ?"
+    ))
+    .await?;
+    slot_members.set_page_size(MEMBER_PAGE);
     let st = Statements {
         user: prepare(format!(
             "SELECT max_seq, last_ack FROM {ks}.users WHERE uid = ?"
@@ -191,12 +220,21 @@ pub(super) async fn connect(p: &ScyllaParams) -> Result<Ctx, String> {
         ))
         .await?,
         members,
+        slot_members,
+    };
+    let members = match fencing {
+        Fencing::Static => MemberLayout::Core(member_shard(&p.node, p.core, p.cores)),
+        Fencing::Dynamic(fences) => MemberLayout::Slots {
+            fences: fences.clone(),
+            core: p.core,
+            cores: p.cores,
+        },
     };
     Ok(Ctx {
         session,
         st,
         timeout: p.timeout,
-        shard: member_shard(&p.node, p.core, p.cores),
+        members,
         permits: Arc::new(Semaphore::new(MAX_STATEMENTS)),
     })
 }
@@ -247,13 +285,14 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, stamp: Option<Stamp>, out: An
             on,
             reply,
         } => {
+            let shard = ctx.member_shard(&uid);
             let _permit = ctx.permits.acquire().await;
             let res = if on {
                 timed(
                     ctx.timeout,
                     "subscribe",
                     ctx.session
-                        .execute_unpaged(&ctx.st.subscribe, (&cid, &ctx.shard, &uid, ts)),
+                        .execute_unpaged(&ctx.st.subscribe, (&cid, &shard, &uid, ts)),
                 )
                 .await
             } else {
@@ -261,7 +300,7 @@ pub(super) async fn write(ctx: Arc<Ctx>, w: Write, stamp: Option<Stamp>, out: An
                     ctx.timeout,
                     "unsubscribe",
                     ctx.session
-                        .execute_unpaged(&ctx.st.unsubscribe, (ts, &cid, &ctx.shard, &uid)),
+                        .execute_unpaged(&ctx.st.unsubscribe, (ts, &cid, &shard, &uid)),
                 )
                 .await
             };
@@ -533,16 +572,58 @@ async fn fetch_bodies(ctx: &Arc<Ctx>, ids: Vec<Uuid>) -> Result<Vec<(Uuid, BodyD
     first_err.map_or(Ok(out), Err)
 }
 
+impl Ctx {
+    /// The `channel_members.shard` that holds `uid`'s memberships.
+    fn member_shard(&self, uid: &str) -> String {
+        match &self.members {
+            MemberLayout::Core(shard) => shard.clone(),
+            MemberLayout::Slots { fences, .. } => slot_shard(fences.slot_of(uid)),
+        }
+    }
+}
+
+/// This core's members of `cid`: its partition, or in a dynamic cluster the partitions of the
+/// slots this node serves now, keeping the uids this core owns.
 async fn members(ctx: &Ctx, cid: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
+    match &ctx.members {
+        MemberLayout::Core(shard) => {
+            let mut out = Vec::new();
+            read_members(ctx, &ctx.st.members, (cid, shard), &mut out).await?;
+            Ok(out)
+        }
+        MemberLayout::Slots {
+            fences,
+            core,
+            cores,
+        } => {
+            let served: Vec<String> = (0..fences.slot_count())
+                .filter(|&s| fences.held(s).is_some())
+                .map(slot_shard)
+                .collect();
+            let mut out = Vec::new();
+            for chunk in served.chunks(SLOTS_PER_READ) {
+                read_members(ctx, &ctx.st.slot_members, (cid, chunk), &mut out).await?;
+            }
+            out.retain(|uid| ipush_placement::core_of(uid, *cores as usize) == *core as usize);
+            Ok(out)
+        }
+    }
+}
+
+/// Appends every uid `st` selects with `values`, a page at a time.
+async fn read_members(
+    ctx: &Ctx,
+    st: &PreparedStatement,
+    values: impl scylla::serialize::row::SerializeRow,
+    out: &mut Vec<String>,
+) -> Result<(), String> {
     let mut paging = PagingState::start();
     loop {
         let _permit = ctx.permits.acquire().await;
         let (res, next) = timed(
             ctx.timeout,
             "channel_members",
-            ctx.session
-                .execute_single_page(&ctx.st.members, (cid, &ctx.shard), paging),
+            ctx.session.execute_single_page(st, &values, paging),
         )
         .await?;
         let rows = res
@@ -555,7 +636,7 @@ async fn members(ctx: &Ctx, cid: &str) -> Result<Vec<String>, String> {
             out.push(row.map_err(|e| format!("scylla: channel_members: {e}"))?.0);
         }
         match next.into_paging_control_flow() {
-            std::ops::ControlFlow::Break(()) => return Ok(out),
+            std::ops::ControlFlow::Break(()) => return Ok(()),
             std::ops::ControlFlow::Continue(p) => paging = p,
         }
     }
