@@ -144,6 +144,12 @@ pub fn member_shard(node: &str, core: u32, cores: u32) -> String {
     format!("{node}/{core}/{cores}")
 }
 
+/// The `channel_members.shard` of slot `slot` in a dynamic cluster: memberships move with
+/// their slot, whichever node and core serve it.
+pub fn slot_shard(slot: u32) -> String {
+    format!("s/{slot}")
+}
+
 /// The TTL (seconds) of a row that expires at `expires_at`, written at `now`; `None` when it
 /// has already expired (then it is not written at all).
 pub fn ttl_for(expires_at: u64, now: u64) -> Option<i32> {
@@ -533,6 +539,7 @@ mod tests {
     #[test]
     fn member_shards_and_consistency() {
         assert_eq!(member_shard("a", 2, 8), "a/2/8");
+        assert_eq!(slot_shard(17), "s/17");
         assert_eq!(consistency(ScyllaConsistency::One), Consistency::One);
         assert_eq!(consistency(ScyllaConsistency::Quorum), Consistency::Quorum);
         assert_eq!(

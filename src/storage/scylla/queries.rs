@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use super::ops::Fencing;
 use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
-use super::{consistency, member_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE};
+use super::{
+    consistency, member_shard, slot_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE,
+};
 use crate::fencing::Fences;
 use crate::storage::IdemRecord;
 
@@ -92,11 +94,6 @@ pub(super) enum MemberLayout {
         core: u32,
         cores: u32,
     },
-}
-
-/// A slot's `channel_members.shard` in a dynamic cluster.
-pub(super) fn slot_shard(slot: u32) -> String {
-    format!("s/{slot}")
 }
 
 /// Partitions per `IN` of a member read: bounds the coordinator's fan-out per statement.
