@@ -11,7 +11,9 @@ fn idle_stream_state_stays_small() {
     let conn = std::mem::size_of::<ipush::shard::conn::Conn>();
     let user = std::mem::size_of::<ipush::shard::User>();
     // Conn grew from 96 to 112 B with what the core's flusher needs to write to the socket
-    // directly (fd, mode, dirty/final flags, the boxed unsent bytes).
+    // directly (fd, mode, dirty/final flags, the boxed unsent bytes). User went from 64 to
+    // 56 B (its stream in a Cell): with the Rc's counts that is an 80-byte malloc chunk
+    // instead of 96, paid by every resident user, online or not.
     eprintln!("Conn {conn} B, User {user} B");
-    assert!(conn <= 112 && user <= 64, "Conn {conn} B, User {user} B");
+    assert!(conn <= 112 && user <= 56, "Conn {conn} B, User {user} B");
 }

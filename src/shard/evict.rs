@@ -31,7 +31,7 @@ enum Verdict {
 
 /// `user` as the sweep holds it: one reference from the map, one from the sweep.
 fn verdict(user: &Rc<User>) -> Verdict {
-    if user.conn.borrow().is_some() {
+    if user.streams() {
         return Verdict::Forget;
     }
     // A task holds it: a load, publish, ack or /msg is in flight (its write would be lost
@@ -170,7 +170,7 @@ mod tests {
     use super::*;
     use crate::ids::ConnId;
     use crate::shard::conn::Conn;
-    use std::cell::{Cell, RefCell};
+    use std::cell::Cell;
 
     fn user() -> Rc<User> {
         Rc::new(User {
@@ -181,7 +181,7 @@ mod tests {
             queued: Cell::new(true),
             unsynced: Cell::new(false),
             durable: Cell::new(0),
-            conn: RefCell::default(),
+            conn: Cell::default(),
         })
     }
 
@@ -207,7 +207,9 @@ mod tests {
         assert_eq!(verdict(&sweep_ref), Verdict::Keep, "memory ahead of store");
         map_ref.unsynced.set(false);
 
-        *map_ref.conn.borrow_mut() = Some(Rc::new(Conn::new(ConnId(1), Rc::from("u"), 0)));
+        map_ref
+            .conn
+            .set(Some(Rc::new(Conn::new(ConnId(1), Rc::from("u"), 0))));
         assert_eq!(verdict(&sweep_ref), Verdict::Forget, "streaming");
     }
 }

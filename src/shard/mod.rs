@@ -53,12 +53,23 @@ pub struct User {
     queued: Cell<bool>,
     /// A write of its state failed: memory is ahead of the store, so it is never evicted.
     unsynced: Cell<bool>,
-    conn: RefCell<Option<Rc<Conn>>>,
+    /// Its stream. A `Cell` (taken and put back), not a `RefCell`: a user is 16 bytes smaller
+    /// in the allocator, and most of a core's users are offline.
+    conn: Cell<Option<Rc<Conn>>>,
 }
 
 impl User {
     fn conn(&self) -> Option<Rc<Conn>> {
-        self.conn.borrow().clone()
+        let conn = self.conn.take();
+        self.conn.set(conn.clone());
+        conn
+    }
+
+    fn streams(&self) -> bool {
+        let conn = self.conn.take();
+        let streams = conn.is_some();
+        self.conn.set(conn);
+        streams
     }
 }
 
@@ -248,7 +259,7 @@ impl Shard {
             touched: Cell::new(false),
             queued: Cell::new(false),
             unsynced: Cell::new(false),
-            conn: RefCell::default(),
+            conn: Cell::default(),
         });
         self.users.borrow_mut().insert(uid.clone(), user.clone());
         self.count_resident();

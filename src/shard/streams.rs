@@ -48,7 +48,7 @@ impl Shard {
         }
         let user = self.user(uid).await?;
         // From here to the return, no await: the seam between replay and live is exact.
-        let old = user.conn.borrow_mut().take();
+        let old = user.conn.take();
         if old.is_none() && self.conns.borrow().len() >= self.conn_limit {
             self.bump(&self.stats.limit_refused);
             return Err(AttachError::Limit);
@@ -60,7 +60,7 @@ impl Shard {
         let id = ConnId(self.next_conn.get());
         self.next_conn.set(id.0 + 1);
         let conn = Rc::new(Conn::new(id, user.uid.clone(), self.clock()));
-        *user.conn.borrow_mut() = Some(conn.clone());
+        user.conn.set(Some(conn.clone()));
         self.conns.borrow_mut().insert(id, conn.clone());
         self.bump(&self.stats.user_connect);
         self.stats.user_number.set(self.conns.borrow().len() as u64);
@@ -107,9 +107,9 @@ impl Shard {
         }
         let user = self.users.borrow().get(&conn.uid).cloned();
         if let Some(user) = user {
-            let mine = user.conn.borrow().as_ref().is_some_and(|c| c.id == conn.id);
+            let mine = user.conn().is_some_and(|c| c.id == conn.id);
             if mine {
-                *user.conn.borrow_mut() = None;
+                user.conn.set(None);
                 // Its idle period starts now.
                 user.touched.set(true);
                 self.queue_idle(&user);

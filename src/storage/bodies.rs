@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -16,7 +17,7 @@ use std::rc::Rc;
 use glommio::io::BufferedFile;
 
 use super::log::{self, Decoded};
-use super::memory::Held;
+use super::seqlog::Held;
 use super::StorageError;
 use crate::protocol::MsgBody;
 
@@ -60,8 +61,9 @@ impl FileId {
 pub struct Loc {
     /// `file << OFFSET_BITS | offset`: sorting by it sorts by file, then position.
     at: u64,
-    /// The whole record's length, framing included.
-    len: u32,
+    /// The whole record's length, framing included (never 0: its niche lets the index mark a
+    /// run of missing seqs in the same 16 bytes).
+    len: NonZeroU32,
     /// Unix seconds, `u32::MAX` for anything later (never, for a server of this century).
     exp: u32,
 }
@@ -71,7 +73,7 @@ impl Loc {
         debug_assert!(offset < 1 << OFFSET_BITS, "a store file past 1 TiB");
         Loc {
             at: file.0 << OFFSET_BITS | offset,
-            len: len as u32,
+            len: NonZeroU32::new(len as u32).unwrap_or(NonZeroU32::MIN),
             exp: expires_at.min(u32::MAX as u64) as u32,
         }
     }
@@ -85,7 +87,7 @@ impl Loc {
     }
 
     pub fn end(&self) -> u64 {
-        self.offset() + self.len as u64
+        self.offset() + self.len.get() as u64
     }
 
     /// File and offset in one sortable key.
@@ -220,7 +222,7 @@ fn decode_at(buf: &[u8], at: usize, l: Loc, path: &Path) -> Result<(MsgBody, u64
         )))
     };
     let bytes = buf
-        .get(at..at + l.len as usize)
+        .get(at..at + l.len.get() as usize)
         .ok_or_else(|| damaged("the file ends inside the record"))?;
     match log::decode(bytes) {
         Decoded::Record(r, n) if n == bytes.len() => {
@@ -269,5 +271,7 @@ mod tests {
         assert_eq!(FileId::wal(3).name(), "wal-0000000003.log");
         assert_eq!(FileId::snap(3).name(), "snap-0000000003.log");
         assert_eq!(std::mem::size_of::<Loc>(), 16);
+        // A gap marker fits in the niche of `len`: the index is 16 bytes per message.
+        assert_eq!(super::super::seqlog::slot_size::<Loc>(), 16);
     }
 }

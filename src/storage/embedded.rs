@@ -10,8 +10,8 @@
 //! 35k -> 42k publishes/s); an I/O thread per core was slower still (two cross-thread wake-ups
 //! per publish). Slow or big operations (fdatasync, snapshots, renames) stay on io_uring.
 //!
-//! Message bodies live only on disk: per unacked message the index holds its seq and a `Loc`
-//! (file, offset, length, expiry: 24 bytes with the seq), and `offline` reads the records back
+//! Message bodies live only on disk: per unacked message the index holds a `Loc` (file,
+//! offset, length, expiry: 16 bytes; the seq is implied, see `seqlog`), and `offline` reads the records back
 //! (`bodies`). An append knows where its record will land before it is written: the log is
 //! appended in issue order, so `Inner::tail` (the end of the log once everything issued is
 //! written) is the position of the next write, and the committer checks each write lands where
@@ -533,7 +533,7 @@ async fn write_snapshot(inner: &Rc<Inner>) -> Result<(), StorageError> {
             log::encode_meta(&mut buf, uid, meta.max_seq, meta.last_ack);
             for (seq, loc) in msgs {
                 if loc.file() < cut {
-                    live.push((*loc, uid.clone(), *seq));
+                    live.push((*loc, uid.clone(), seq));
                 }
             }
         });

@@ -8,17 +8,13 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
+pub use super::seqlog::Held;
+use super::seqlog::SeqLog;
 use super::{IdemRecord, Storage, StorageError, StoredMsg, UserMeta};
 use crate::protocol::MsgBody;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Members = HashSet<Rc<str>, ahash::RandomState>;
-
-/// What the index holds for one stored message besides its seq.
-pub trait Held: Clone {
-    /// Unix seconds after which the message is never delivered or listed.
-    fn expires_at(&self) -> u64;
-}
 
 /// The memory store's message: its expiry and its body.
 #[derive(Debug, Clone)]
@@ -45,70 +41,8 @@ impl<P> Default for UserRecord<P> {
     fn default() -> Self {
         UserRecord {
             meta: UserMeta::default(),
-            msgs: SeqLog(VecDeque::new()),
+            msgs: SeqLog::default(),
         }
-    }
-}
-
-/// One user's unacked messages, ascending by seq. New seqs almost always come last and acks
-/// remove from the front, so a deque beats a tree here (a `BTreeMap` insert was 17% of the
-/// server's CPU in a 10,000-member fan-out profile).
-struct SeqLog<P>(VecDeque<SeqMsg<P>>);
-
-impl<P: Held> SeqLog<P> {
-    /// Appends a message whose seq is above every stored one (the caller knows it from the
-    /// user's `max_seq`): no read of the deque's tail, which is a cache miss per member in a
-    /// large fan-out.
-    fn push_newest(&mut self, seq: u64, held: &P) {
-        self.0.push_back((seq, held.clone()));
-    }
-
-    fn insert(&mut self, seq: u64, held: &P) {
-        let item = (seq, held.clone());
-        match self.0.back() {
-            None => self.0.push_back(item),
-            Some(last) if last.0 < seq => self.0.push_back(item),
-            _ => match self.0.binary_search_by_key(&seq, |m| m.0) {
-                Ok(i) => self.0[i] = item,
-                Err(i) => self.0.insert(i, item),
-            },
-        }
-    }
-
-    fn remove(&mut self, seq: u64) {
-        if let Ok(i) = self.0.binary_search_by_key(&seq, |m| m.0) {
-            self.0.remove(i);
-        }
-        self.shrink_if_empty();
-    }
-
-    /// Drops every message up to `last_ack`.
-    fn ack(&mut self, last_ack: u64) {
-        while self.0.front().is_some_and(|m| m.0 <= last_ack) {
-            self.0.pop_front();
-        }
-        self.shrink_if_empty();
-    }
-
-    fn retain_unexpired(&mut self, now: u64) -> usize {
-        let before = self.0.len();
-        self.0.retain(|m| m.1.expires_at() > now);
-        self.shrink_if_empty();
-        before - self.0.len()
-    }
-
-    /// An all-acked user holds no allocation.
-    fn shrink_if_empty(&mut self) {
-        if self.0.is_empty() {
-            self.0 = VecDeque::new();
-        }
-    }
-
-    /// Messages with `from <= seq <= to`, ascending.
-    fn range(&self, from: u64, to: u64) -> impl DoubleEndedIterator<Item = &SeqMsg<P>> {
-        let lo = self.0.partition_point(|m| m.0 < from);
-        let hi = self.0.partition_point(|m| m.0 <= to).max(lo);
-        self.0.range(lo..hi)
     }
 }
 
@@ -257,11 +191,13 @@ impl<P: Held> Index<P> {
         }
         let mut out: Vec<SeqMsg<P>> = rec
             .msgs
-            .range(after + 1, upto)
+            .iter()
             .rev()
+            .skip_while(|(seq, _)| *seq > upto)
+            .take_while(|(seq, _)| *seq > after)
             .filter(|(_, held)| held.expires_at() > now)
             .take(limit)
-            .cloned()
+            .map(|(seq, held)| (seq, held.clone()))
             .collect();
         out.reverse();
         out
@@ -345,18 +281,18 @@ impl<P: Held> Index<P> {
     pub fn visit_user(
         &self,
         uid: &str,
-        f: impl FnOnce(UserMeta, &mut dyn Iterator<Item = &SeqMsg<P>>),
+        f: impl FnOnce(UserMeta, &mut dyn Iterator<Item = (u64, &P)>),
     ) {
         if let Some(rec) = self.users.borrow().get(uid) {
-            f(rec.meta, &mut rec.msgs.0.iter());
+            f(rec.meta, &mut rec.msgs.iter());
         }
     }
 
     /// Calls `f` on each of a user's unacked messages, to change what is held (the embedded
     /// store moves them to a new file after a compaction); not their seqs.
-    pub fn update_user(&self, uid: &str, mut f: impl FnMut(&mut P)) {
+    pub fn update_user(&self, uid: &str, f: impl FnMut(&mut P)) {
         if let Some(rec) = self.users.borrow_mut().get_mut(uid) {
-            rec.msgs.0.iter_mut().for_each(|(_, held)| f(held));
+            rec.msgs.for_each_mut(f);
         }
     }
 
@@ -512,23 +448,8 @@ mod tests {
     }
 
     #[test]
-    fn seq_log_keeps_order_whatever_the_insert_order() {
-        let b = body("x");
-        let mut log = SeqLog(VecDeque::new());
-        for seq in [5, 1, 3, 7, 3, 6] {
-            log.insert(seq, &MemoryStore::held(&b, seq * 10));
-        }
-        let seqs = |l: &SeqLog<InMemory>| l.0.iter().map(|m| m.0).collect::<Vec<_>>();
-        assert_eq!(seqs(&log), [1, 3, 5, 6, 7]);
-        assert_eq!(log.range(2, 6).map(|m| m.0).collect::<Vec<_>>(), [3, 5, 6]);
-        assert_eq!(log.range(8, 9).count(), 0);
-        assert_eq!(log.range(6, 2).count(), 0);
-        log.ack(5);
-        assert_eq!(seqs(&log), [6, 7]);
-        assert_eq!(log.retain_unexpired(65), 1);
-        assert_eq!(seqs(&log), [7]);
-        log.ack(7);
-        assert_eq!(log.0.capacity(), 0, "an all-acked user holds no allocation");
+    fn a_stored_message_costs_the_index_16_bytes() {
+        assert_eq!(super::super::seqlog::slot_size::<InMemory>(), 16);
     }
 
     fn rec(id: &str, answer: u64, expires_at: u64) -> IdemRecord {

@@ -12,6 +12,7 @@ pub mod log;
 pub mod memory;
 #[cfg(feature = "scylla")]
 pub mod scylla;
+mod seqlog;
 mod tickets;
 
 use std::rc::Rc;
