@@ -13,7 +13,10 @@
 #   leave   SIGTERM to n2: its exit status and time, publishes refused meanwhile (target 0)
 #   check   every publish answered 200 stored exactly once, seqs contiguous (read back by /msg)
 # then loadtest unicast (MSGS publishes) through node 1 of the dynamic cluster and of a static
-# --nodes cluster on the same database: the throughput cost of the dynamic routing.
+# --nodes cluster on the same database: the throughput cost of the dynamic routing and fencing.
+# ROUNDS=N repeats that pair N times, each cluster on a fresh keyspace, the order alternating
+# (dynamic first in odd rounds); FAULTS=0 skips crash/join/leave (throughput only):
+#   FAULTS=0 ROUNDS=4 MSGS=60000 perf/ha-bench.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DB="${DB:-${IPUSH_TEST_SCYLLA:-127.0.0.1:9042}}"
@@ -23,6 +26,10 @@ PUBS="${PUBS:-8}"
 OUT="${OUT:-$ROOT/perf/results/ha-bench-$(date -u +%Y%m%dT%H%M%SZ)}"
 KS="ipush_ha_$$"
 KS_STATIC="ipush_hs_$$"
+ROUNDS="${ROUNDS:-1}"
+FAULTS="${FAULTS:-1}"
+KEYSPACES=("$KS" "$KS_STATIC")
+for r in $(seq 2 "$ROUNDS"); do KEYSPACES+=("${KS}_$r" "${KS_STATIC}_$r"); done
 mkdir -p "$OUT"
 
 echo "== build (release)" >&2
@@ -44,7 +51,7 @@ cleanup() {
     [[ -f $f ]] || continue
     p=$(cat "$f"); kill -9 "$p" 2>/dev/null || true
   done
-  for ks in "$KS" "$KS_STATIC"; do
+  for ks in "${KEYSPACES[@]}"; do
     "$RAW" nodes="$DB" keyspace="$ks" writes=1 drop_keyspace=1 >/dev/null 2>&1 || true
   done
   rm -rf "$WORK"
@@ -81,6 +88,32 @@ start() {
   exit 1
 }
 
+# Until the three nodes serve all 1024 slots between them (bounded: 30 s).
+wait_slots() {
+  local total s
+  for _ in $(seq 300); do
+    total=0
+    for i in 1 2 3; do
+      s=$(curl -sf "127.0.0.$i:${A[$i]}/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"].get("slots_served", 0))' 2>/dev/null || echo 0)
+      total=$((total + s))
+    done
+    [[ $total == 1024 ]] && return 0
+    sleep 0.1
+  done
+  echo "slots not settled on three nodes within 30 s" >&2
+}
+
+# stop_nodes NAME...: SIGTERM, then wait (bounded) for each to exit.
+stop_nodes() {
+  local n
+  for n in "$@"; do kill "$(cat "$WORK/$n.pid")" 2>/dev/null || true; done
+  for n in "$@"; do
+    for _ in $(seq 100); do kill -0 "$(cat "$WORK/$n.pid")" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$WORK/$n.pid"
+  done
+}
+
+if [[ $FAULTS == 1 ]]; then
 echo "== dynamic cluster: keyspace $KS at $DB" >&2
 start n1 1 "$KS" --scylla_init_schema=true
 start n2 2 "$KS"
@@ -183,7 +216,7 @@ n3_slots = get(3, "/health")[1]["result"]["slots_served"]
 print(f"join: n3 back after {time.time() - t_join:.2f} s, took {n3_slots} of 1024 slots ({n3_slots / 10.24:.1f} %), settled {settle:.2f} s after it answered")
 with lock:
     bad_join = [st for (t, _, _, st) in log if t >= t_join and st != 200]
-print(f"join: {len(bad_join)} publishes refused while it joined")
+print(f"join: {len(bad_join)} publishes refused while it joined ({sorted(set(map(str, bad_join)))})")
 
 time.sleep(2)
 with lock: n_before = len(log)
@@ -231,38 +264,53 @@ PY
 
 # The same node count for both throughput runs: n2 joins again and the slots settle.
 start n2 2 "$KS"
-for _ in $(seq 300); do
-  total=0
-  for i in 1 2 3; do
-    s=$(curl -sf "127.0.0.$i:${A[$i]}/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"].get("slots_served", 0))' 2>/dev/null || echo 0)
-    total=$((total + s))
-  done
-  [[ $total == 1024 ]] && break
-  sleep 0.1
-done
-echo "== throughput: loadtest unicast through node 1, dynamic (3 nodes) vs static (3 nodes)" >&2
+wait_slots
+stop_nodes n1 n2 n3
+fi
+echo "== throughput: loadtest unicast through node 1, dynamic (3 nodes) vs static (3 nodes), $ROUNDS round(s)" >&2
 LT_ARGS=(unicast --users 10000 --messages "$MSGS" --seed 1 --window 1024 --pub-conns 64 --src 127.0.0.4-127.0.0.9 --quiet --json)
-timeout 300 "$LT" "${LT_ARGS[@]}" --target "127.0.0.1:${C[1]}" --admin "127.0.0.1:${A[1]}" >"$OUT/dynamic.json" 2>"$OUT/dynamic.err" || true
-for n in n1 n2 n3; do kill "$(cat "$WORK/$n.pid")" 2>/dev/null || true; done
-for n in n1 n2 n3; do for _ in $(seq 100); do kill -0 "$(cat "$WORK/$n.pid")" 2>/dev/null || break; sleep 0.1; done; done
-rm -f "$WORK"/n*.pid
 NODES="n1=127.0.0.1:${C[1]}:${A[1]}:${B[1]},n2=127.0.0.2:${C[2]}:${A[2]}:${B[2]},n3=127.0.0.3:${C[3]}:${A[3]}:${B[3]}"
-start s1 1 "$KS_STATIC" --scylla_init_schema=true --nodes="$NODES" --node=n1
-start s2 2 "$KS_STATIC" --nodes="$NODES" --node=n2
-start s3 3 "$KS_STATIC" --nodes="$NODES" --node=n3
-timeout 300 "$LT" "${LT_ARGS[@]}" --target "127.0.0.1:${C[1]}" --admin "127.0.0.1:${A[1]}" >"$OUT/static.json" 2>"$OUT/static.err" || true
-python3 - "$OUT" <<'PY' | tee -a "$OUT/ha.txt"
-import json, sys
-out = sys.argv[1]
+# dynamic|static ROUND: a fresh 3-node cluster of that kind, loadtest through node 1, stopped.
+measure() {
+  local kind=$1 r=$2 ks suffix=""
+  [[ $r == 1 ]] || suffix="_$r"
+  if [[ $kind == dynamic ]]; then
+    ks="$KS$suffix"
+    # Round 1 of a run with faults reuses the keyspace the faults ran on (the nodes restart).
+    start n1 1 "$ks" --scylla_init_schema=true
+    start n2 2 "$ks"
+    start n3 3 "$ks"
+    wait_slots
+  else
+    ks="$KS_STATIC$suffix"
+    start n1 1 "$ks" --scylla_init_schema=true --nodes="$NODES"
+    start n2 2 "$ks" --nodes="$NODES"
+    start n3 3 "$ks" --nodes="$NODES"
+  fi
+  timeout 300 "$LT" "${LT_ARGS[@]}" --target "127.0.0.1:${C[1]}" --admin "127.0.0.1:${A[1]}" \
+    >"$OUT/$kind-$r.json" 2>"$OUT/$kind-$r.err" || true
+  stop_nodes n1 n2 n3
+}
+for r in $(seq 1 "$ROUNDS"); do
+  if (( r % 2 == 1 )); then measure dynamic "$r"; measure static "$r"; else measure static "$r"; measure dynamic "$r"; fi
+done
+python3 - "$OUT" "$ROUNDS" <<'PY' | tee -a "$OUT/ha.txt"
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
 def r(n):
     try: return json.load(open(f"{out}/{n}.json"))
-    except Exception as e: return None
-d, s = r("dynamic"), r("static")
-for name, x in (("dynamic", d), ("static", s)):
-    if x is None: print(f"{name}: no report (see {name}.err)"); continue
-    print(f"{name}: {x['publish']['per_sec']:,.0f} publishes/s, p99 {x['publish'].get('p99_us', 0)} us; {'clean' if x['success'] else 'NOT CLEAN'}")
-if d and s:
-    print(f"dynamic/static: {d['publish']['per_sec'] / s['publish']['per_sec']:.2f}")
+    except Exception: return None
+ratios = []
+for k in range(1, rounds + 1):
+    d, s = r(f"dynamic-{k}"), r(f"static-{k}")
+    for name, x in ((f"dynamic-{k}", d), (f"static-{k}", s)):
+        if x is None: print(f"{name}: no report (see {name}.err)"); continue
+        print(f"{name}: {x['publish']['per_sec']:,.0f} publishes/s, p99 {x['publish'].get('latency_us', {}).get('p99', 0) / 1000:.1f} ms; {'clean' if x['success'] else 'NOT CLEAN'}")
+    if d and s:
+        ratios.append(d['publish']['per_sec'] / s['publish']['per_sec'])
+        print(f"round {k} ({'dynamic first' if k % 2 else 'static first'}): dynamic/static {ratios[-1]:.2f}")
+if ratios:
+    print(f"dynamic/static over {len(ratios)} round(s): median {statistics.median(ratios):.2f}, min {min(ratios):.2f}, max {max(ratios):.2f}")
 PY
 uptime | tee -a "$OUT/ha.txt"
 echo "reports: $OUT" >&2
