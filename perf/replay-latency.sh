@@ -71,31 +71,8 @@ rss() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$SERVER_PID/status"; }
 start_server
 BASE=$(rss)
 log "publishing $MSGS x $BODY B to each of $USERS users"
-PUBLISHED=$(python3 - "$APORT" "$USERS" "$MSGS" "$BODY" "$LINES" "$MAX_SECS" <<'EOF'
-import http.client, json, sys, time
-port, users, msgs, body, lines, max_secs = map(int, sys.argv[1:])
-b = "x" * body
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-total, sent, ok = users * msgs, 0, 0
-end = time.monotonic() + max_secs
-while sent < total:
-    if time.monotonic() > end:
-        sys.exit(f"publishing took over {max_secs} s ({sent} of {total})")
-    k = min(lines, total - sent)
-    payload = "".join(json.dumps({"to": f"rl{(sent + i) % users}", "from": "op", "ttl": 86400, "b": b}) + "\n"
-                      for i in range(k))
-    c.request("POST", "/pub/batch", payload, {"Content-Type": "application/x-ndjson"})
-    r = c.getresponse()
-    out = r.read()
-    if r.status != 200:
-        sys.exit(f"/pub/batch answered {r.status}: {out[:200]!r}")
-    ok += out.count(b'"status":200')
-    sent += k
-if ok != sent:
-    sys.exit(f"{sent - ok} of {sent} publishes failed")
-print(ok)
-EOF
-)
+PUBLISHED=$(python3 perf/tools/publish-offline.py "$APORT" $((USERS * MSGS)) "$USERS" "$BODY" "$LINES" "$MAX_SECS" rl)
+(( PUBLISHED == USERS * MSGS )) || { log "only $PUBLISHED of $((USERS * MSGS)) published within $MAX_SECS s"; exit 1; }
 SERVING=$(rss)
 DISK=$(du -sb "$TMP/data" | cut -f1)
 stop_server

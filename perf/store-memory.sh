@@ -114,29 +114,7 @@ start_server
 BASE=$(settled_rss)
 log "server up (pid $SERVER_PID), RSS $BASE; publishing $N x $BODY B to $USERS users"
 
-PUBLISHED=$(timeout $((MAX_SECS + 60)) python3 - "$APORT" "$N" "$USERS" "$BODY" "$LINES" "$MAX_SECS" <<'EOF'
-import http.client, json, sys, time
-port, n, users, body, lines, max_secs = map(int, sys.argv[1:])
-b = "x" * body
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-sent = ok = 0
-end = time.monotonic() + max_secs
-while sent < n and time.monotonic() < end:
-    k = min(lines, n - sent)
-    payload = "".join(json.dumps({"to": f"sm{(sent + i) % users}", "from": "op", "ttl": 86400, "b": b}) + "\n"
-                      for i in range(k))
-    c.request("POST", "/pub/batch", payload, {"Content-Type": "application/x-ndjson"})
-    r = c.getresponse()
-    out = r.read()
-    if r.status != 200:
-        sys.exit(f"/pub/batch answered {r.status}: {out[:200]!r}")
-    ok += out.count(b'"status":200')
-    sent += k
-if ok != sent:
-    sys.exit(f"{sent - ok} of {sent} publishes failed")
-print(ok)
-EOF
-)
+PUBLISHED=$(timeout $((MAX_SECS + 60)) python3 perf/tools/publish-offline.py "$APORT" "$N" "$USERS" "$BODY" "$LINES" "$MAX_SECS" sm)
 SERVING=$(settled_rss)
 DISK=$(du -sb "$TMP/data" | cut -f1)
 log "published $PUBLISHED; RSS $SERVING; disk $DISK bytes"

@@ -16,6 +16,32 @@ use crate::protocol::MsgBody;
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Members = HashSet<Rc<str>, ahash::RandomState>;
 
+/// A uid as an index entry gets it: an `Rc` shared with the shard, or a slice to copy.
+pub trait Uid {
+    fn as_str(&self) -> &str;
+    fn to_rc(&self) -> Rc<str>;
+}
+
+impl Uid for Rc<str> {
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn to_rc(&self) -> Rc<str> {
+        self.clone()
+    }
+}
+
+impl Uid for &str {
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn to_rc(&self) -> Rc<str> {
+        Rc::from(*self)
+    }
+}
+
 /// The memory store's message: its expiry and its body.
 #[derive(Debug, Clone)]
 pub struct InMemory {
@@ -110,14 +136,16 @@ impl<P: Held> Index<P> {
             .unwrap_or_default()
     }
 
-    /// Stores `held` for each entry; entries expired at `now` only move `max_seq`.
-    pub fn apply_append(&self, held: &P, entries: &[(Rc<str>, u64)], now: u64) {
+    /// Stores `held` for each entry; entries expired at `now` only move `max_seq`. The uids
+    /// are the shard's `Rc`s when publishing and slices of the file at start-up, where only a
+    /// new user's uid is allocated (not one per replayed message).
+    pub fn apply_append<U: Uid>(&self, held: &P, entries: &[(U, u64)], now: u64) {
         let expires_at = held.expires_at();
         let mut users = self.users.borrow_mut();
         for (uid, seq) in entries {
-            let rec = match users.get_mut(uid) {
+            let rec = match users.get_mut(uid.as_str()) {
                 Some(r) => r,
-                None => users.entry(uid.clone()).or_default(),
+                None => users.entry(uid.to_rc()).or_default(),
             };
             // Every stored seq is <= max_seq.
             let newest = *seq > rec.meta.max_seq;
