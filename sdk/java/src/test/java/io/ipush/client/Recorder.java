@@ -3,17 +3,20 @@ package io.ipush.client;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.List;
 import java.util.function.BooleanSupplier;
 
 /** A listener that records every event, with bounded waits for tests. */
 final class Recorder implements ClientListener {
-  final List<Message> messages = new ArrayList<>();
-  final List<String> events = new ArrayList<>();
-  final List<Throwable> errors = new ArrayList<>();
-  final List<String> nodes = new ArrayList<>();
-  final List<Transport> transports = new ArrayList<>();
-  final List<String> moves = new ArrayList<>();
+  // Synchronized lists: tests read them (toString in an assertion message, get) while the
+  // client's thread may still be adding to them.
+  final List<Message> messages = Collections.synchronizedList(new ArrayList<>());
+  final List<String> events = Collections.synchronizedList(new ArrayList<>());
+  final List<Throwable> errors = Collections.synchronizedList(new ArrayList<>());
+  final List<String> nodes = Collections.synchronizedList(new ArrayList<>());
+  final List<Transport> transports = Collections.synchronizedList(new ArrayList<>());
+  final List<String> moves = Collections.synchronizedList(new ArrayList<>());
   int connects;
   int disconnects;
   int replaced;
