@@ -11,7 +11,7 @@ use ipush::config::ScyllaConsistency;
 use ipush::fencing::{Fences, LeaseClock};
 use ipush::protocol::{MsgBody, MsgType};
 use ipush::storage::scylla::{self, ScyllaParams, ScyllaStore};
-use ipush::storage::{Storage, StorageError};
+use ipush::storage::{IdemRecord, Storage, StorageError};
 
 const SLOTS: u32 = 8;
 
@@ -42,6 +42,15 @@ fn member(epoch: u32) -> (Arc<Fences>, Arc<LeaseClock>) {
         f.set(s, Some(epoch));
     }
     (f, lease)
+}
+
+/// A store of a member holding every slot at `epoch`.
+async fn owner(p: &ScyllaParams, epoch: u32) -> (ScyllaStore, Arc<Fences>, Arc<LeaseClock>) {
+    let (f, lease) = member(epoch);
+    let s = ScyllaStore::open_fenced(p.clone(), f.clone())
+        .await
+        .unwrap();
+    (s, f, lease)
 }
 
 fn msg(kind: MsgType, b: &str) -> Rc<MsgBody> {
@@ -124,14 +133,8 @@ fn an_old_owners_late_writes_never_show_and_never_overwrite() {
 }
 
 async fn scenario(params: ScyllaParams) {
-    let (fa, lease_a) = member(1);
-    let (fb, _lease_b) = member(2);
-    let a = ScyllaStore::open_fenced(params.clone(), fa.clone())
-        .await
-        .unwrap();
-    let b = ScyllaStore::open_fenced(params.clone(), fb.clone())
-        .await
-        .unwrap();
+    let (a, _, lease_a) = owner(&params, 1).await;
+    let (b, fb, _lease_b) = owner(&params, 2).await;
 
     // Written before any load: a fenced store does not know the user's epoch yet.
     let e = unavailable(append(&a, "u0", 1, "x").await, "unloaded");
@@ -253,4 +256,111 @@ fn the_static_cluster_keeps_contiguous_seqs_across_a_failed_write() {
         assert_eq!(listed(&s, "w").await, seqs(&[(1, "one"), (2, "two")]));
         s.close().await.unwrap();
     });
+}
+
+#[test]
+fn an_old_owners_fenced_out_idempotency_record_answers_nothing() {
+    let Some(addr) = scylla_addr("an_old_owners_fenced_out_idempotency_record_answers_nothing")
+    else {
+        return;
+    };
+    on_keyspace(addr, "fidem", idem_scenario);
+}
+
+fn key(uid: &str, k: &str, seq: u64) -> IdemRecord {
+    IdemRecord {
+        id: format!("u:{uid} {k}"),
+        fingerprint: 42,
+        answer: seq,
+        expires_at: ipush::stats::unix_now() + 300,
+    }
+}
+
+async fn append_keyed(
+    s: &ScyllaStore,
+    uid: &str,
+    seq: u64,
+    b: &str,
+    exp: u64,
+    r: &IdemRecord,
+) -> Result<(), StorageError> {
+    s.append_keyed(&msg(MsgType::User, b), exp, &[(Rc::from(uid), seq)], r)
+        .await
+}
+
+async fn got(s: &ScyllaStore, r: &IdemRecord) -> Option<IdemRecord> {
+    s.idem_get(&r.id, ipush::stats::unix_now()).await.unwrap()
+}
+
+async fn idem_scenario(params: ScyllaParams) {
+    let (a, _, lease_a) = owner(&params, 1).await;
+    let (b, _, _lease_b) = owner(&params, 2).await;
+    let now = ipush::stats::unix_now();
+    let (later, gone) = (now + 3600, now.saturating_sub(10));
+
+    // A key the old owner stored and answered: the new owner answers it too.
+    for uid in ["k1", "k2", "k3"] {
+        a.load_user(uid).await.unwrap();
+    }
+    let kept = key("k1", "kept", 1);
+    append_keyed(&a, "k1", 1, "A1", later, &kept).await.unwrap();
+
+    // The new owner loads k1..k3; the old one, paused past its lease, writes k2 and k3 late:
+    // rows above their highest seq, records left behind.
+    for uid in ["k1", "k2", "k3"] {
+        b.load_user(uid).await.unwrap();
+    }
+    lease_a.hold_for(Duration::ZERO);
+    let lost2 = key("k2", "lost", 1);
+    unavailable(
+        append_keyed(&a, "k2", 1, "A1", later, &lost2).await,
+        "late keyed write",
+    );
+    let lost3 = key("k3", "lost", 1);
+    unavailable(
+        append_keyed(&a, "k3", 1, "A1", later, &lost3).await,
+        "late keyed write",
+    );
+
+    assert_eq!(got(&b, &kept).await, Some(kept.clone()), "a stored key");
+    // Above the highest seq: its message is not stored, the repeat must publish.
+    assert_eq!(
+        got(&b, &lost2).await,
+        None,
+        "fenced-out key, row above max_seq"
+    );
+    // The new owner gives seq 1 to another message: the record is not that message's.
+    append(&b, "k2", 1, "B1").await.unwrap();
+    assert_eq!(
+        got(&b, &lost2).await,
+        None,
+        "fenced-out key, seq given again"
+    );
+    // ... nor when seq 1 goes to a message that expired before it was written (no row of
+    // its own): the old row is gone too, not shown.
+    append_keyed(&b, "k3", 1, "B1", gone, &key("k3", "other", 1))
+        .await
+        .unwrap();
+    assert_eq!(got(&b, &lost3).await, None, "fenced-out key, seq expired");
+    assert!(
+        listed(&b, "k3").await.is_empty(),
+        "the old row stays hidden"
+    );
+    // The repeat publishes at the new owner, and is then found.
+    let again = key("k2", "lost", 2);
+    append_keyed(&b, "k2", 2, "B2", later, &again)
+        .await
+        .unwrap();
+    assert_eq!(got(&b, &again).await, Some(again.clone()));
+    assert_eq!(listed(&b, "k2").await, seqs(&[(1, "B1"), (2, "B2")]));
+
+    // A third owner still answers the keys the second stored.
+    let (c, _, _lease_c) = owner(&params, 3).await;
+    c.load_user("k2").await.unwrap();
+    assert_eq!(got(&c, &again).await, Some(again.clone()), "after a move");
+    assert_eq!(got(&c, &kept).await, Some(kept.clone()), "after two moves");
+
+    for s in [a, b, c] {
+        s.close().await.unwrap();
+    }
 }

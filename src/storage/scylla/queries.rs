@@ -20,7 +20,7 @@ use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
 use super::{
     consistency, member_shard, slot_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE,
 };
-use crate::fencing::Fences;
+use crate::fencing::{epoch_of, Fences, FENCE_BASE, MAX_FENCED};
 use crate::storage::IdemRecord;
 
 /// The `users` key a health check reads: not a valid uid (it has a space), so never a user's.
@@ -70,6 +70,12 @@ pub(super) struct Statements {
     pub(super) over_ref: PreparedStatement,
     pub(super) insert_idem: PreparedStatement,
     idem: PreparedStatement,
+    /// The write time of one message row (`expires_at` is written by every statement that
+    /// writes a row): what a repeat of a unicast idempotency key checks its record against.
+    row_stamp: PreparedStatement,
+    /// A tombstone for one message row at a fenced timestamp: a seq given to a message that had
+    /// expired before it was written, so no old owner's row at that seq ever shows.
+    pub(super) drop_row: PreparedStatement,
     /// The static highest seq, at a fenced timestamp, no TTL.
     pub(super) raise_max: PreparedStatement,
     insert_body: PreparedStatement,
@@ -185,6 +191,14 @@ pub(super) async fn connect(p: &ScyllaParams, fencing: &Fencing) -> Result<Ctx, 
         .await?,
         idem: prepare(format!(
             "SELECT fingerprint, answer, expires_at FROM {ks}.idempotency WHERE id = ?"
+        ))
+        .await?,
+        row_stamp: prepare(format!(
+            "SELECT WRITETIME(expires_at) FROM {ks}.messages WHERE uid = ? AND seq = ?"
+        ))
+        .await?,
+        drop_row: prepare(format!(
+            "DELETE FROM {ks}.messages USING TIMESTAMP ? WHERE uid = ? AND seq = ?"
         ))
         .await?,
         insert_idem,
@@ -376,15 +390,78 @@ async fn get_idem(ctx: &Ctx, id: &str, now: u64) -> Result<Option<IdemRecord>, S
     let _permit = ctx.permits.acquire().await;
     let row: Option<(Option<i64>, Option<i64>, Option<i64>)> =
         first_row(ctx, "read an idempotency key", &ctx.st.idem, (id,)).await?;
-    Ok(row.and_then(|(fp, answer, exp)| {
-        let (fp, answer, expires_at) = (fp?, answer?.max(0) as u64, exp?.max(0) as u64);
-        (expires_at > now).then(|| IdemRecord {
-            id: id.to_string(),
-            fingerprint: fp as u64,
-            answer,
-            expires_at,
-        })
+    let Some((Some(fp), Some(answer), Some(exp))) = row else {
+        return Ok(None);
+    };
+    let expires_at = exp.max(0) as u64;
+    if expires_at <= now {
+        return Ok(None);
+    }
+    let answer = if answer >= FENCE_BASE {
+        // A unicast key stored with its message: the answer is that row's fenced timestamp.
+        let seq = (answer as u64) & MAX_FENCED;
+        let uid = user_of(id).ok_or_else(|| {
+            format!("scylla: idempotency key {id:?} has a fenced answer and no user")
+        })?;
+        let (top, row) = tokio::join!(
+            first_row::<(Option<i64>, Option<i64>, Option<i64>)>(
+                ctx,
+                "read an idempotency key (highest seq)",
+                &ctx.st.top,
+                (uid,)
+            ),
+            first_row::<(Option<i64>,)>(
+                ctx,
+                "read an idempotency key (its message)",
+                &ctx.st.row_stamp,
+                (uid, seq as i64)
+            ),
+        );
+        let (_, max_seq, max_at) = top?.unwrap_or_default();
+        let row_at = row?.and_then(|r| r.0);
+        let max = max_seq.zip(max_at);
+        if !idem_still_holds(answer, row_at, max) {
+            return Ok(None);
+        }
+        seq
+    } else {
+        answer.max(0) as u64
+    };
+    Ok(Some(IdemRecord {
+        id: id.to_string(),
+        fingerprint: fp as u64,
+        answer,
+        expires_at,
     }))
+}
+
+/// The uid of a unicast key's id (`u:<uid> <key>`; a key has no space).
+fn user_of(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix("u:")?;
+    Some(&rest[..rest.rfind(' ')?])
+}
+
+/// Whether a unicast key's record still names its message. `stamp` is the record's answer,
+/// `fence(epoch, seq)` of the row written in the same logged batch; `row_at` the write time of
+/// the user's row at that seq now (None: no row); `max` its highest seq and that cell's write
+/// time. A write fenced out by a newer owner (rules 4–5 of `cluster::ownership`) leaves its
+/// record behind: its row is above the highest seq, or was overwritten (every row a later
+/// owner writes at that seq has a newer stamp; a seq given to an expired message is a
+/// tombstone). Without a row (it expired), the record holds only if no other epoch has
+/// written the user since: then nobody else can have given that seq. A record that does not
+/// hold is a fresh key: the repeat publishes.
+pub(super) fn idem_still_holds(stamp: i64, row_at: Option<i64>, max: Option<(i64, i64)>) -> bool {
+    let seq = ((stamp as u64) & MAX_FENCED) as i64;
+    let Some((max_seq, max_at)) = max else {
+        return false;
+    };
+    if max_seq < seq {
+        return false;
+    }
+    match row_at {
+        Some(t) => t == stamp,
+        None => max_at >= FENCE_BASE && epoch_of(max_at) == epoch_of(stamp),
+    }
 }
 
 /// A single-partition read of `users` at the configured consistency, under a short timeout
@@ -636,5 +713,47 @@ async fn read_members(
             std::ops::ControlFlow::Break(()) => return Ok(()),
             std::ops::ControlFlow::Continue(p) => paging = p,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fencing::fence;
+
+    #[test]
+    fn a_unicast_key_holds_only_while_its_row_is_its_message() {
+        let stamp = fence(1, 5);
+        // Its row, at or below the highest seq (written at this epoch or a later one).
+        assert!(idem_still_holds(stamp, Some(stamp), Some((5, fence(1, 5)))));
+        assert!(idem_still_holds(stamp, Some(stamp), Some((9, fence(2, 9)))));
+        // Fenced out: above the highest seq, or the seq written again by a newer owner.
+        assert!(!idem_still_holds(
+            stamp,
+            Some(stamp),
+            Some((4, fence(2, 0)))
+        ));
+        assert!(!idem_still_holds(
+            stamp,
+            Some(fence(2, 5)),
+            Some((5, fence(2, 5)))
+        ));
+        assert!(!idem_still_holds(stamp, Some(stamp), None));
+        // No row (expired, or a tombstone): holds only if no other epoch wrote the user.
+        assert!(idem_still_holds(stamp, None, Some((7, fence(1, 7)))));
+        assert!(!idem_still_holds(stamp, None, Some((7, fence(2, 7)))));
+        assert!(!idem_still_holds(
+            stamp,
+            None,
+            Some((7, 1_700_000_000_000_000))
+        ));
+    }
+
+    #[test]
+    fn the_uid_of_a_key() {
+        assert_eq!(user_of("u:alice k-1"), Some("alice"));
+        assert_eq!(user_of("u:a b"), Some("a"));
+        assert_eq!(user_of("c:news k"), None);
+        assert_eq!(user_of("u:nospace"), None);
     }
 }

@@ -42,7 +42,9 @@ pub(super) struct Row {
 }
 
 /// An idempotency row written in the same (logged) batch: id, fingerprint, answer,
-/// expires_at, TTL.
+/// expires_at, TTL. The answer is the item's seq; it is stored as the row's fenced timestamp
+/// (`fence(epoch, seq)`), so a repeat can tell whether that row is still this message
+/// (`queries::idem_still_holds`).
 pub(super) type IdemRow = (String, i64, i64, i64, i32);
 
 /// One seq of one user in a write.
@@ -134,6 +136,7 @@ enum Values<'a> {
     ),
     Max((i64, i64, &'a str)),
     Idem((&'a str, i64, i64, i64, i32)),
+    Drop((i64, &'a str, i64)),
 }
 
 impl SerializeRow for Values<'_> {
@@ -148,6 +151,7 @@ impl SerializeRow for Values<'_> {
             Values::OverInline(v) => v.serialize(ctx, w),
             Values::Max(v) => v.serialize(ctx, w),
             Values::Idem(v) => v.serialize(ctx, w),
+            Values::Drop(v) => v.serialize(ctx, w),
         }
     }
 
@@ -277,9 +281,16 @@ async fn send(ctx: &Ctx, uid: &str, epoch: u32, top: u64, items: &[Item]) -> Out
                 }
             }
         }
+        if it.row.is_none() {
+            // A seq given to a message that expired before it was written: an old owner's
+            // row at this seq would show once the highest seq passes it.
+            batch.append_statement(st.drop_row.clone());
+            values.push(Values::Drop((ts, uid, s)));
+        }
         if let Some((id, fp, answer, exp, ttl)) = &it.idem {
+            debug_assert_eq!(*answer, s, "a unicast key answers its message's seq");
             batch.append_statement(st.insert_idem.clone());
-            values.push(Values::Idem((id, *fp, *answer, *exp, *ttl)));
+            values.push(Values::Idem((id, *fp, ts, *exp, *ttl)));
         }
     }
     batch.append_statement(st.raise_max.clone());
