@@ -95,7 +95,7 @@ fn a_frozen_database_gives_503_and_unhealthy_then_recovers() {
         "--scylla_init_schema=true".to_string(),
         "--scylla_timeout_ms=1000".to_string(),
     ]);
-    let s = Server::start(&strs(&flags));
+    let mut s = Server::start(&strs(&flags));
     assert_eq!(
         s.post("/pub?to=steady&from=op", "before"),
         (200, json!({"result":"ok"}))
@@ -159,4 +159,54 @@ fn a_frozen_database_gives_503_and_unhealthy_then_recovers() {
         .map(|m| m["s"].as_u64().unwrap())
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // Stopped while a write's outcome is unknown: the close keeps sending it until the
+    // database answers (bounded), so nothing of this run lands after it has exited.
+    let frozen = Frozen::new(pid);
+    let (st, v) = s.post("/pub?to=steady&from=op", "at-close");
+    assert_eq!(st, 503, "{v}");
+    let server = s.pid() as i32;
+    assert_eq!(unsafe { libc::kill(server, libc::SIGTERM) }, 0);
+    // Longer than the --scylla_timeout_ms of every other step of a stop, shorter than the
+    // close's 10 s for unknown outcomes.
+    std::thread::sleep(Duration::from_secs(4));
+    let state = std::fs::read_to_string(format!("/proc/{server}/stat")).unwrap_or_default();
+    let state = state
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .to_string();
+    assert!(
+        !state.is_empty() && !state.starts_with('Z'),
+        "the server exited with a write of unknown outcome while the database was frozen"
+    );
+    drop(frozen);
+    let t = Instant::now();
+    let status = s.stop();
+    assert!(status.success(), "{status:?}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: stopped {:?} after the database came back",
+        t.elapsed()
+    );
+    s.restart(&strs(&flags));
+    let listed = s.offline("steady");
+    let at_close: Vec<u64> = listed
+        .iter()
+        .filter(|m| m["b"] == "at-close")
+        .map(|m| m["s"].as_u64().unwrap())
+        .collect();
+    assert_eq!(at_close.len(), 1, "the write settled at close: {listed:?}");
+    assert_eq!(
+        s.post("/pub?to=steady&from=op", "next"),
+        (200, json!({"result":"ok"}))
+    );
+    let seqs: Vec<u64> = s
+        .offline("steady")
+        .iter()
+        .map(|m| m["s"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert_eq!(seqs.last(), Some(&(at_close[0] + 1)), "{seqs:?}");
 }

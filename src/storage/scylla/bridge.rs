@@ -34,6 +34,10 @@ pub(super) enum Req {
 const ANSWER_BATCH: usize = 1024;
 /// How often the users that need no memory here are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// How long a close keeps sending the writes whose outcome is unknown: one that lands after
+/// the node stopped could carry a seq its next start gives again (a static cluster has no
+/// newer epoch to fence it).
+const SETTLE_AT_CLOSE: Duration = Duration::from_secs(10);
 
 /// The bridge thread: `rx` brings the core's requests a batch at a time, `to_core` takes the
 /// answers back the same way; `ready` says whether the session connected.
@@ -551,16 +555,33 @@ impl Bridge {
         }
     }
 
-    /// Everything but the retries ends; those are given up (their outcome stays unknown).
+    /// Everything ends; the writes whose outcome is unknown are sent again for up to
+    /// `SETTLE_AT_CLOSE`, then given up (their outcome stays unknown, and the log says so).
     async fn finish(&mut self) {
         self.drain().await;
         while let Some(done) = self.reads.join_next().await {
             self.on_done(done.ok());
         }
-        if !self.retries.is_empty() {
+        if self.retries.is_empty() {
+            return;
+        }
+        let unknown = self.retries.len();
+        tracing::info!(
+            writes = unknown,
+            "closing: sending writes whose outcome is unknown again until it is known"
+        );
+        let end = tokio::time::Instant::now() + SETTLE_AT_CLOSE;
+        while let Ok(Some(done)) = tokio::time::timeout_at(end, self.retries.join_next()).await {
+            self.on_done(done.ok());
+            self.drain().await;
+        }
+        if self.retries.is_empty() {
+            tracing::info!(writes = unknown, "closing: every write's outcome is known");
+        } else {
             tracing::warn!(
                 writes = self.retries.len(),
-                "closing with writes whose outcome is unknown"
+                "closing with writes whose outcome is unknown (given up after {} s)",
+                SETTLE_AT_CLOSE.as_secs()
             );
             self.retries.abort_all();
         }
