@@ -214,3 +214,97 @@ fn a_damaged_body_is_a_corruption_error_naming_the_file() {
     });
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What each user must list: `(seq, body)` ascending.
+type Model =
+    std::rc::Rc<std::cell::RefCell<std::collections::BTreeMap<String, Vec<(u64, String)>>>>;
+
+#[test]
+fn acks_and_appends_during_a_compaction_are_kept() {
+    // The compaction lists every message, copies them (giving the core back between
+    // batches), then points the index at the copies: messages acked or added meanwhile must
+    // come out as they are then, not as they were listed.
+    use std::cell::Cell;
+    const USERS: u32 = 1000;
+    let dir = temp_dir("concurrent");
+    let d = dir.clone();
+    common::on_executor(move || async move {
+        let s = Rc::new(open(&d));
+        let model: Model = Rc::default();
+        for i in 0..USERS {
+            let uid: Rc<str> = Rc::from(format!("c{i}"));
+            for seq in 1..=40 {
+                let text = format!("c{i} m{seq} {}", "x".repeat(1000));
+                let b = ipush::storage::conformance::body(&text, None);
+                s.append(&b, FAR, &[(uid.clone(), seq)]).await.unwrap();
+                model
+                    .borrow_mut()
+                    .entry(uid.to_string())
+                    .or_default()
+                    .push((seq, text));
+            }
+        }
+        let done = Rc::new(Cell::new(false));
+        let changes = Rc::new(Cell::new(0u32));
+        let writer = glommio::spawn_local({
+            let (s, model, done, changes) =
+                (s.clone(), model.clone(), done.clone(), changes.clone());
+            async move {
+                let mut round = 0u32;
+                // Bounded; 100 changes each time the compaction gives the core back (an
+                // append with nothing queued is written inline and is ready at once).
+                while !done.get() && round < 20_000 {
+                    if round.is_multiple_of(100) {
+                        glommio::executor().yield_task_queue_now().await;
+                    }
+                    let i = (round * 7) % USERS;
+                    let uid = format!("c{i}");
+                    let (last_ack, next) = {
+                        let m = model.borrow();
+                        let v = &m[&uid];
+                        (
+                            v.first().map_or(0, |f| f.0),
+                            v.last().map_or(0, |l| l.0) + 1,
+                        )
+                    };
+                    s.set_ack(&uid, last_ack).await.unwrap();
+                    let text = format!("{uid} late{next}");
+                    let b = ipush::storage::conformance::body(&text, None);
+                    s.append(&b, FAR, &[(Rc::from(uid.as_str()), next)])
+                        .await
+                        .unwrap();
+                    let mut m = model.borrow_mut();
+                    let v = m.get_mut(&uid).unwrap();
+                    v.retain(|(seq, _)| *seq > last_ack);
+                    v.push((next, text));
+                    changes.set(changes.get() + 1);
+                    round += 1;
+                }
+            }
+        });
+        s.compact().await.unwrap();
+        done.set(true);
+        writer.await;
+        assert!(
+            changes.get() >= 5,
+            "{} changes during the compaction",
+            changes.get()
+        );
+        let check = |s: Rc<EmbeddedStore>, model: Model| async move {
+            let m = model.borrow().clone();
+            for (uid, want) in m {
+                assert_eq!(texts(&all(&s, &uid).await), want, "{uid}");
+            }
+        };
+        check(s.clone(), model.clone()).await;
+        s.shutdown().await.unwrap();
+        let s = Rc::new(open(&d));
+        check(s.clone(), model.clone()).await;
+        s.shutdown().await.unwrap();
+        eprintln!(
+            "acks_and_appends_during_a_compaction_are_kept: {} changes during it",
+            changes.get()
+        );
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
