@@ -28,36 +28,15 @@ SERVER=$ROOT/target/release/ipush_server
 mkdir -p "$OUT"
 (cd "$ROOT" && cargo build --release --workspace >&2)
 
-WORK=$(mktemp -d /tmp/cluster-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_on() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
-}
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "$1:$2 did not open" >&2
-    return 1
-}
+# shellcheck source=perf/lib.sh
+source "$ROOT/perf/lib.sh"
+perf_workdir cluster-bench
 
 declare -A C A B
 SPEC=""
 for i in 1 2 3; do
     ip=127.0.0.$i
-    C[$i]=$(port_on "$ip"); A[$i]=$(port_on "$ip"); B[$i]=$(port_on "$ip")
+    C[$i]=$(free_port "$ip"); A[$i]=$(free_port "$ip"); B[$i]=$(free_port "$ip")
     SPEC+="${SPEC:+,}n$i=$ip:${C[$i]}:${A[$i]}:${B[$i]}"
 done
 for i in 1 2 3; do
@@ -68,8 +47,8 @@ for i in 1 2 3; do
     PIDS+=("$!")
 done
 for i in 1 2 3; do
-    wait_port "127.0.0.$i" "${C[$i]}"
-    wait_port "127.0.0.$i" "${A[$i]}"
+    wait_port "${C[$i]}" "127.0.0.$i"
+    wait_port "${A[$i]}" "127.0.0.$i"
 done
 # Every peer up on node 1.
 for _ in $(seq 150); do

@@ -74,32 +74,10 @@ if [ -z "${NO_BUILD:-}" ]; then
     (cd "$ROOT" && cargo build --release -p ipush --bin ipush_server -p loadtest >&2)
 fi
 
-WORK=$(mktemp -d /tmp/vs-peers.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=perf/lib.sh
+source "$ROOT/perf/lib.sh"
+perf_workdir vs-peers
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2
-    return 1
-}
 children() { pgrep -P "$1" | tr '\n' ',' ; }
 rand() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
 

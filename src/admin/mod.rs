@@ -33,6 +33,10 @@ pub async fn admin_loop(router: Rc<Router>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                // A round's answers go out as soon as they are ready: with Nagle, the answers
+                // of a second round of pipelined requests waited for the client's delayed ACK
+                // of the first (40 ms; a pipelining client with nothing else to send).
+                let _ = stream.set_nodelay(true);
                 glommio::spawn_local(conn::serve(router.clone(), stream)).detach();
             }
             Err(e) => {
