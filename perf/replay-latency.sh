@@ -40,7 +40,13 @@ stop_server() {
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
 }
-cleanup() { stop_server; rm -rf "$TMP"; }
+cleanup() {
+    stop_server
+    # The compactions, with the elapsed ms at the end of each step (to set beside the slowest
+    # publish's time).
+    grep -h "store snapshot written" "$TMP/server.log" 2>/dev/null | sed 's/^/replay-latency: /' >&2 || true
+    rm -rf "$TMP"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { echo "replay-latency: $*" >&2; }

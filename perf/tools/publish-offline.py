@@ -18,7 +18,7 @@ def main():
     b = "x" * body
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     sent = ok = 0
-    slowest = 0.0
+    slowest, slowest_at = 0.0, 0.0
     end = time.monotonic() + max_secs
     while sent < n and time.monotonic() < end:
         k = min(lines, n - sent)
@@ -30,14 +30,18 @@ def main():
         c.request("POST", "/pub/batch", payload, {"Content-Type": "application/x-ndjson"})
         r = c.getresponse()
         out = r.read()
-        slowest = max(slowest, time.monotonic() - t0)
+        took = time.monotonic() - t0
+        if took > slowest:
+            slowest, slowest_at = took, time.time()
         if r.status != 200:
             sys.exit(f"/pub/batch answered {r.status}: {out[:200]!r}")
         ok += out.count(b'"status":200')
         sent += k
     if ok != sent:
         sys.exit(f"{sent - ok} of {sent} publishes failed")
-    print(f"publish-offline: {ok} acknowledged; slowest /pub/batch answer {slowest * 1000:.0f} ms", file=sys.stderr)
+    at = time.strftime("%H:%M:%S", time.gmtime(slowest_at))
+    print(f"publish-offline: {ok} acknowledged; slowest /pub/batch answer {slowest * 1000:.0f} ms"
+          f" (answered {at} UTC)", file=sys.stderr)
     print(ok)
 
 

@@ -587,7 +587,9 @@ async fn write_snapshot(inner: &Rc<Inner>) -> Result<(), StorageError> {
     if fixed.len() > u32::MAX as usize {
         return Err(too_many_to_compact());
     }
+    let listed = started.elapsed();
     live.sort_unstable_by_key(|(l, seq, _, _)| (l.key(), *seq));
+    let sorted = started.elapsed();
     let mut entries: Vec<(Rc<str>, u64)> = Vec::new();
     let mut copied = 0usize;
     let mut i = 0;
@@ -644,6 +646,7 @@ async fn write_snapshot(inner: &Rc<Inner>) -> Result<(), StorageError> {
     }
     send(&mut buf, &mut total, true).await?;
     inner.last_snapshot.set(total);
+    let written = started.elapsed();
 
     // The snapshot is in place: point the index at it, then drop the files it replaces. A
     // user's messages in the old files now are those listed above less any acked or expired
@@ -683,17 +686,27 @@ async fn write_snapshot(inner: &Rc<Inner>) -> Result<(), StorageError> {
             "store compaction: messages not copied into the snapshot; old files kept");
         return Ok(());
     }
+    let repointed = started.elapsed();
     inner
         .issue(false, |ticket| IoOp::Prune { ticket, segment })
         .await?;
     inner.bodies.forget_below(cut);
     drop(fixed);
+    let pruned = started.elapsed();
     release_free_memory();
+    // Where the time went, as elapsed ms at the end of each step (the core serves between
+    // the steps' slices; the sort is one step).
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
     tracing::info!(
         dir = %inner.dir.display(),
         bytes = total,
         messages = copied,
-        ms = started.elapsed().as_millis() as u64,
+        listed_ms = ms(listed),
+        sorted_ms = ms(sorted),
+        written_ms = ms(written),
+        repointed_ms = ms(repointed),
+        pruned_ms = ms(pruned),
+        ms = ms(started.elapsed()),
         "store snapshot written"
     );
     Ok(())
