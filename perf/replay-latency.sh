@@ -72,7 +72,8 @@ start_server() {
     done
     log "server not healthy after 300 s"; exit 1
 }
-rss() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$SERVER_PID/status"; }
+# In whole bytes: awk's print would write 2.5e+09 past a few GB, which bash cannot add.
+rss() { awk '/^VmRSS:/ {printf "%d\n", $2 * 1024}' "/proc/$SERVER_PID/status"; }
 
 start_server
 BASE=$(rss)
