@@ -73,7 +73,7 @@ start_server() {
     log "server not healthy after 300 s"; exit 1
 }
 # In whole bytes: awk's print would write 2.5e+09 past a few GB, which bash cannot add.
-rss() { awk '/^VmRSS:/ {printf "%d\n", $2 * 1024}' "/proc/$SERVER_PID/status"; }
+rss() { awk '/^VmRSS:/ {printf "%.0f\n", $2 * 1024}' "/proc/$SERVER_PID/status"; }
 
 start_server
 BASE=$(rss)
