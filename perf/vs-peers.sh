@@ -16,7 +16,8 @@
 #   fanout   N subscribers of one channel x M publishes, as fast as the window allows
 #   fanout½  M_HALF (M/5) publishes at half the max publish rate measured just before
 #   unicast  UNICAST_USERS streams, UNICAST_MSGS publishes to random users (--seed 1)
-#   unicast½ the same at half the measured unicast rate (publish -> receive latency)
+#   unicast½ the same at half the measured unicast rate (publish -> receive latency), or at
+#            UNICAST_RATE publishes/s for every server
 # nchan: `http-raw-stream` subscribers (each message followed by "\n"), POST /pub/<channel>,
 #   a 100-message buffer for 10 min per channel; unicast = one channel per user.
 # Centrifugo: the uni-directional HTTP-streaming transport (POST /connection/uni_http_stream,
@@ -204,7 +205,8 @@ for srv in $PEERS; do
     if has unicast; then
         run unicast "$srv" unicast --users "$UNICAST_USERS" --messages "$UNICAST_MSGS" --seed 1 \
             --window "$UWINDOW" --pub-conns "$PUB_CONNS"
-        URATE=$(jq_ "$OUT/unicast.$srv.json" 'max(1.0, d["publish"]["per_sec"]/2)')
+        # UNICAST_RATE=N: the same rate for every server (the "p99 at 5,000/s").
+        URATE=${UNICAST_RATE:-$(jq_ "$OUT/unicast.$srv.json" 'max(1.0, d["publish"]["per_sec"]/2)')}
         run unicast-half "$srv" unicast --users "$UNICAST_USERS" --messages "$UNICAST_MSGS" --seed 1 \
             --window "$UWINDOW" --pub-conns "$PUB_CONNS" --rate "$URATE"
     fi
