@@ -35,6 +35,11 @@ pub fn epoch_of(ts: i64) -> u32 {
     ((ts & !FENCE_BASE) >> EPOCH_SHIFT) as u32
 }
 
+/// The value (seq, `last_ack`) a fenced timestamp orders within its epoch.
+pub fn value_of(ts: i64) -> u64 {
+    (ts as u64) & MAX_FENCED
+}
+
 /// One user's writes: at most one in flight, what arrives meanwhile waits for the next.
 #[derive(Debug)]
 pub struct UserQueue<T> {

@@ -20,7 +20,7 @@ use super::ops::{timed, Answers, BodyData, Listing, Read, Reply, Write};
 use super::{
     consistency, member_shard, slot_shard, ttl_for, ScyllaParams, MAX_STATEMENTS, MEMBER_PAGE,
 };
-use crate::fencing::{epoch_of, Fences, FENCE_BASE, MAX_FENCED};
+use crate::fencing::{epoch_of, value_of, Fences, FENCE_BASE};
 use crate::storage::IdemRecord;
 
 /// The `users` key a health check reads: not a valid uid (it has a space), so never a user's.
@@ -399,7 +399,7 @@ async fn get_idem(ctx: &Ctx, id: &str, now: u64) -> Result<Option<IdemRecord>, S
     }
     let answer = if answer >= FENCE_BASE {
         // A unicast key stored with its message: the answer is that row's fenced timestamp.
-        let seq = (answer as u64) & MAX_FENCED;
+        let seq = value_of(answer);
         let uid = user_of(id).ok_or_else(|| {
             format!("scylla: idempotency key {id:?} has a fenced answer and no user")
         })?;
@@ -451,7 +451,7 @@ fn user_of(id: &str) -> Option<&str> {
 /// written the user since: then nobody else can have given that seq. A record that does not
 /// hold is a fresh key: the repeat publishes.
 pub(super) fn idem_still_holds(stamp: i64, row_at: Option<i64>, max: Option<(i64, i64)>) -> bool {
-    let seq = ((stamp as u64) & MAX_FENCED) as i64;
+    let seq = value_of(stamp) as i64;
     let Some((max_seq, max_at)) = max else {
         return false;
     };
