@@ -94,36 +94,7 @@ stop_ipush() {
 }
 
 if peer nchan && mode pub; then
-    NPORT=$(free_port)
-    mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes 2;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    keepalive_requests 100000000;
-    server {
-        listen 127.0.0.1:$NPORT reuseport;
-        location ~ ^/pub/(.+)\$ {
-            nchan_publisher;
-            nchan_channel_id \$1;
-            nchan_message_buffer_length 100;
-            nchan_message_timeout 10m;
-        }
-    }
-}
-EOF
-    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" \
-        -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    wait_port "$NPORT"
-    sleep 0.5
-    NGINX_PIDS="$NGINX_PID,$(pgrep -P "$NGINX_PID" | paste -sd,)"
+    start_nchan 2 "$WORK/nginx.log"
 fi
 
 echo "# $(date -u +%FT%TZ) $(git -C "$ROOT" rev-parse --short HEAD) runs=$RUNS secs=$SECS depth=$DEPTH lines=$LINES×$BATCH_DEPTH users=$USERS"
@@ -132,7 +103,7 @@ declare -A ALL
 for r in $(seq "$RUNS"); do
     if mode pub; then
         if peer nchan; then
-            read -r m c e < <(measure "$NGINX_PIDS" "http://127.0.0.1:$NPORT" 1 nchan "$DEPTH" "$USERS")
+            read -r m c e < <(measure "$NCHAN_PIDS" "http://127.0.0.1:$NPORT" 1 nchan "$DEPTH" "$USERS")
             echo "nchan-pub $r $m $c $e"
             ALL[nchan-pub]+="$m "
         fi

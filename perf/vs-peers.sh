@@ -79,56 +79,14 @@ fi
 source "$ROOT/perf/lib.sh"
 perf_workdir vs-peers
 
-children() { pgrep -P "$1" | tr '\n' ',' ; }
 rand() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
 
 declare -A TGT PIDS_OF
 
 # ---------- nchan ----------
 if peer nchan; then
-    NPORT=$(free_port)
-    mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes $NCHAN_WORKERS;
-worker_rlimit_nofile 20000;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 19000; multi_accept on; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    keepalive_requests 1000000;
-    nchan_max_reserved_memory 1024M;
-    server {
-        # reuseport: one listening socket per worker, so the kernel spreads the subscribers.
-        listen 127.0.0.1:$NPORT reuseport backlog=16384;
-        location ~ ^/sub/(.+)\$ {
-            nchan_subscriber http-raw-stream;
-            nchan_channel_id \$1;
-            nchan_subscriber_first_message newest;
-        }
-        location ~ ^/pub/(.+)\$ {
-            nchan_publisher;
-            nchan_channel_id \$1;
-            nchan_message_buffer_length 100;
-            nchan_message_timeout 10m;
-        }
-    }
-}
-EOF
-    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" -g 'daemon off;' \
-        >"$OUT/nginx.log" 2>&1 &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    wait_port "$NPORT"
-    sleep 0.5
-    P="$NGINX_PID,$(children "$NGINX_PID")"
-    PIDS_OF[nchan]=${P%,}
+    start_nchan "$NCHAN_WORKERS" "$OUT/nginx.log"
+    PIDS_OF[nchan]=$NCHAN_PIDS
     TGT[nchan]="--sub-url-template http://127.0.0.1:$NPORT/sub/{channel} --pub-url-template http://127.0.0.1:$NPORT/pub/{channel}"
 fi
 
